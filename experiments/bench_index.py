@@ -1,0 +1,202 @@
+"""Dense index benchmark: exact jitted top-k vs ScaNN on clustered vectors with near-duplicates, as JSON.
+
+    python experiments/bench_index.py --sizes 20000,50000,100000 --dim 384 --out results/bench_index.json
+
+Data: unit vectors, 1000 cluster centres; each doc = centre + noise (|noise| ~ |centre|), 20% of the docs
+are near-copies of another doc (|noise| ~ 0.05); queries = a random doc + noise (|noise| ~ 0.5).
+Per size (each in a fresh process, so peak RSS is per size): build seconds, exact and ScaNN queries/s
+on the same queries (after a warm-up pass that also compiles; median of --repeats timed passes),
+ScaNN recall@10 against exact, speedup, peak RSS. Then a refresh-cost line for --refresh-docs docs:
+encode (a tiny random BERT on synthetic token ids), ScaNN build, and the mining search
+(--refresh-queries queries, k=100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def clustered_vectors(
+    n: int,
+    dim: int,
+    num_queries: int,
+    seed: int = 0,
+    num_clusters: int = 1000,
+    dup_fraction: float = 0.2,
+    noise: float = 1.0,
+    dup_noise: float = 0.05,
+    query_noise: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Corpus [n, dim] and queries [num_queries, dim], float32 unit vectors (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(dim)
+    centres = rng.standard_normal((num_clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    base = n - int(n * dup_fraction)
+    docs = centres[rng.integers(0, num_clusters, base)]
+    docs += noise * scale * rng.standard_normal((base, dim), dtype=np.float32)
+    copies = docs[rng.integers(0, base, n - base)]
+    copies += dup_noise * scale * rng.standard_normal(copies.shape, dtype=np.float32)
+    corpus = np.concatenate([docs, copies])
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries = corpus[rng.integers(0, n, num_queries)]
+    queries = queries + query_noise * scale * rng.standard_normal(queries.shape, dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return corpus.astype(np.float32), queries.astype(np.float32)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if platform.system() == "Darwin" else rss / 1024
+
+
+def timed_qps(search, queries: np.ndarray, k: int, repeats: int) -> tuple[float, tuple]:
+    """Warm-up pass (compiles), then the median queries/s over ``repeats`` passes; returns the results."""
+    result = search(queries, k)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = search(queries, k)
+        times.append(time.perf_counter() - t0)
+    return len(queries) / statistics.median(times), result
+
+
+def bench_size(n: int, dim: int, num_queries: int, k: int, repeats: int, seed: int) -> dict:
+    """Exact vs ScaNN at one corpus size (run in a fresh process)."""
+    from hnm_jax.mining.dense_index import DenseIndex, IndexSpec, scann_params
+
+    corpus, queries = clustered_vectors(n, dim, num_queries, seed=seed)
+    t0 = time.perf_counter()
+    exact = DenseIndex.build(corpus, IndexSpec(exact_threshold=n + 1))
+    exact_build = time.perf_counter() - t0
+    exact_qps, (exact_idx, _) = timed_qps(exact.search, queries, k, repeats)
+
+    spec = IndexSpec(exact_threshold=0)
+    t0 = time.perf_counter()
+    approx = DenseIndex.build(corpus, spec)
+    scann_build = time.perf_counter() - t0
+    scann_qps, (scann_idx, _) = timed_qps(approx.search, queries, k, repeats)
+    hits = [len(set(a) & set(b)) for a, b in zip(scann_idx, exact_idx, strict=True)]
+    return {
+        "docs": n,
+        "dim": dim,
+        "queries": num_queries,
+        "k": k,
+        "exact_build_s": round(exact_build, 3),
+        "exact_qps": round(exact_qps, 1),
+        "scann_build_s": round(scann_build, 2),
+        "scann_qps": round(scann_qps, 1),
+        "speedup": round(scann_qps / exact_qps, 2),
+        f"scann_recall_at_{k}": round(float(np.mean(hits)) / k, 4),
+        "scann_top1_agreement": round(float(np.mean(scann_idx[:, 0] == exact_idx[:, 0])), 4),
+        "scann_params": scann_params(n, spec),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def bench_refresh(n: int, dim: int, num_queries: int, seed: int, encode_length: int) -> dict:
+    """Seconds of one mining refresh at n docs: encode (tiny random BERT), ScaNN build, search k=100."""
+    from hnm_jax.mining.dense_index import DenseIndex, IndexSpec
+
+    out: dict = {"docs": n, "dim": dim, "search_queries": num_queries, "search_k": 100}
+    try:
+        from hnm_jax.data.tokenize import TokenizedTexts
+        from hnm_jax.models.encoder import BertConfig
+        from hnm_jax.models.pretrained import random_encoder
+
+        encoder = random_encoder(BertConfig.tiny(), tokenizer=None)
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(8, encode_length + 1, n).astype(np.int32)
+        ids = rng.integers(1000, 30000, (n, encode_length)).astype(np.int32)
+        ids[np.arange(encode_length)[None, :] >= lengths[:, None]] = 0
+        tokens = TokenizedTexts(input_ids=ids, lengths=lengths, pad_id=0)
+        encoder.encode_tokens(TokenizedTexts(ids[:1024], lengths[:1024], 0), batch_size=256)  # compile
+        t0 = time.perf_counter()
+        encoder.encode_tokens(tokens, batch_size=256)
+        out["encode_s"] = round(time.perf_counter() - t0, 2)
+        out["encode_model"] = (
+            f"random BertConfig.tiny() (hidden 32, 2 layers), synthetic ids, max length {encode_length}"
+        )
+    except (ImportError, AttributeError, TypeError) as err:
+        out["encode_s"] = None
+        out["encode_model"] = f"not measured: {type(err).__name__}: {err}"
+
+    corpus, queries = clustered_vectors(n, dim, num_queries, seed=seed)
+    t0 = time.perf_counter()
+    index = DenseIndex.build(corpus, IndexSpec())
+    out["build_s"] = round(time.perf_counter() - t0, 2)
+    out["index"] = "exact" if index.is_exact else "scann"
+    index.search(queries[:256], 100)
+    t0 = time.perf_counter()
+    index.search(queries, 100)
+    out["search_s"] = round(time.perf_counter() - t0, 2)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def in_fresh_process(fn, *args):
+    """Run fn(*args) in a new (spawned) process so its peak RSS and compile caches are its own."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="20000,50000,100000", help="comma-separated corpus sizes")
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--queries", type=int, default=4096, help="queries per timed pass")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
+    parser.add_argument("--refresh-docs", type=int, default=100_000, help="0 skips the refresh-cost line")
+    parser.add_argument("--refresh-queries", type=int, default=20_000)
+    parser.add_argument("--encode-length", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/bench_index.json")
+    args = parser.parse_args()
+
+    import jax
+    import scann
+
+    results: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+            "jax_backend": jax.default_backend(),
+            "scann": getattr(scann, "__version__", "unknown"),
+        },
+        "args": vars(args),
+        "sizes": [],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        row = in_fresh_process(bench_size, n, args.dim, args.queries, args.k, args.repeats, args.seed)
+        results["sizes"].append(row)
+        print(json.dumps(row), flush=True)
+        out.write_text(json.dumps(results, indent=2))
+    if args.refresh_docs:
+        refresh = in_fresh_process(
+            bench_refresh, args.refresh_docs, args.dim, args.refresh_queries, args.seed, args.encode_length
+        )
+        results["refresh"] = refresh
+        print(json.dumps(refresh), flush=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

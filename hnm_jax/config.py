@@ -1,0 +1,206 @@
+"""ConfigDict -> frozen, hashable specs. jit only ever sees these specs, never a ConfigDict.
+
+Each section of the config maps onto one frozen dataclass; `spec_from_config` checks that every key is known
+(suggesting the closest valid key), that every value has the declared type, and that values are possible.
+All errors are `ConfigError`s whose message starts with the dotted key.
+"""
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message starts with the dotted key, e.g. 'loss.temperature: must be > 0'."""
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"{key}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dtype: str
+    dropout: float
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16"):
+            _fail("model.dtype", f"expected 'float32' or 'bfloat16', got {self.dtype!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            _fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    name: str
+    path: str
+    train_split: str
+    eval_split: str
+    query_max_length: int
+    doc_max_length: int
+    skip_empty: bool
+
+    def __post_init__(self):
+        if not (self.name or self.path):
+            _fail("data.name", "set data.name (a benchmark) or data.path (a BEIR folder)")
+        for key in ("query_max_length", "doc_max_length"):
+            if not 4 <= getattr(self, key) <= 512:
+                _fail(f"data.{key}", f"must be in [4, 512], got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    batch_size: int
+    num_epochs: int
+    max_steps: int
+    learning_rate: float
+    warmup_fraction: float
+    weight_decay: float
+    grad_clip: float
+    checkpoint_every: int
+    keep_checkpoints: int
+    log_every: int
+
+    def __post_init__(self):
+        if self.batch_size < 2:
+            _fail("train.batch_size", f"must be >= 2 (in-batch negatives need a batch), got {self.batch_size}")
+        if self.num_epochs < 1 and self.max_steps < 1:
+            _fail("train.num_epochs", "set num_epochs >= 1 or max_steps >= 1")
+        if self.max_steps < 0:
+            _fail("train.max_steps", f"must be >= 0, got {self.max_steps}")
+        if not 0.0 < self.learning_rate < 1.0:
+            _fail("train.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            _fail("train.warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            _fail("train.weight_decay" if self.weight_decay < 0 else "train.grad_clip", "must be >= 0")
+        for key in ("checkpoint_every", "keep_checkpoints", "log_every"):
+            if getattr(self, key) < 1:
+                _fail(f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    temperature: float
+
+    def __post_init__(self):
+        if not 1e-3 <= self.temperature <= 10.0:
+            _fail("loss.temperature", f"must be in [0.001, 10] (logits = scores / temperature), got {self.temperature}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningSpec:
+    strategy: str
+    num_negatives: int
+
+    def __post_init__(self):
+        from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES
+
+        if self.strategy not in NEGATIVE_STRATEGIES:
+            _fail("mining.strategy", f"unknown {self.strategy!r}; valid: {', '.join(sorted(NEGATIVE_STRATEGIES))}")
+        if not 0 <= self.num_negatives <= 64:
+            _fail("mining.num_negatives", f"must be in [0, 64], got {self.num_negatives}")
+        if self.strategy == "in_batch" and self.num_negatives:
+            _fail("mining.num_negatives", "must be 0 with strategy 'in_batch' (no explicit negatives)")
+        if self.strategy != "in_batch" and not self.num_negatives:
+            _fail("mining.num_negatives", f"must be >= 1 with strategy {self.strategy!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    max_length: int
+    batch_size: int
+
+    def __post_init__(self):
+        if not 4 <= self.max_length <= 512:
+            _fail("eval.max_length", f"must be in [4, 512], got {self.max_length}")
+        if self.batch_size < 1:
+            _fail("eval.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    seed: int
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec
+    loss: LossSpec
+    mining: MiningSpec
+    eval: EvalSpec
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    """Returns `value` converted to `expected` (int -> float allowed), or raises ConfigError naming `key`."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        _fail(key, f"expected int, got bool {value!r}")
+    origin = typing.get_origin(expected)
+    allowed = typing.get_args(expected) if origin in (typing.Union, types.UnionType) else (expected,)
+    if not isinstance(value, allowed):
+        names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+        _fail(key, f"expected {names}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _section(config: Mapping[str, Any], name: str, cls: type) -> Any:
+    """Builds the dataclass `cls` from `config[name]`, rejecting unknown and missing keys."""
+    if name not in config:
+        _fail(name, "missing section")
+    section = config[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in section:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {name}.{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+            _fail(f"{name}.{key}", f"unknown key{hint}")
+    values = {}
+    for key, field in fields.items():
+        if key not in section:
+            _fail(f"{name}.{key}", "missing key (every key lives in configs/base.py)")
+        values[key] = _check_type(f"{name}.{key}", section[key], field.type)
+    return cls(**values)
+
+
+SECTIONS = {
+    "model": ModelSpec,
+    "data": DataSpec,
+    "train": TrainSpec,
+    "loss": LossSpec,
+    "mining": MiningSpec,
+    "eval": EvalSpec,
+}
+
+
+def spec_from_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ExperimentSpec:
+    """Validates `config` and returns the frozen ExperimentSpec, or raises ConfigError naming the key."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = config.to_dict()
+    known = set(SECTIONS) | {"seed"}
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            _fail(key, "unknown key" + (f"; did you mean {close[0]}?" if close else ""))
+    seed = _check_type("seed", config.get("seed", 0), int)
+    sections = {name: _section(config, name, cls) for name, cls in SECTIONS.items()}
+    return ExperimentSpec(seed=seed, **sections)
+
+
+def load_config_file(path_and_arg: str) -> ml_collections.ConfigDict:
+    """Runs `get_config(arg)` of a config file named 'path/to/config.py[:arg]' (what --config takes)."""
+    import importlib.util
+    from pathlib import Path
+
+    path, _, arg = path_and_arg.partition(":")
+    if not Path(path).is_file():
+        raise ConfigError(f"config: no such file {path!r}")
+    module_spec = importlib.util.spec_from_file_location(f"hnm_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)

@@ -1,0 +1,220 @@
+"""Tokenizer -> fixed-width int32 arrays, an on-disk cache per text set, and length buckets.
+
+Texts are tokenized once (truncated at `max_length`, never padded by the tokenizer) into a
+`TokenizedTexts` of `[N, max_length]` ids plus per-row lengths. Batches are later cut to a bucket
+length from `LENGTH_BUCKETS`, so a jitted encoder compiles at most once per bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tqdm
+
+LENGTH_BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+CHUNK_SIZE = 4096  # texts per tokenizer call: bounds the memory of the Python token lists
+_CACHE_VERSION = b"hnm_jax.tokenize.v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedTexts:
+    """Token ids of N texts, right-padded with `pad_id` to a common width.
+
+    input_ids: [N, max_length] int32, `pad_id` beyond each row's length.
+    lengths: [N] int32, real tokens per row including [CLS]/[SEP].
+    """
+
+    input_ids: np.ndarray
+    lengths: np.ndarray
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_ids.ndim != 2 or self.lengths.shape != self.input_ids.shape[:1]:
+            raise ValueError(
+                f"TokenizedTexts: expected input_ids [N, L] and lengths [N], got {self.input_ids.shape} "
+                f"and {self.lengths.shape}"
+            )
+
+    @property
+    def max_length(self) -> int:
+        """Width L of `input_ids`."""
+        return int(self.input_ids.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def _check_length(self, length: int | None) -> int:
+        length = self.max_length if length is None else int(length)
+        if not 0 < length <= self.max_length:
+            raise ValueError(f"length must be in [1, {self.max_length}], got {length}")
+        return length
+
+    def attention_mask(self, length: int | None = None) -> np.ndarray:
+        """[N, length] int32 mask, 1 where position < lengths (length defaults to max_length)."""
+        length = self._check_length(length)
+        return (np.arange(length)[None, :] < self.lengths[:, None]).astype(np.int32)
+
+    def take(self, rows: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [R, length], mask [R, length]) for `rows`, cut to `length` columns."""
+        length = self._check_length(length)
+        rows = np.asarray(rows)
+        ids = self.input_ids[rows, :length]
+        mask = (np.arange(length)[None, :] < self.lengths[rows][:, None]).astype(np.int32)
+        return ids, mask
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return 0 if pad is None else int(pad)
+
+
+def _fill(rows: list[list[int]], out: np.ndarray, start: int) -> np.ndarray:
+    """Writes ragged `rows` into out[start:start+len(rows)]; returns their lengths [len(rows)]."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
+    for i, row in enumerate(rows):
+        out[start + i, : len(row)] = row
+    return lengths
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> bytes:
+    """Bytes that change whenever the tokenizer would produce different ids."""
+    parts = [type(tokenizer).__qualname__, str(getattr(tokenizer, "truncation_side", "right"))]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # fast tokenizer: vocab + normalizer + post-processor, all in one JSON
+        parts.append(backend.to_str())
+    else:
+        parts.append(str(getattr(tokenizer, "name_or_path", "")))
+        parts.append(repr(sorted(tokenizer.get_vocab().items())))
+    return "\0".join(parts).encode("utf-8")
+
+
+def _cache_key(tokenizer: Any, texts: Sequence[str], max_length: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(_CACHE_VERSION)
+    digest.update(_tokenizer_fingerprint(tokenizer))
+    digest.update(f"\0max_length={max_length}\0n={len(texts)}\0".encode())
+    for text in texts:
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
+def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tokenize_texts(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = False,
+) -> TokenizedTexts:
+    """Tokenizes `texts` with truncation at `max_length` -> TokenizedTexts [N, max_length].
+
+    Ids are identical to `tokenizer(texts, truncation=True, max_length=max_length)`. With `cache_dir`,
+    the arrays are stored as `tokens-<sha256>.npz` (key: tokenizer, max_length, every text) and reused.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}")
+    texts = list(texts)
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"tokens-{_cache_key(tokenizer, texts, max_length)}.npz"
+        if cache_path.exists():
+            with np.load(cache_path) as data:
+                return TokenizedTexts(data["input_ids"], data["lengths"], int(data["pad_id"]))
+
+    pad_id = _pad_id(tokenizer)
+    input_ids = np.full((len(texts), max_length), pad_id, dtype=np.int32)
+    lengths = np.zeros((len(texts),), dtype=np.int32)
+    with tqdm.tqdm(total=len(texts), disable=not show_progress, desc="tokenize", unit="text") as bar:
+        for start in range(0, len(texts), CHUNK_SIZE):
+            chunk = texts[start : start + CHUNK_SIZE]
+            encoded = tokenizer(
+                chunk,
+                truncation=True,
+                max_length=max_length,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+            lengths[start : start + len(chunk)] = _fill(encoded["input_ids"], input_ids, start)
+            bar.update(len(chunk))
+
+    tokens = TokenizedTexts(input_ids, lengths, pad_id)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_npz_atomic(cache_path, input_ids=input_ids, lengths=lengths, pad_id=np.int64(pad_id))
+    return tokens
+
+
+def tokenize_pairs(
+    tokenizer: Any, first: Sequence[str], second: Sequence[str], max_length: int
+) -> tuple[TokenizedTexts, np.ndarray]:
+    """Tokenizes text pairs `[CLS] a [SEP] b [SEP]` (for a cross-encoder).
+
+    Returns (tokens [N, max_length], token_type_ids [N, max_length] int32, 0 on padding).
+    Truncation is the tokenizer's default ('longest_first') at `max_length`.
+    """
+    first, second = list(first), list(second)
+    if len(first) != len(second):
+        raise ValueError(f"tokenize_pairs: {len(first)} first texts but {len(second)} second texts")
+    pad_id = _pad_id(tokenizer)
+    input_ids = np.full((len(first), max_length), pad_id, dtype=np.int32)
+    type_ids = np.zeros((len(first), max_length), dtype=np.int32)
+    lengths = np.zeros((len(first),), dtype=np.int32)
+    for start in range(0, len(first), CHUNK_SIZE):
+        stop = start + CHUNK_SIZE
+        encoded = tokenizer(
+            first[start:stop],
+            second[start:stop],
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=True,
+        )
+        lengths[start : start + len(encoded["input_ids"])] = _fill(encoded["input_ids"], input_ids, start)
+        _fill(encoded["token_type_ids"], type_ids, start)
+    return TokenizedTexts(input_ids, lengths, pad_id), type_ids
+
+
+def bucket_length(length: int, max_length: int) -> int:
+    """Smallest bucket in LENGTH_BUCKETS >= `length`, capped at `max_length` (always allowed)."""
+    if not 0 <= length <= max_length:
+        raise ValueError(f"length {length} is outside [0, max_length={max_length}]")
+    for bucket in LENGTH_BUCKETS:
+        if bucket >= length:
+            return min(bucket, max_length)
+    return max_length
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, max_length: int) -> list[tuple[np.ndarray, int]]:
+    """Length-sorted batches: [(row indices [<= batch_size], padded length)], deterministic.
+
+    Rows are sorted by length (stable) and cut into consecutive batches of `batch_size` rows; each
+    batch's padded length is `bucket_length` of its longest row.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batches.append((rows, bucket_length(int(lengths[rows].max()), max_length)))
+    return batches

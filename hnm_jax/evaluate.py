@@ -1,0 +1,90 @@
+"""Evaluation: encode the corpus and the split's queries, retrieve over the whole corpus, compute metrics.
+
+Retrieval goes through the same `Retriever` that mining uses, so evaluation measures the pipeline a trained
+model is deployed with (exact dense top-k by default: a jitted, chunked matmul).
+"""
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from hnm_jax.data.beir import Split, Texts
+from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.metrics import pairwise_accuracy, retrieval_metrics
+from hnm_jax.mining.dense_index import DenseIndex
+from hnm_jax.mining.retriever import Retriever, RetrieverSpec
+from hnm_jax.models.pretrained import Encoder
+
+RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10
+
+
+def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """max over each query's relevant docs of q . d: [Q, D], [N, D], [Q, P] -> [Q]."""
+    scores = np.einsum("qd,qpd->qp", query_emb, doc_emb[np.maximum(positives, 0)])
+    return np.max(np.where(positives >= 0, scores, -np.inf), axis=1)
+
+
+def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, max_length: int, batch_size: int,
+             state=None, sharding: jax.sharding.NamedSharding | None = None,
+             retriever_spec: RetrieverSpec | None = None, cache_dir: Path | None = None,
+             show_progress: bool = True) -> dict[str, float]:
+    """Metrics of `encoder` (or of `state`, its parameters while training) on `split` over the whole corpus."""
+    query_texts = [queries.texts[i] for i in split.query_rows]
+    corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir)
+    query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
+    encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
+    doc_emb = encoder.encode_tokens(corpus_tokens, **encode)
+    query_emb = encoder.encode_tokens(query_tokens, **encode)
+    retriever = build_retriever(retriever_spec or RetrieverSpec(), doc_emb, corpus.texts)
+    retrieved = retriever.retrieve(query_emb, query_texts, k=min(RETRIEVE_K, len(corpus)))
+    ranked = retrieved.indices
+    if ranked.shape[1] < 10:  # tiny corpora: pad so @10 metrics are defined
+        ranked = np.pad(ranked, ((0, 0), (0, 10 - ranked.shape[1])), constant_values=-1)
+    metrics = retrieval_metrics(ranked, split.positives)
+    if split.candidates is not None:
+        cand = split.candidates
+        cand_scores = np.sum(query_emb[cand.query] * doc_emb[cand.doc], axis=-1)
+        best = best_positive_scores(query_emb, doc_emb, split.positives)
+        metrics.update(pairwise_accuracy(cand.query, cand_scores, cand.label, best))
+    metrics["num_queries"] = len(split)
+    metrics["num_docs"] = len(corpus)
+    return metrics
+
+
+def build_retriever(spec: RetrieverSpec, doc_emb: np.ndarray, doc_texts) -> Retriever:
+    """The deployed retrieval pipeline over one corpus: dense index and/or BM25, as `spec.mode` asks."""
+    from hnm_jax.mining.lexical import LexicalIndex
+
+    dense = DenseIndex.build(doc_emb) if spec.mode in ("dense", "hybrid") else None
+    lexical = LexicalIndex.build(list(doc_texts)) if spec.mode in ("lexical", "hybrid") else None
+    return Retriever(spec, dense, lexical)
+
+
+def write_metrics(metrics: Mapping, path: Path) -> None:
+    """JSON with sorted keys, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+TABLE_METRICS = ("accuracy@1", "accuracy@5", "accuracy@10", "recall@1", "recall@10", "mrr@10", "ndcg@10",
+                 "pairwise_accuracy")
+
+
+def format_table(columns: Mapping[str, Mapping[str, float]]) -> str:
+    """A small text table: one row per metric, one column per run."""
+    names = list(columns)
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'metric':<18}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    for metric in TABLE_METRICS:
+        if any(metric in columns[n] for n in names):
+            cells = "".join(
+                f"{columns[n][metric]:>{width + 2}.4f}" if metric in columns[n] else f"{'-':>{width + 2}}"
+                for n in names
+            )
+            lines.append(f"{metric:<18}{cells}")
+    return "\n".join(lines)

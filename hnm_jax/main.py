@@ -1,0 +1,115 @@
+"""The `hnm` command line: train | eval | export. Flags only; the work happens in the library.
+
+    hnm train --config configs/quickstart.py [--config.train.batch_size=16 ...] --workdir DIR
+    hnm eval --workdir DIR [--data NAME_OR_PATH] [--split test] [--output FILE] [--max-length 128]
+    hnm eval --model all-MiniLM-L6-v2 --data abt_buy --split test          # zero-shot, no training
+    hnm export --workdir DIR --out EXPORT_DIR                              # Hugging Face / sentence-transformers layout
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+USAGE = __doc__
+
+
+def _train(argv: list[str]) -> int:
+    from absl import flags
+    from ml_collections import config_flags
+
+    from hnm_jax.train import train_and_evaluate
+
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
+                                    flag_values=flag_values, lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, logs and eval results go.", flag_values=flag_values)
+    try:
+        flag_values(["hnm train", *argv])
+    except flags.Error as error:
+        print(f"hnm train: {error}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if flag_values.config is None or flag_values.workdir is None:
+        print(f"hnm train: --config and --workdir are required\n\n{USAGE}", file=sys.stderr)
+        return 2
+    train_and_evaluate(flag_values.config, flag_values.workdir)
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hnm eval", description="Evaluate a trained workdir or a model.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="a training workdir (its newest checkpoint)")
+    source.add_argument("--model", help="a model folder, packaged name or hub id (zero-shot)")
+    parser.add_argument("--data", help="benchmark name or BEIR folder (default: the workdir's dataset)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--output", help="metrics JSON (default: WORKDIR/eval_<split>.json)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per query and document")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args(argv)
+
+    from hnm_jax import sharding
+    from hnm_jax.data.beir import load_beir, resolve_dataset_path
+    from hnm_jax.evaluate import evaluate, format_table, write_metrics
+    from hnm_jax.models.pretrained import load_encoder
+    from hnm_jax.train import load_trained, load_trained_config
+
+    if args.workdir:
+        config = load_trained_config(args.workdir)
+        data = args.data or config.data.path or config.data.name
+        label = f"{Path(args.workdir).name} ({args.split})"
+    else:
+        if not args.data:
+            parser.error("--data is required with --model")
+        data, label = args.data, f"{args.model} ({args.split})"
+    root = resolve_dataset_path(path=data) if Path(data).is_dir() else resolve_dataset_path(name=data)
+    beir = load_beir(root, args.split)  # bad data fails here, before any model is loaded
+    encoder = load_trained(args.workdir)[0] if args.workdir else load_encoder(args.model)
+    mesh = sharding.make_mesh()
+    metrics = evaluate(encoder, beir.corpus, beir.queries, beir.split, max_length=args.max_length,
+                       batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh))
+    output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
+                                                     else None)
+    if output is not None:
+        write_metrics(metrics, output)
+    print(format_table({label: metrics}))
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hnm export", description="Export a trained encoder (HF layout).")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    from hnm_jax.train import load_trained
+
+    encoder, _ = load_trained(args.workdir)
+    encoder.export(Path(args.out))
+    print(f"exported {args.workdir} -> {args.out}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "export": _export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        return 2
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" banner: we never use it
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from hnm_jax.config import ConfigError
+    from hnm_jax.data.beir import DataError
+
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ConfigError, DataError) as error:
+        print(f"hnm {argv[0]}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

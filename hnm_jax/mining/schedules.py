@@ -1,0 +1,183 @@
+"""Hardness bands and curricula for negative selection: pure, jit-able.
+
+A *band* ``(lo, hi)`` keeps a negative with score ``s`` when ``lo <= s <= hi`` (absolute scores) or
+``lo * s_pos <= s <= hi * s_pos`` (relative to its query's positive score). A *curriculum* moves the
+band from an easy start band (low scores) to the final band as training proceeds:
+
+    t = progress(step)                       in [0, 1], non-decreasing in step
+    band(step) = start + t * (end - start)   per bound
+
+Everything here takes arrays and a frozen :class:`BandSpec`, so the band can be computed inside a
+jitted train step from the traced step counter without recompiling (the spec is static; the step and
+the band values are traced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ArrayLike = jax.Array | np.ndarray | int | float
+
+
+def _progress_fraction(step: ArrayLike, total: int) -> jax.Array:
+    """p = clip(step / total, 0, 1) as float32."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.clip(step / jnp.float32(max(int(total), 1)), 0.0, 1.0)
+
+
+def progress_none(step: ArrayLike, total: int, num_stages: int = 1) -> jax.Array:
+    """No curriculum: t = 1 at every step (the final band is used throughout)."""
+    del total, num_stages
+    return jnp.ones_like(jnp.asarray(step, jnp.float32))
+
+
+def progress_linear(step: ArrayLike, total: int, num_stages: int = 1) -> jax.Array:
+    """t = clip(step / total, 0, 1)."""
+    del num_stages
+    return _progress_fraction(step, total)
+
+
+def progress_cosine(step: ArrayLike, total: int, num_stages: int = 1) -> jax.Array:
+    """t = (1 - cos(pi * p)) / 2 with p = clip(step / total, 0, 1): slow start, slow finish."""
+    del num_stages
+    p = _progress_fraction(step, total)
+    return jnp.clip(0.5 * (1.0 - jnp.cos(jnp.float32(math.pi) * p)), 0.0, 1.0)
+
+
+def progress_step(step: ArrayLike, total: int, num_stages: int = 4) -> jax.Array:
+    """Piecewise constant: ``num_stages`` equal-length stages, t = stage / (num_stages - 1).
+
+    stage = min(floor(clip(step, 0, total) * S / total), S - 1), so the start band holds during the first
+    stage and the final band from the last stage (step >= (S-1)/S * total) on. S <= 1 gives t = 1.
+    Integer arithmetic, so stage boundaries are exact.
+    """
+    stages = int(num_stages)
+    total = max(int(total), 1)
+    if stages <= 1:
+        return progress_none(step, total)
+    s = jnp.clip(jnp.asarray(step, jnp.int32), 0, total)
+    # s * stages could overflow int32 only for totals ~ 2**31 / stages; compute in float64-free int math.
+    stage = jnp.minimum((s * stages) // total, stages - 1)
+    return stage.astype(jnp.float32) / jnp.float32(stages - 1)
+
+
+CURRICULA: dict[str, Callable[..., jax.Array]] = {
+    "none": progress_none,
+    "linear": progress_linear,
+    "cosine": progress_cosine,
+    "step": progress_step,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BandSpec:
+    """Hardness band (and its curriculum) for selecting negatives; static under jit.
+
+    lo, hi: the kept band at the end of the curriculum (always, when curriculum == "none").
+    relative: bounds are fractions of the positive's score (keep lo*pos <= s <= hi*pos) instead of
+      absolute scores. Meant for positive ``pos`` (cosine scores of a true pair); for pos < 0 the
+      relative band is empty unless lo >= hi.
+    curriculum: one of CURRICULA; the band moves from (start_lo, start_hi) at step 0 to (lo, hi) at
+      curriculum_steps. num_stages is used by "step".
+    """
+
+    lo: float = -1.0
+    hi: float = 1.0
+    relative: bool = False
+    curriculum: str = "none"
+    start_lo: float = -1.0
+    start_hi: float = 0.5
+    curriculum_steps: int = 1000
+    num_stages: int = 4
+
+    def __post_init__(self) -> None:
+        if self.curriculum not in CURRICULA:
+            raise ValueError(f"BandSpec.curriculum={self.curriculum!r} is unknown; expected one of {sorted(CURRICULA)}")
+        if self.curriculum_steps < 1:
+            raise ValueError(f"BandSpec.curriculum_steps must be >= 1, got {self.curriculum_steps}")
+        if self.num_stages < 1:
+            raise ValueError(f"BandSpec.num_stages must be >= 1, got {self.num_stages}")
+        if self.lo > self.hi:
+            raise ValueError(f"BandSpec: final band is empty (lo={self.lo} > hi={self.hi})")
+        if self.start_lo > self.start_hi:
+            raise ValueError(f"BandSpec: start band is empty (start_lo={self.start_lo} > start_hi={self.start_hi})")
+
+
+def _interpolate(start: float, end: float, t: jax.Array) -> jax.Array:
+    """start + t * (end - start), exact at t=0 and t=1 and monotone in t (clipped to [start, end])."""
+    a, b = jnp.float32(start), jnp.float32(end)
+    value = jnp.clip(a + t * (b - a), jnp.minimum(a, b), jnp.maximum(a, b))
+    return jnp.where(t >= 1.0, b, jnp.where(t <= 0.0, a, value))
+
+
+def band_at(step: jax.Array | int, spec: BandSpec) -> tuple[jax.Array, jax.Array]:
+    """Band (lo, hi) at ``step``: float32 scalars interpolated from the start band to the final band.
+
+    t = CURRICULA[spec.curriculum](step, spec.curriculum_steps, spec.num_stages)
+    lo = start_lo + t * (lo_end - start_lo),  hi = start_hi + t * (hi_end - start_hi)
+    With start <= end per bound, both bounds are non-decreasing in step.
+    """
+    if spec.curriculum not in CURRICULA:
+        raise ValueError(f"unknown curriculum {spec.curriculum!r}; expected one of {sorted(CURRICULA)}")
+    t = CURRICULA[spec.curriculum](step, spec.curriculum_steps, spec.num_stages)
+    return _interpolate(spec.start_lo, spec.lo, t), _interpolate(spec.start_hi, spec.hi, t)
+
+
+def band_mask(
+    neg_scores: jax.Array | np.ndarray,
+    pos_scores: jax.Array | np.ndarray | float,
+    band: tuple[ArrayLike, ArrayLike],
+    relative: bool,
+) -> jax.Array:
+    """Which negatives lie inside the band.
+
+    neg_scores: [..., N]; pos_scores: [...] (one positive score per row, broadcast over N; ignored
+    unless ``relative``); band: (lo, hi) scalars (or arrays broadcastable to [...]).
+    Returns bool [..., N], True = keep:
+      absolute:  lo <= s <= hi
+      relative:  lo * pos <= s <= hi * pos
+    NaN scores are never kept; -inf scores are kept only when lo == -inf.
+    """
+    neg = jnp.asarray(neg_scores)
+    lo = jnp.asarray(band[0], jnp.float32)
+    hi = jnp.asarray(band[1], jnp.float32)
+    if relative:
+        pos = jnp.asarray(pos_scores, jnp.float32)[..., None]
+        lo = lo[..., None] * pos if lo.ndim else lo * pos
+        hi = hi[..., None] * pos if hi.ndim else hi * pos
+    else:
+        lo = lo[..., None] if lo.ndim else lo
+        hi = hi[..., None] if hi.ndim else hi
+    return jnp.broadcast_to((neg >= lo) & (neg <= hi), neg.shape)
+
+
+def simans_weights(
+    neg_scores: np.ndarray | jax.Array,
+    pos_scores: np.ndarray | jax.Array | float,
+    a: float = 1.0,
+    b: float = 0.0,
+) -> np.ndarray | jax.Array:
+    """SimANS sampling weights (Zhou et al. 2022), normalized over the last axis.
+
+    neg_scores: [..., N]; pos_scores: [...] (broadcast over N).
+        w_i = exp(-a * (s_i - s_pos - b)^2) / sum_j exp(-a * (s_j - s_pos - b)^2)
+    so the most likely negatives score about ``s_pos + b`` (take b < 0 to prefer negatives slightly
+    below the positive). Invalid entries (-inf, +inf or NaN score) get weight 0; a row with no valid entry
+    is all zeros. Numpy in -> numpy out (float32), jax in -> jax out.
+    """
+    xp = jnp if isinstance(neg_scores, jax.Array) or isinstance(pos_scores, jax.Array) else np
+    neg = xp.asarray(neg_scores, dtype=xp.float32)
+    pos = xp.asarray(pos_scores, dtype=xp.float32)[..., None]
+    valid = xp.isfinite(neg)
+    logits = -xp.float32(a) * xp.square(neg - pos - xp.float32(b))
+    logits = xp.where(valid, logits, -xp.inf)
+    row_max = xp.max(xp.where(valid, logits, xp.float32(-3.0e38)), axis=-1, keepdims=True)
+    unnorm = xp.where(valid, xp.exp(logits - row_max), xp.float32(0.0))
+    total = xp.sum(unnorm, axis=-1, keepdims=True)
+    return xp.where(total > 0, unnorm / xp.where(total > 0, total, 1.0), xp.float32(0.0)).astype(xp.float32)

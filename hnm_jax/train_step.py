@@ -1,0 +1,97 @@
+"""TrainState and the pure, jitted contrastive train step.
+
+A batch (global arrays, leading axis sharded over 'data'):
+  query_ids, query_mask   [B, Lq] int32
+  pos_ids, pos_mask       [B, Ld] int32      the positive document of each query
+  neg_ids, neg_mask       [B, N, Ld] int32   N explicit negatives per query (N may be 0)
+  pos_doc                 [B] int32          corpus row of each positive
+  neg_doc                 [B, N] int32       corpus row of each negative (-1 = empty slot)
+  query_positives         [B, P] int32       every known positive of each query (-1 padded)
+"""
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from hnm_jax.config import LossSpec
+from hnm_jax.losses import candidate_mask, in_batch_accuracy, infonce_loss
+from hnm_jax.models.encoder import PoolingSpec, embed
+
+BATCH_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask", "pos_doc", "neg_doc",
+              "query_positives")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; `graphdef` is static (part of the jit cache key)."""
+
+    graphdef: Any = flax.struct.field(pytree_node=False)
+    params: Any
+    opt_state: Any
+    step: jax.Array  # scalar int32: optimizer steps taken
+    rng: jax.Array  # raw uint32 PRNG key; step keys are fold_in(rng, step)
+
+
+def create_train_state(graphdef: Any, params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh state at step 0."""
+    return TrainState(graphdef=graphdef, params=params, opt_state=tx.init(params),
+                      step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(seed))
+
+
+def encode_pair_batch(graphdef: Any, params: Any, batch: dict, pooling: PoolingSpec,
+                      dropout_rng: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Embeds the queries [B, D] and the candidate columns [B*(1+N), D] (positives, then negatives)."""
+    model = nnx.merge(graphdef, params)
+    q_rng, d_rng = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
+    queries = embed(model, batch["query_ids"], batch["query_mask"], pooling, dropout_rng=q_rng)
+    b, n, length = batch["neg_ids"].shape
+    doc_ids = jnp.concatenate([batch["pos_ids"], batch["neg_ids"].reshape(b * n, length)])
+    doc_mask = jnp.concatenate([batch["pos_mask"], batch["neg_mask"].reshape(b * n, length)])
+    docs = embed(model, doc_ids, doc_mask, pooling, dropout_rng=d_rng)
+    return queries, docs
+
+
+def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpec, pooling: PoolingSpec,
+                     dropout_rng: jax.Array | None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """InfoNCE of one batch and its (scores [B, B*(1+N)], candidate mask [B, B*(1+N)])."""
+    queries, docs = encode_pair_batch(graphdef, params, batch, pooling, dropout_rng)
+    scores = queries @ docs.T  # global matmul: in-batch negatives span every device
+    mask = candidate_mask(batch["pos_doc"], batch["neg_doc"], batch["query_positives"])
+    return infonce_loss(scores, mask, loss_spec.temperature), (scores, mask)
+
+
+def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss_spec: LossSpec,
+               pooling: PoolingSpec, dropout: bool) -> tuple[TrainState, dict]:
+    """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`)."""
+    step_rng = jax.random.fold_in(state.rng, state.step) if dropout else None
+    loss_fn = functools.partial(contrastive_loss, graphdef=state.graphdef, batch=batch, loss_spec=loss_spec,
+                                pooling=pooling, dropout_rng=step_rng)
+    (loss, (scores, mask)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    diag = jnp.diagonal(scores)
+    own = jnp.arange(scores.shape[1])[None, :] == jnp.arange(scores.shape[0])[:, None]
+    hardest = jnp.max(jnp.where(mask & ~own, scores, -jnp.inf), axis=-1)
+    metrics = {
+        "loss": loss,
+        "in_batch_accuracy": in_batch_accuracy(scores, mask),
+        "grad_norm": optax.tree.norm(grads),
+        "positive_score": jnp.mean(diag),
+        "hardest_negative_score": jnp.mean(hardest),
+        "candidates_per_query": jnp.mean(jnp.sum(mask, axis=-1).astype(jnp.float32)),
+    }
+    new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+    return new_state, metrics
+
+
+def jit_train_step(tx: optax.GradientTransformation, loss_spec: LossSpec, pooling: PoolingSpec, dropout: bool,
+                   state_sharding: Any, batch_sharding: Any):
+    """jax.jit of train_step with the state replicated and donated, and batches sharded over 'data'."""
+    step = functools.partial(train_step, tx=tx, loss_spec=loss_spec, pooling=pooling, dropout=dropout)
+    return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
+                   donate_argnums=0)

@@ -1,0 +1,74 @@
+"""Config validation: every config file validates; bad keys, types and values fail naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from hnm_jax.config import ConfigError, load_config_file, spec_from_config
+from hnm_jax.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("config_file", CONFIG_FILES)
+def test_every_config_validates(config_file):
+    for arg in ("", "tiny"):
+        spec = spec_from_config(load_config_file(f"{REPO / config_file}:{arg}" if arg else str(REPO / config_file)))
+        assert spec.train.batch_size >= 2
+
+
+def test_every_config_docstring_starts_with_its_command():
+    for config_file in CONFIG_FILES:
+        if config_file.endswith("base.py"):
+            continue
+        text = (REPO / config_file).read_text()
+        assert f"--config {config_file}" in text.split('"""')[1], config_file
+
+
+def base_dict():
+    return load_config_file(str(REPO / "configs/base.py")).to_dict()
+
+
+def test_unknown_key_suggests_closest():
+    config = base_dict()
+    config["loss"]["temperatur"] = 0.1
+    with pytest.raises(ConfigError, match=r"loss\.temperatur: unknown key; did you mean loss\.temperature\?"):
+        spec_from_config(config)
+
+
+def test_wrong_type_names_key():
+    config = base_dict()
+    config["train"]["batch_size"] = "32"
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected int, got str"):
+        spec_from_config(config)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("loss", "temperature", 0.0, r"loss\.temperature: must be in"),
+    ("loss", "temperature", -1.0, r"loss\.temperature"),
+    ("train", "batch_size", 1, r"train\.batch_size: must be >= 2"),
+    ("train", "learning_rate", 5.0, r"train\.learning_rate"),
+    ("mining", "strategy", "hardest_ever", r"mining\.strategy: unknown 'hardest_ever'; valid: .*random"),
+    ("model", "dtype", "float16", r"model\.dtype"),
+    ("data", "doc_max_length", 1024, r"data\.doc_max_length"),
+])
+def test_impossible_values(section, key, value, message):
+    config = base_dict()
+    config[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        spec_from_config(config)
+
+
+def test_cli_rejects_bad_override_type(tmp_path, capsys):
+    code = main(["train", "--config", str(REPO / "configs/base.py:tiny"), "--config.loss.temperature=abc",
+                 "--workdir", str(tmp_path)])
+    assert code == 2
+    assert "temperature" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_override(tmp_path, capsys):
+    code = main(["train", "--config", str(REPO / "configs/base.py:tiny"), "--config.loss.tempreature=0.1",
+                 "--workdir", str(tmp_path)])
+    assert code == 2
+    assert "tempreature" in capsys.readouterr().err

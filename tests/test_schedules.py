@@ -1,0 +1,183 @@
+"""Bands, curricula and SimANS weights: hand-computed cases, properties, and jit without retracing."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hnm_jax.mining.schedules import CURRICULA, BandSpec, band_at, band_mask, simans_weights
+
+
+def _band(step, spec):
+    lo, hi = band_at(step, spec)
+    return float(np.asarray(lo)), float(np.asarray(hi))
+
+
+def test_band_at_none_is_final_band():
+    spec = BandSpec(lo=0.2, hi=0.8, curriculum="none")
+    for step in (0, 1, 500, 10**6):
+        assert _band(step, spec) == pytest.approx((0.2, 0.8))
+
+
+def test_band_at_linear_hand_computed():
+    spec = BandSpec(lo=0.4, hi=0.9, curriculum="linear", start_lo=0.0, start_hi=0.5, curriculum_steps=100)
+    assert _band(0, spec) == pytest.approx((0.0, 0.5))
+    assert _band(25, spec) == pytest.approx((0.1, 0.6))
+    assert _band(50, spec) == pytest.approx((0.2, 0.7))
+    assert _band(100, spec) == pytest.approx((0.4, 0.9))
+    assert _band(1000, spec) == pytest.approx((0.4, 0.9))
+    assert _band(-5, spec) == pytest.approx((0.0, 0.5))
+
+
+def test_band_at_cosine_hand_computed():
+    spec = BandSpec(lo=1.0, hi=1.0, curriculum="cosine", start_lo=0.0, start_hi=0.0, curriculum_steps=100)
+    for step in (0, 25, 50, 75, 100):
+        t = 0.5 * (1 - math.cos(math.pi * step / 100))
+        assert _band(step, spec) == pytest.approx((t, t), abs=1e-6)
+
+
+def test_band_at_step_hand_computed():
+    # 4 stages of 25 steps: t = 0, 1/3, 2/3, 1
+    spec = BandSpec(lo=0.3, hi=0.9, curriculum="step", start_lo=0.0, start_hi=0.6, curriculum_steps=100, num_stages=4)
+    expected = {0: 0.0, 24: 0.0, 25: 1 / 3, 49: 1 / 3, 50: 2 / 3, 74: 2 / 3, 75: 1.0, 100: 1.0, 500: 1.0}
+    for step, t in expected.items():
+        assert _band(step, spec) == pytest.approx((0.3 * t, 0.6 + 0.3 * t), abs=1e-6), step
+
+
+def test_unknown_curriculum_lists_valid_names():
+    with pytest.raises(ValueError, match="cosine"):
+        BandSpec(curriculum="exponential")
+
+
+def test_band_mask_absolute_and_relative_hand_computed():
+    neg = np.array([[0.1, 0.3, 0.5, 0.7, 0.9], [0.2, 0.4, 0.6, 0.8, 1.0]], np.float32)
+    pos = np.array([1.0, 0.5], np.float32)
+    got = np.asarray(band_mask(neg, pos, (0.3, 0.7), relative=False))
+    np.testing.assert_array_equal(got, [[0, 1, 1, 1, 0], [0, 1, 1, 0, 0]])
+    # relative: row 0 keeps [0.3, 0.7]; row 1 keeps [0.15, 0.35]
+    got = np.asarray(band_mask(neg, pos, (0.3, 0.7), relative=True))
+    np.testing.assert_array_equal(got, [[0, 1, 1, 1, 0], [1, 0, 0, 0, 0]])
+
+
+def test_band_mask_invalid_scores_dropped():
+    neg = jnp.array([-jnp.inf, jnp.nan, 0.0])
+    got = np.asarray(band_mask(neg, jnp.float32(1.0), (-1.0, 1.0), relative=False))
+    np.testing.assert_array_equal(got, [False, False, True])
+
+
+def keep_mask(neg_scores, pos_scores, band, relative, is_positive):
+    """What a caller does: band mask AND not a known positive."""
+    return band_mask(neg_scores, pos_scores, band, relative) & ~is_positive
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    curriculum=st.sampled_from(sorted(CURRICULA)),
+    a=st.integers(0, 5000),
+    b=st.integers(0, 5000),
+    start_lo=st.floats(-1, 1),
+    d_lo=st.floats(0, 1),
+    start_hi=st.floats(-1, 1),
+    d_hi=st.floats(0, 1),
+    total=st.integers(1, 3000),
+    stages=st.integers(1, 8),
+)
+def test_band_bounds_non_decreasing(curriculum, a, b, start_lo, d_lo, start_hi, d_hi, total, stages):
+    start_lo, start_hi = min(start_lo, start_hi), max(start_lo, start_hi)
+    spec = BandSpec(
+        lo=start_lo + d_lo,
+        hi=start_hi + d_hi + d_lo,
+        curriculum=curriculum,
+        start_lo=start_lo,
+        start_hi=start_hi,
+        curriculum_steps=total,
+        num_stages=stages,
+    )
+    s0, s1 = min(a, b), max(a, b)
+    lo0, hi0 = _band(s0, spec)
+    lo1, hi1 = _band(s1, spec)
+    assert lo0 <= lo1 and hi0 <= hi1
+    t0 = float(CURRICULA[curriculum](s0, total, stages))
+    t1 = float(CURRICULA[curriculum](s1, total, stages))
+    assert 0.0 <= t0 <= t1 <= 1.0
+    assert _band(total, spec) == (pytest.approx(spec.lo), pytest.approx(spec.hi))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.sampled_from([1, 3]),  # few shapes: each new shape compiles the eager jnp ops
+    n=st.sampled_from([1, 8]),
+    lo=st.floats(-1, 1),
+    width=st.floats(0, 1),
+    relative=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_band_mask_elementwise_and_positives_never_kept(rows, n, lo, width, relative, seed):
+    rng = np.random.default_rng(seed)
+    neg = rng.uniform(-1, 1, (rows, n)).astype(np.float32)
+    pos = rng.uniform(0.1, 1, rows).astype(np.float32)
+    is_positive = rng.random((rows, n)) < 0.3
+    got = np.asarray(band_mask(neg, pos, (lo, lo + width), relative))
+    assert got.dtype == np.bool_ and got.shape == neg.shape
+    scale = pos[:, None] if relative else 1.0
+    lo32, hi32 = np.float32(lo), np.float32(lo + width)
+    np.testing.assert_array_equal(got, (neg >= lo32 * scale) & (neg <= hi32 * scale))
+    kept = np.asarray(keep_mask(neg, pos, (lo, lo + width), relative, jnp.asarray(is_positive)))
+    assert not kept[is_positive].any()
+
+
+def test_jitted_band_traces_once():
+    traces = []
+    spec = BandSpec(lo=0.5, hi=0.9, curriculum="cosine", start_lo=-1.0, start_hi=0.5, curriculum_steps=50)
+
+    @jax.jit
+    def masked_count(step, neg, pos):
+        traces.append(1)
+        return band_mask(neg, pos, band_at(step, spec), spec.relative).sum()
+
+    neg = jnp.linspace(-1, 1, 32).reshape(4, 8)
+    pos = jnp.ones(4)
+    counts = [int(masked_count(jnp.int32(step), neg, pos)) for step in range(0, 60, 3)]
+    assert len(traces) == 1
+    expected = []
+    for step in range(0, 60, 3):
+        lo, hi = _band(step, spec)
+        expected.append(int(((np.asarray(neg) >= lo) & (np.asarray(neg) <= hi)).sum()))
+    assert counts == expected
+
+    @jax.jit
+    def with_band(neg, pos, lo, hi):
+        traces.append(1)
+        return band_mask(neg, pos, (lo, hi), relative=True)
+
+    for lo in np.linspace(0.0, 0.8, 7, dtype=np.float32):
+        with_band(neg, pos, lo, lo + np.float32(0.2))
+    assert len(traces) == 2
+
+
+def test_simans_weights_normalized_and_peaked():
+    neg = np.linspace(-1, 1, 201, dtype=np.float32)[None].repeat(2, 0)
+    pos = np.array([0.8, 0.5], np.float32)
+    b = -0.3
+    w = simans_weights(neg, pos, a=5.0, b=b)
+    assert isinstance(w, np.ndarray)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    # w ~ exp(-a (s - pos - b)^2) peaks at s = pos + b
+    np.testing.assert_allclose(neg[0, w.argmax(-1)], pos + b, atol=0.011)
+    expected = np.exp(-5.0 * (neg - pos[:, None] - b) ** 2)
+    np.testing.assert_allclose(w, expected / expected.sum(-1, keepdims=True), rtol=1e-4, atol=1e-7)
+
+
+def test_simans_weights_invalid_entries_and_jax():
+    neg = jnp.array([[0.2, -jnp.inf, jnp.nan, 0.4], [-jnp.inf, -jnp.inf, -jnp.inf, -jnp.inf]])
+    w = jax.jit(simans_weights)(neg, jnp.array([0.5, 0.5]))
+    assert isinstance(w, jax.Array)
+    w = np.asarray(w)
+    np.testing.assert_array_equal(w[0, 1:3], 0.0)
+    np.testing.assert_allclose(w[0].sum(), 1.0, rtol=1e-6)
+    assert w[0, 3] > w[0, 0]
+    np.testing.assert_array_equal(w[1], 0.0)

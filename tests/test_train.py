@@ -1,0 +1,167 @@
+"""Batches, the sharded train step, the train loop (smoke, resume after SIGKILL), the CLI around it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, tiny_config
+
+from hnm_jax import sharding
+from hnm_jax.config import LossSpec, spec_from_config
+from hnm_jax.data import batches
+from hnm_jax.data.beir import load_beir
+from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.mining.negatives import NegativeContext, random_negatives
+from hnm_jax.train import build_encoder, load_trained, train_and_evaluate
+from hnm_jax.train_step import contrastive_loss
+
+
+def test_batch_rows_deterministic_and_cover_epoch():
+    a = batches.batch_rows(3, 1, 2, 50, 8)
+    np.testing.assert_array_equal(a, batches.batch_rows(3, 1, 2, 50, 8))
+    assert not np.array_equal(a, batches.batch_rows(3, 2, 2, 50, 8))
+    epoch = np.concatenate([batches.batch_rows(3, 1, s, 50, 8) for s in range(batches.steps_per_epoch(50, 8))])
+    assert len(np.unique(epoch)) == len(epoch) == 48
+
+
+def test_canonical_rows_group_exact_twins():
+    np.testing.assert_array_equal(batches.canonical_rows(["a", "b", "a", "c", "b"]), [0, 1, 0, 3, 1])
+
+
+def test_random_negatives_never_known_positives():
+    positives = np.array([[0, 1], [2, -1], [3, -1]])
+    context = NegativeContext(num_docs=5, positives=positives, num_negatives=4)
+    for seed in range(20):
+        neg = random_negatives(context, np.array([0, 1, 2]), np.random.default_rng(seed))
+        for row in range(3):
+            assert not set(neg[row].tolist()) & set(positives[row].tolist()) - {-1}
+
+
+def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8):
+    data = load_beir(tiny_beir, "train")
+    spec = spec_from_config(tiny_config(tiny_beir))
+    encoder = build_encoder(spec.model, seed=0)
+    doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, 16)
+    query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, 16)
+    rng = batches.step_rng(0, 0, 0)
+    rows = batches.batch_rows(0, 0, 0, len(data.split), batch_size)
+    pos = batches.sample_positives(data.split.positives[rows], rng)
+    context = NegativeContext(len(data.corpus), data.split.positives, num_negatives)
+    neg = random_negatives(context, rows, rng)
+    neg[0, 0] = pos[1]  # a document twice in the batch: must be counted once
+    return encoder, batches.make_batch(rows, data.split, query_tokens, doc_tokens, pos, neg,
+                                      batches.canonical_rows(data.corpus.texts))
+
+
+@pytest.mark.parametrize("num_devices", [2, 4])
+def test_same_loss_and_grads_on_1_2_4_devices(tiny_beir, num_devices):
+    if jax.device_count() < num_devices:
+        pytest.skip(f"needs {num_devices} devices")
+    encoder, batch = make_tiny_batch(tiny_beir)
+    loss_spec = LossSpec(temperature=0.05)
+
+    def loss_and_grads(devices):
+        mesh = sharding.make_mesh(devices)
+        fn = jax.jit(jax.value_and_grad(
+            lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0]),
+            in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
+        params = jax.device_put(encoder.state, sharding.replicated(mesh))
+        return jax.device_get(fn(params, sharding.to_global(batch, mesh)))
+
+    loss1, grads1 = loss_and_grads(jax.devices()[:1])
+    loss_n, grads_n = loss_and_grads(jax.devices()[:num_devices])
+    assert abs(float(loss1) - float(loss_n)) <= 1e-5
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads1, grads_n))
+    assert max(diffs) <= 1e-5
+
+
+def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):
+    config = tiny_config(tiny_beir, train__max_steps=3, train__log_every=1)
+    metrics = train_and_evaluate(config, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [line for line in lines if "train/loss" in line]
+    assert [line["step"] for line in train_lines] == [1, 2, 3]
+    assert all(np.isfinite(line["train/loss"]) for line in train_lines)
+    assert list((tmp_path / "tensorboard").iterdir())
+    assert (tmp_path / "checkpoints" / "3").is_dir()
+    saved = json.loads((tmp_path / "eval_test.json").read_text())
+    for name in ("accuracy@1", "accuracy@5", "accuracy@10", "recall@1", "recall@5", "recall@10", "mrr@10",
+                 "ndcg@10", "pairwise_accuracy"):
+        assert 0.0 <= saved[name] <= 1.0
+        assert saved[name] == metrics[name]
+
+
+def params_of(workdir):
+    encoder, _ = load_trained(workdir)
+    return jax.tree.leaves(jax.device_get(encoder.state))
+
+
+@pytest.mark.slow
+def test_sigkill_after_checkpoint_then_rerun_matches_uninterrupted(tiny_beir, tmp_path):
+    overrides = ["--config.train.max_steps=6", "--config.train.checkpoint_every=2", f"--config.data.path={tiny_beir}"]
+    command = [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(REPO / "configs/base.py:tiny"),
+               *overrides, "--workdir", str(tmp_path / "killed")]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (tmp_path / "killed" / "checkpoints" / "2").is_dir():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "eval_test.json").exists()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = tiny_config(tiny_beir, train__max_steps=6, train__checkpoint_every=2)
+    train_and_evaluate(config, tmp_path / "straight")
+    for resumed, straight in zip(params_of(tmp_path / "killed"), params_of(tmp_path / "straight"), strict=True):
+        np.testing.assert_allclose(resumed, straight, atol=1e-6, rtol=0)
+
+
+CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("config_file", CONFIG_FILES)
+def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
+    config = tiny_config(tiny_beir, config_file, train__max_steps=1)
+    metrics = train_and_evaluate(config, tmp_path)
+    assert metrics["train_steps"] == 1
+    assert 0.0 <= metrics["accuracy@1"] <= 1.0
+
+
+def test_cli_eval_and_export_round_trip(tiny_beir, tmp_path):
+    from hnm_jax import load_encoder
+    from hnm_jax.main import main
+
+    config = tiny_config(tiny_beir, train__max_steps=2)
+    train_and_evaluate(config, tmp_path / "run")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--workdir", str(tmp_path / "run"), "--split", "test", "--output", str(out),
+                 "--max-length", "16"]) == 0
+    assert json.loads(out.read_text())["accuracy@1"] == pytest.approx(
+        json.loads((tmp_path / "run" / "eval_test.json").read_text())["accuracy@1"])
+    assert main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "export")]) == 0
+    trained, _ = load_trained(tmp_path / "run")
+    exported = load_encoder(str(tmp_path / "export"))
+    texts = ["acme camera AC-101 black", "zenith router"]
+    np.testing.assert_array_equal(trained.encode(texts, max_length=16), exported.encode(texts, max_length=16))
+
+
+def test_cli_data_error_is_one_line(tmp_path, capsys):
+    from hnm_jax.main import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": \n')
+    (bad / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (bad / "qrels").mkdir()
+    (bad / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    code = main(["eval", "--model", "all-MiniLM-L6-v2", "--data", str(bad), "--split", "test"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corpus.jsonl:2" in err[0]
