@@ -42,10 +42,50 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.temperature = 0.05  # InfoNCE temperature (0.05 = the sentence-transformers scale of 20)
+    c.loss.infonce_weight = 1.0  # weight of InfoNCE over [B, B*(1+N)] logits (0 = margin loss alone)
+    c.loss.margin_weight = 0.0  # weight of the hardness-adaptive margin loss (0 = off)
+    c.loss.margin = 0.1  # m0: minimum gap between the positive's and a negative's score
+    c.loss.margin_alpha = 0.0  # alpha in m(h) = m0 + alpha * h: the margin grows with the negative's hardness h
+    c.loss.margin_relative = False  # h = s_neg - s_pos (relative to the positive) instead of s_neg
+    c.loss.uniformity_weight = 0.0  # weight of the uniformity regularizer on the batch's documents (anti-collapse)
+    c.loss.hybrid_beta = 0.0  # hybrid logits: dense + beta * per-query min-max normalized BM25 of the same pair
 
     c.mining = ml_collections.ConfigDict()
-    c.mining.strategy = "random"  # explicit negatives: in_batch (none) | random
+    c.mining.strategy = "random"  # how N negatives are chosen: in_batch | random | uniform | hardest | band
+    c.mining.pool = "none"  # where uniform/hardest/band pick from: none | offline (mined once) | online (refreshed)
     c.mining.num_negatives = 1  # N explicit negatives per query (logits are [B, B*(1+N)])
+    c.mining.pool_size = 50  # M candidates mined per training query (known positives and exact twins removed)
+    c.mining.sampling = "uniform"  # inside the band: uniform | simans (SimANS weights around the positive's score)
+    c.mining.simans_a = 5.0  # SimANS sharpness a in exp(-a (s_neg - s_pos - b)^2)
+    c.mining.simans_b = -0.1  # SimANS offset b: most likely negatives score about s_pos + b
+    c.mining.band_in_step = True  # also mask explicit negatives outside the band on the step's fresh scores
+    c.mining.refresh_every_epochs = 1  # online pool: re-encode the corpus and rebuild the index every K epochs
+
+    c.band = ml_collections.ConfigDict()
+    c.band.lo = -1.0  # lower bound of the kept similarity band (after the curriculum)
+    c.band.hi = 1.0  # upper bound of the kept band (drops likely false negatives above it)
+    c.band.relative = False  # bounds are fractions of the positive's score instead of absolute cosines
+    c.band.curriculum = "none"  # none | linear | cosine | step: move the band from (start_lo, start_hi) to (lo, hi)
+    c.band.start_lo = -1.0  # lower bound at step 0
+    c.band.start_hi = 0.5  # upper bound at step 0 (easy negatives first)
+    c.band.curriculum_steps = 1000  # steps over which the band moves
+    c.band.num_stages = 4  # stages of the "step" curriculum
+
+    c.retriever = ml_collections.ConfigDict()
+    c.retriever.mode = "dense"  # the deployed pipeline, used by eval AND mining: dense | lexical | hybrid
+    c.retriever.fusion = "weighted"  # hybrid fusion: weighted (min-max per query) | rrf
+    c.retriever.dense_weight = 1.0  # weight of the dense score (or dense rank in rrf)
+    c.retriever.lexical_weight = 0.3  # weight of the BM25 score (or BM25 rank in rrf)
+    c.retriever.rrf_k = 60  # rrf constant k in w / (k + rank)
+    c.retriever.depth = 100  # candidates taken from each source before fusion
+
+    c.index = ml_collections.ConfigDict()
+    c.index.exact_threshold = 20_000  # corpora smaller than this are searched exactly (jitted matmul + top-k)
+    c.index.num_leaves = 0  # ScaNN partitions (0: ~sqrt(N))
+    c.index.leaves_to_search = 0  # partitions probed per query (0: auto)
+    c.index.reorder = 0  # candidates re-scored exactly (0: auto)
+    c.index.dims_per_block = 2  # ScaNN asymmetric hashing: dimensions per block
+    c.index.anisotropic_threshold = 0.2  # ScaNN anisotropic quantization threshold
 
     c.eval = ml_collections.ConfigDict()
     c.eval.max_length = 128  # tokens per query and document at evaluation (the zero-shot reference used 128)

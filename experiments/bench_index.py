@@ -5,7 +5,8 @@
 Data: unit vectors, 1000 cluster centres; each doc = centre + noise (|noise| ~ |centre|), 20% of the docs
 are near-copies of another doc (|noise| ~ 0.05); queries = a random doc + noise (|noise| ~ 0.5).
 Per size (each in a fresh process, so peak RSS is per size): build seconds, exact and ScaNN queries/s
-on the same queries (after a warm-up pass that also compiles; median of --repeats timed passes),
+on the same queries (after a warm-up pass that also compiles; median of --repeats timed passes;
+exact and ScaNN passes interleaved so load from other processes hits both alike),
 ScaNN recall@10 against exact, speedup, peak RSS. Then a refresh-cost line for --refresh-docs docs:
 encode (a tiny random BERT on synthetic token ids), ScaNN build, and the mining search
 (--refresh-queries queries, k=100).
@@ -62,15 +63,18 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if platform.system() == "Darwin" else rss / 1024
 
 
-def timed_qps(search, queries: np.ndarray, k: int, repeats: int) -> tuple[float, tuple]:
-    """Warm-up pass (compiles), then the median queries/s over ``repeats`` passes; returns the results."""
-    result = search(queries, k)
-    times = []
+def interleaved_qps(searches: dict, queries: np.ndarray, k: int, repeats: int) -> tuple[dict, dict]:
+    """Queries/s of each search fn: one warm-up pass each (compiles), then ``repeats`` rounds that time
+    every fn once, in turn, so a load change on a shared machine hits all of them alike; the median of
+    each fn's passes is reported. Returns (qps by name, last results by name)."""
+    results = {name: search(queries, k) for name, search in searches.items()}
+    times: dict = {name: [] for name in searches}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = search(queries, k)
-        times.append(time.perf_counter() - t0)
-    return len(queries) / statistics.median(times), result
+        for name, search in searches.items():
+            t0 = time.perf_counter()
+            results[name] = search(queries, k)
+            times[name].append(time.perf_counter() - t0)
+    return {name: len(queries) / statistics.median(t) for name, t in times.items()}, results
 
 
 def bench_size(n: int, dim: int, num_queries: int, k: int, repeats: int, seed: int) -> dict:
@@ -81,13 +85,14 @@ def bench_size(n: int, dim: int, num_queries: int, k: int, repeats: int, seed: i
     t0 = time.perf_counter()
     exact = DenseIndex.build(corpus, IndexSpec(exact_threshold=n + 1))
     exact_build = time.perf_counter() - t0
-    exact_qps, (exact_idx, _) = timed_qps(exact.search, queries, k, repeats)
 
     spec = IndexSpec(exact_threshold=0)
     t0 = time.perf_counter()
     approx = DenseIndex.build(corpus, spec)
     scann_build = time.perf_counter() - t0
-    scann_qps, (scann_idx, _) = timed_qps(approx.search, queries, k, repeats)
+    qps, results = interleaved_qps({"exact": exact.search, "scann": approx.search}, queries, k, repeats)
+    exact_qps, scann_qps = qps["exact"], qps["scann"]
+    exact_idx, scann_idx = results["exact"][0], results["scann"][0]
     hits = [len(set(a) & set(b)) for a, b in zip(scann_idx, exact_idx, strict=True)]
     return {
         "docs": n,
@@ -103,6 +108,7 @@ def bench_size(n: int, dim: int, num_queries: int, k: int, repeats: int, seed: i
         "scann_top1_agreement": round(float(np.mean(scann_idx[:, 0] == exact_idx[:, 0])), 4),
         "scann_params": scann_params(n, spec),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -159,7 +165,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=4096, help="queries per timed pass")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes (median reported)")
     parser.add_argument("--refresh-docs", type=int, default=100_000, help="0 skips the refresh-cost line")
     parser.add_argument("--refresh-queries", type=int, default=20_000)
     parser.add_argument("--encode-length", type=int, default=32)

@@ -18,11 +18,13 @@ import jax
 import numpy as np
 
 from hnm_jax import sharding
-from hnm_jax.config import LossSpec, TrainSpec
+from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.data.tokenize import TokenizedTexts
 from hnm_jax.models.pretrained import load_encoder
 from hnm_jax.optimizer import make_optimizer
 from hnm_jax.train_step import create_train_state, jit_train_step
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def random_tokens(rng: np.random.Generator, rows: int, length: int) -> np.ndarray:
@@ -33,15 +35,13 @@ def random_tokens(rng: np.random.Generator, rows: int, length: int) -> np.ndarra
 
 def bench_training(encoder, batch_size: int, length: int, negatives: int, repeats: int) -> dict:
     mesh = sharding.make_mesh()
-    spec = TrainSpec(batch_size=batch_size, num_epochs=1, max_steps=0, learning_rate=2e-5, warmup_fraction=0.1,
-                     weight_decay=0.01, grad_clip=1.0, checkpoint_every=1, keep_checkpoints=1, log_every=1)
-    tx = make_optimizer(spec, 1000)
+    spec = spec_from_config(load_config_file(str(REPO / "configs/base.py")))
+    tx = make_optimizer(spec.train, 1000)
     replicated = sharding.replicated(mesh)
     state = create_train_state(encoder.graphdef, encoder.state, tx, 0)
     state_sharding = jax.tree.map(lambda _: replicated, state)
     state = jax.device_put(state, state_sharding)
-    step = jit_train_step(tx, LossSpec(temperature=0.05), encoder.pooling, True, state_sharding,
-                          sharding.batch_sharding(mesh))
+    step = jit_train_step(tx, spec.loss, None, encoder.pooling, True, state_sharding, sharding.batch_sharding(mesh))
     rng = np.random.default_rng(0)
     ones = np.ones((batch_size, length), np.int32)
     batch = {

@@ -14,6 +14,10 @@ from typing import Any
 
 import ml_collections
 
+from hnm_jax.mining.dense_index import IndexSpec
+from hnm_jax.mining.retriever import RetrieverSpec
+from hnm_jax.mining.schedules import BandSpec
+
 
 class ConfigError(ValueError):
     """A bad config value; the message starts with the dotted key, e.g. 'loss.temperature: must be > 0'."""
@@ -88,28 +92,63 @@ class TrainSpec:
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
     temperature: float
+    infonce_weight: float
+    margin_weight: float
+    margin: float
+    margin_alpha: float
+    margin_relative: bool
+    uniformity_weight: float
+    hybrid_beta: float
 
     def __post_init__(self):
         if not 1e-3 <= self.temperature <= 10.0:
             _fail("loss.temperature", f"must be in [0.001, 10] (logits = scores / temperature), got {self.temperature}")
+        for key in ("infonce_weight", "margin_weight", "uniformity_weight", "hybrid_beta"):
+            if not 0.0 <= getattr(self, key) <= 100.0:
+                _fail(f"loss.{key}", f"must be in [0, 100], got {getattr(self, key)}")
+        if self.infonce_weight == 0 and self.margin_weight == 0:
+            _fail("loss.infonce_weight", "infonce_weight and margin_weight are both 0: nothing to train")
+        if not 0.0 <= self.margin <= 2.0:
+            _fail("loss.margin", f"must be in [0, 2] (cosine scores), got {self.margin}")
+        if not -2.0 <= self.margin_alpha <= 2.0:
+            _fail("loss.margin_alpha", f"must be in [-2, 2], got {self.margin_alpha}")
 
 
 @dataclasses.dataclass(frozen=True)
 class MiningSpec:
     strategy: str
+    pool: str
     num_negatives: int
+    pool_size: int
+    sampling: str
+    simans_a: float
+    simans_b: float
+    band_in_step: bool
+    refresh_every_epochs: int
 
     def __post_init__(self):
-        from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES
+        from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
 
         if self.strategy not in NEGATIVE_STRATEGIES:
             _fail("mining.strategy", f"unknown {self.strategy!r}; valid: {', '.join(sorted(NEGATIVE_STRATEGIES))}")
+        if self.pool not in POOL_SOURCES:
+            _fail("mining.pool", f"unknown {self.pool!r}; valid: {', '.join(POOL_SOURCES)}")
+        if self.sampling not in SAMPLINGS:
+            _fail("mining.sampling", f"unknown {self.sampling!r}; valid: {', '.join(SAMPLINGS)}")
+        if needs_pool(self.strategy) and self.pool == "none":
+            _fail("mining.pool", f"strategy {self.strategy!r} picks from a mined pool: set 'offline' or 'online'")
+        if not needs_pool(self.strategy) and self.pool != "none":
+            _fail("mining.pool", f"strategy {self.strategy!r} uses no pool: set 'none'")
         if not 0 <= self.num_negatives <= 64:
             _fail("mining.num_negatives", f"must be in [0, 64], got {self.num_negatives}")
         if self.strategy == "in_batch" and self.num_negatives:
             _fail("mining.num_negatives", "must be 0 with strategy 'in_batch' (no explicit negatives)")
         if self.strategy != "in_batch" and not self.num_negatives:
             _fail("mining.num_negatives", f"must be >= 1 with strategy {self.strategy!r}")
+        if needs_pool(self.strategy) and not self.num_negatives <= self.pool_size <= 1000:
+            _fail("mining.pool_size", f"must be in [num_negatives={self.num_negatives}, 1000], got {self.pool_size}")
+        if self.refresh_every_epochs < 1:
+            _fail("mining.refresh_every_epochs", f"must be >= 1, got {self.refresh_every_epochs}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +171,9 @@ class ExperimentSpec:
     train: TrainSpec
     loss: LossSpec
     mining: MiningSpec
+    band: BandSpec
+    retriever: RetrieverSpec
+    index: IndexSpec
     eval: EvalSpec
 
 
@@ -155,17 +197,23 @@ def _section(config: Mapping[str, Any], name: str, cls: type) -> Any:
         _fail(name, "missing section")
     section = config[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    types_ = typing.get_type_hints(cls)  # resolves string annotations (modules using `from __future__`)
     for key in section:
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {name}.{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
             _fail(f"{name}.{key}", f"unknown key{hint}")
     values = {}
-    for key, field in fields.items():
+    for key in fields:
         if key not in section:
             _fail(f"{name}.{key}", "missing key (every key lives in configs/base.py)")
-        values[key] = _check_type(f"{name}.{key}", section[key], field.type)
-    return cls(**values)
+        values[key] = _check_type(f"{name}.{key}", section[key], types_[key])
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as error:  # specs owned by other modules validate themselves
+        raise ConfigError(f"{name}: {error}") from None
 
 
 SECTIONS = {
@@ -174,6 +222,9 @@ SECTIONS = {
     "train": TrainSpec,
     "loss": LossSpec,
     "mining": MiningSpec,
+    "band": BandSpec,
+    "retriever": RetrieverSpec,
+    "index": IndexSpec,
     "eval": EvalSpec,
 }
 

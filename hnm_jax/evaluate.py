@@ -13,7 +13,14 @@ import numpy as np
 
 from hnm_jax.data.beir import Split, Texts
 from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.metrics import pairwise_accuracy, retrieval_metrics
+from hnm_jax.metrics import (
+    best_negative_scores,
+    near_duplicate_collapse,
+    pairwise_accuracy,
+    ranking_instability,
+    retrieval_metrics,
+    score_gap_stats,
+)
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.retriever import Retriever, RetrieverSpec
 from hnm_jax.models.pretrained import Encoder
@@ -38,17 +45,23 @@ def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, m
     encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
     doc_emb = encoder.encode_tokens(corpus_tokens, **encode)
     query_emb = encoder.encode_tokens(query_tokens, **encode)
-    retriever = build_retriever(retriever_spec or RetrieverSpec(), doc_emb, corpus.texts)
+    retriever_spec = retriever_spec or RetrieverSpec()
+    retriever = build_retriever(retriever_spec, doc_emb, corpus.texts)
     retrieved = retriever.retrieve(query_emb, query_texts, k=min(RETRIEVE_K, len(corpus)))
     ranked = retrieved.indices
     if ranked.shape[1] < 10:  # tiny corpora: pad so @10 metrics are defined
         ranked = np.pad(ranked, ((0, 0), (0, 10 - ranked.shape[1])), constant_values=-1)
     metrics = retrieval_metrics(ranked, split.positives)
+    best_positive = best_positive_scores(query_emb, doc_emb, split.positives)
+    if retriever_spec.mode != "lexical":
+        best_negative = best_negative_scores(retrieved.indices, retrieved.dense, split.positives)
+        metrics.update(score_gap_stats(best_positive, best_negative))
+    metrics.update(ranking_instability(retrieved.fused))
     if split.candidates is not None:
         cand = split.candidates
         cand_scores = np.sum(query_emb[cand.query] * doc_emb[cand.doc], axis=-1)
-        best = best_positive_scores(query_emb, doc_emb, split.positives)
-        metrics.update(pairwise_accuracy(cand.query, cand_scores, cand.label, best))
+        metrics.update(pairwise_accuracy(cand.query, cand_scores, cand.label, best_positive))
+        metrics.update(near_duplicate_collapse(doc_emb, cand.query, cand.doc, cand.label, split.positives))
     metrics["num_queries"] = len(split)
     metrics["num_docs"] = len(corpus)
     return metrics
@@ -72,7 +85,7 @@ def write_metrics(metrics: Mapping, path: Path) -> None:
 
 
 TABLE_METRICS = ("accuracy@1", "accuracy@5", "accuracy@10", "recall@1", "recall@10", "mrr@10", "ndcg@10",
-                 "pairwise_accuracy")
+                 "pairwise_accuracy", "gap_mean", "top2_within_eps", "near_duplicate_cosine")
 
 
 def format_table(columns: Mapping[str, Mapping[str, float]]) -> str:

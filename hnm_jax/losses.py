@@ -20,6 +20,14 @@ def column_doc_ids(pos_doc: jax.Array, neg_doc: jax.Array) -> jax.Array:
     return jnp.concatenate([pos_doc, neg_doc.reshape(-1)])
 
 
+def usable_columns(pos_doc: jax.Array, neg_doc: jax.Array) -> jax.Array:
+    """bool [B*(1+N)]: the column holds a real document (row >= 0) seen in no earlier column."""
+    cols = column_doc_ids(pos_doc, neg_doc)
+    order = jnp.arange(cols.shape[0])
+    earlier_same = (cols[:, None] == cols[None, :]) & (order[None, :] < order[:, None])
+    return (cols >= 0) & ~jnp.any(earlier_same, axis=1)
+
+
 def candidate_mask(pos_doc: jax.Array, neg_doc: jax.Array, query_positives: jax.Array) -> jax.Array:
     """Which columns count as candidates for each query: bool [B, B*(1+N)].
 
@@ -32,11 +40,8 @@ def candidate_mask(pos_doc: jax.Array, neg_doc: jax.Array, query_positives: jax.
     known_positive = jnp.any(
         (cols[None, :, None] == query_positives[:, None, :]) & (query_positives[:, None, :] >= 0), axis=-1
     )  # [B, C]
-    earlier_same = (cols[:, None] == cols[None, :]) & (jnp.arange(num_cols)[None, :] < jnp.arange(num_cols)[:, None])
-    first_occurrence = ~jnp.any(earlier_same, axis=1)  # [C]
-    usable = (cols >= 0) & first_occurrence  # [C]
     own = jnp.arange(num_cols)[None, :] == jnp.arange(num_queries)[:, None]  # [B, C]
-    return own | (usable[None, :] & ~known_positive)
+    return own | (usable_columns(pos_doc, neg_doc)[None, :] & ~known_positive)
 
 
 def infonce_loss(scores: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
@@ -61,3 +66,84 @@ def in_batch_accuracy(scores: jax.Array, mask: jax.Array) -> jax.Array:
     """Fraction of queries whose own positive has the highest score among their candidates: scalar."""
     masked = jnp.where(mask, scores, -jnp.inf)
     return jnp.mean(jnp.argmax(masked, axis=-1) == jnp.arange(scores.shape[0]))
+
+
+def margin_loss(scores: jax.Array, mask: jax.Array, margin: float, alpha: float, relative: bool) -> jax.Array:
+    """Hardness-adaptive margin (hinge) loss; the positive of query i is column i.
+
+    For every candidate negative j != i of query i (mask_ij True):
+
+        h_ij = s_ij                  (relative=False)
+        h_ij = s_ij - s_ii           (relative=True: hardness relative to the positive)
+        m_ij = margin + alpha * stop_gradient(h_ij)   (the margin grows with hardness; a target, not optimized)
+        l_ij = max(0, m_ij - (s_ii - s_ij))
+
+        loss = mean_i [ sum_{j != i} mask_ij * l_ij / max(1, sum_{j != i} mask_ij) ]
+
+    Where the hinge is active, d l_ij / d s_ij = 1 and d l_ij / d s_ii = -1 (the margin carries no gradient).
+
+    Args:
+      scores: [B, C] similarities, C >= B.
+      mask: [B, C] bool, True = column j is a candidate for query i (column i is ignored: it is the positive).
+      margin: base margin.
+      alpha: hardness slope (0 = constant margin).
+      relative: Python or traced bool, see h_ij above.
+    Returns:
+      scalar float32 (or wider if `scores` is wider); masked entries (even inf/NaN scores) get exactly zero gradient.
+    """
+    scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+    num_queries, num_cols = scores.shape
+    own = jnp.arange(num_cols)[None, :] == jnp.arange(num_queries)[:, None]  # [B, C]
+    negative = mask & ~own  # [B, C]
+    safe = jnp.where(negative, scores, 0.0)  # masked entries never reach the math: no NaN, zero gradient
+    positive = jnp.diagonal(scores)[:, None]  # [B, 1] s_ii
+    hardness = jnp.where(relative, safe - positive, safe)
+    target = margin + alpha * jax.lax.stop_gradient(hardness)
+    per_pair = jnp.where(negative, jnp.maximum(0.0, target - (positive - safe)), 0.0)  # [B, C]
+    count = jnp.maximum(1.0, jnp.sum(negative, axis=-1))  # [B]
+    return jnp.mean(jnp.sum(per_pair, axis=-1) / count)
+
+
+def uniformity_loss(embeddings: jax.Array, valid: jax.Array, t: float = 2.0) -> jax.Array:
+    """Uniformity on the hypersphere (Wang & Isola, 2020), a regularizer against collapse.
+
+        loss = log [ 1/|P| sum_{(a, b) in P} exp(-t ||x_a - x_b||^2) ],   P = {a < b : valid_a and valid_b}
+
+    with ||x_a - x_b||^2 = ||x_a||^2 + ||x_b||^2 - 2 x_a.x_b (clipped at 0). Equals 0 when all valid rows
+    coincide (collapse) and is negative when they spread; lower = more uniform. Returns 0 when |P| = 0.
+
+    Args:
+      embeddings: [M, D] L2-normalized rows.
+      valid: [M] bool; False rows (duplicate or empty columns) are ignored and get zero gradient.
+      t: temperature t > 0.
+    Returns:
+      scalar float32 (or wider if `embeddings` is wider).
+    """
+    x = embeddings.astype(jnp.promote_types(embeddings.dtype, jnp.float32))
+    num_rows = x.shape[0]
+    x = jnp.where(valid[:, None], x, 0.0)
+    sq_norm = jnp.sum(x * x, axis=-1)  # [M]
+    sq_dist = jnp.maximum(sq_norm[:, None] + sq_norm[None, :] - 2.0 * (x @ x.T), 0.0)  # [M, M]
+    upper = jnp.arange(num_rows)[:, None] < jnp.arange(num_rows)[None, :]
+    pairs = upper & valid[:, None] & valid[None, :]  # [M, M]
+    count = jnp.sum(pairs)
+    log_sum = jax.nn.logsumexp(jnp.where(pairs, -t * sq_dist, NEG_INF))
+    return jnp.where(count > 0, log_sum - jnp.log(jnp.maximum(count, 1).astype(x.dtype)), 0.0)
+
+
+def hybrid_scores(dense: jax.Array, lexical: jax.Array, beta: float) -> jax.Array:
+    """Hybrid logits: dense + beta * lexical, elementwise over [B, C].
+
+    `lexical` is the per-query min-max normalized BM25 score of the same (query, column) pair, in [0, 1]
+    (computed on the host). A Python beta == 0 returns `dense` itself (no op, same dtype).
+
+    Args:
+      dense: [B, C] dense similarities.
+      lexical: [B, C] normalized lexical scores.
+      beta: lexical weight (Python float or traced scalar).
+    Returns:
+      [B, C] fused scores.
+    """
+    if isinstance(beta, int | float) and beta == 0:
+        return dense
+    return dense + beta * lexical

@@ -66,3 +66,125 @@ def pairwise_accuracy(candidate_query: np.ndarray, candidate_scores: np.ndarray,
     if gaps.size == 0:
         return {}
     return {"pairwise_accuracy": float(np.mean(gaps > 0)), "score_gap_mean": float(np.mean(gaps))}
+
+
+def _percentiles(values: np.ndarray, prefix: str) -> dict:
+    """{prefix_mean, prefix_p10, prefix_p50, prefix_p90} of a 1-D array (NaN when empty)."""
+    if values.size == 0:
+        return {f"{prefix}_mean": float("nan"), **{f"{prefix}_p{p}": float("nan") for p in (10, 50, 90)}}
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return {f"{prefix}_mean": float(np.mean(values)), f"{prefix}_p10": float(p10), f"{prefix}_p50": float(p50),
+            f"{prefix}_p90": float(p90)}
+
+
+def score_gap_stats(best_positive: np.ndarray, best_negative: np.ndarray) -> dict:
+    """Distribution over queries of gap_q = best_positive_q - best_negative_q.
+
+    gap_mean and gap_p10/p50/p90 (linear-interpolated percentiles) are over the queries whose gap is finite;
+    gap_negative_fraction = mean_q [gap_q < 0] over all queries (the best negative outranks the positive; a query
+    with no retrieved negative, best_negative = -inf, counts as not outranked).
+
+    Args:
+      best_positive: [Q] float, highest score among each query's relevant documents.
+      best_negative: [Q] float, highest score among its non-relevant documents (-inf if none).
+    """
+    gap = np.asarray(best_positive, np.float64) - np.asarray(best_negative, np.float64)
+    out = _percentiles(gap[np.isfinite(gap)], "gap")
+    out["gap_negative_fraction"] = float(np.mean(gap < 0)) if gap.size else float("nan")
+    return out
+
+
+def ranking_instability(top_scores: np.ndarray, epsilon: float = 0.01) -> dict:
+    """Fraction of queries whose two best retrieved scores are within epsilon (a near-tie at the top).
+
+    top2_within_eps = mean_q [ s_q1 - s_q2 <= epsilon ]   (an empty slot, -inf, never ties)
+
+    Args:
+      top_scores: [Q, K >= 2] float, each row sorted descending.
+      epsilon: tie tolerance.
+    """
+    top = np.asarray(top_scores, np.float64)
+    diff = top[:, 0] - top[:, 1]
+    tied = np.isfinite(diff) & (diff <= epsilon)
+    return {"top2_within_eps": float(np.mean(tied)) if top.shape[0] else float("nan")}
+
+
+def near_duplicate_collapse(doc_emb: np.ndarray, cand_query: np.ndarray, cand_doc: np.ndarray,
+                            cand_label: np.ndarray, positives: np.ndarray) -> dict:
+    """How close a positive sits to its labelled near-duplicates in embedding space (collapse indicator).
+
+    For query q with first positive p_q = positives[q, 0] and non-matching candidates D_q = {d : label 0}:
+
+        near_duplicate_cosine     = mean_{q : D_q non-empty} mean_{d in D_q} <e_{p_q}, e_d>
+        near_duplicate_cosine_max = mean_{q : D_q non-empty} max_{d in D_q}  <e_{p_q}, e_d>
+
+    Queries without a positive or without label-0 candidates are skipped; {} when none remain (as
+    pairwise_accuracy does).
+
+    Args:
+      doc_emb: [N, D] L2-normalized document embeddings.
+      cand_query: [C] int query row, cand_doc: [C] int corpus row, cand_label: [C] int (1 match, 0 non-match).
+      positives: [Q, P] int, -1 padded.
+    """
+    doc_emb = np.asarray(doc_emb)
+    cand_query, cand_doc = np.asarray(cand_query), np.asarray(cand_doc)
+    first_positive = np.asarray(positives)[:, 0]
+    keep = (np.asarray(cand_label) == 0) & (cand_doc >= 0)
+    keep &= first_positive[cand_query] >= 0
+    query, doc = cand_query[keep], cand_doc[keep]
+    if query.size == 0:
+        return {}
+    cosine = np.sum(doc_emb[first_positive[query]] * doc_emb[doc], axis=-1).astype(np.float64)  # [C']
+    num_queries = first_positive.shape[0]
+    count = np.bincount(query, minlength=num_queries)
+    total = np.bincount(query, weights=cosine, minlength=num_queries)
+    best = np.full(num_queries, -np.inf)
+    np.maximum.at(best, query, cosine)
+    has = count > 0
+    return {"near_duplicate_cosine": float(np.mean(total[has] / count[has])),
+            "near_duplicate_cosine_max": float(np.mean(best[has]))}
+
+
+def best_negative_scores(ranked: np.ndarray, ranked_scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """Highest retrieved score among non-relevant documents of each query: [Q] float (-inf if none).
+
+    best_negative_q = max { ranked_scores[q, r] : ranked[q, r] >= 0 and ranked[q, r] not in positives[q] }
+
+    Args:
+      ranked: [Q, K] int corpus rows, best first (-1 = empty slot).
+      ranked_scores: [Q, K] float, their scores.
+      positives: [Q, P] int, -1 padded.
+    """
+    ranked, positives = np.asarray(ranked), np.asarray(positives)
+    hit = np.any((ranked[:, :, None] == positives[:, None, :]) & (positives[:, None, :] >= 0), axis=-1)
+    negative = (ranked >= 0) & ~hit
+    scores = np.where(negative, np.asarray(ranked_scores, np.float64), -np.inf)
+    return scores.max(axis=-1, initial=-np.inf)
+
+
+def pool_statistics(pool_scores: np.ndarray, positive_scores: np.ndarray, kept: np.ndarray) -> dict:
+    """Statistics of one mining refresh's candidate pool.
+
+    Valid entries V = finite pool_scores (-inf/NaN = empty slot). Over V:
+      pool_score_mean / _p10 / _p50 / _p90      distribution of the mined candidates' dense scores
+      band_kept_fraction                       |V and kept| / |V|
+      false_negative_suspects                  |{(q, m) in V : s_qm >= positive_q}| / |V|
+      false_negative_suspects_per_query        that count divided by Q
+      pool_histogram                           (counts [20], edges [21]) = np.histogram(V, 20, range=(-1, 1))
+
+    Args:
+      pool_scores: [Q, M] float dense scores of the mined candidates.
+      positive_scores: [Q] float, each query's score against its positive.
+      kept: [Q, M] bool, the band filter's decision.
+    """
+    scores = np.asarray(pool_scores, np.float64)
+    valid = np.isfinite(scores)
+    values = scores[valid]
+    out = _percentiles(values, "pool_score")
+    num_valid = values.size
+    suspects = valid & (np.where(valid, scores, -np.inf) >= np.asarray(positive_scores, np.float64)[:, None])
+    out["band_kept_fraction"] = float(np.sum(np.asarray(kept) & valid) / num_valid) if num_valid else float("nan")
+    out["false_negative_suspects"] = float(np.sum(suspects) / num_valid) if num_valid else float("nan")
+    out["false_negative_suspects_per_query"] = float(np.sum(suspects) / scores.shape[0]) if scores.shape[0] else 0.0
+    out["pool_histogram"] = np.histogram(values, bins=20, range=(-1.0, 1.0))
+    return out

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import jax
@@ -21,11 +22,16 @@ from hnm_jax import sharding
 from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.config import ExperimentSpec, ModelSpec, spec_from_config
 from hnm_jax.data import batches
-from hnm_jax.data.beir import Texts, read_corpus, read_queries, read_split, resolve_dataset_path
-from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.evaluate import evaluate, format_table, write_metrics
+from hnm_jax.data.beir import Split, Texts, read_corpus, read_queries, read_split, resolve_dataset_path
+from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
+from hnm_jax.evaluate import best_positive_scores, evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, NegativeContext
+from hnm_jax.metrics import pool_statistics
+from hnm_jax.mining.dense_index import DenseIndex
+from hnm_jax.mining.lexical import LexicalIndex, normalize_per_query
+from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec, mine_pool
+from hnm_jax.mining.retriever import Retriever
+from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.encoder import BertConfig
 from hnm_jax.models.pretrained import Encoder, load_encoder, random_encoder, resolve_model_dir
 from hnm_jax.optimizer import learning_rate_schedule, make_optimizer
@@ -92,6 +98,117 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
     path.write_text(text + "\n")
 
 
+class Miner:
+    """Host-side mining state of a run: the deployed retriever over the corpus and the pool of candidates.
+
+    refresh(): re-encode the corpus with the current parameters (jitted, sharded), rebuild the dense index,
+    and mine a pool of `pool_size` candidates per training query with the retriever (BM25 + dense, fused, as
+    configured), known positives and exact-text twins removed. candidates(): this step's candidates; with an
+    online pool the batch's queries are re-encoded with the current parameters and re-queried against the index.
+    """
+
+    def __init__(self, spec: ExperimentSpec, encoder: Encoder, corpus: Texts, query_texts: list[str],
+                 split: Split, query_tokens: TokenizedTexts, doc_tokens: TokenizedTexts, canonical: np.ndarray,
+                 batch_sharding: jax.sharding.NamedSharding):
+        self.spec, self.encoder, self.split, self.canonical = spec, encoder, split, canonical
+        self.query_texts = query_texts  # texts of the split's queries, in split order
+        self.query_tokens = query_tokens  # tokens of the split's queries, in split order
+        self.doc_tokens, self.batch_sharding = doc_tokens, batch_sharding
+        self.num_docs = len(corpus)
+        uses_lexical = spec.retriever.mode in ("lexical", "hybrid") or spec.loss.hybrid_beta > 0
+        self.lexical = LexicalIndex.build(list(corpus.texts)) if uses_lexical and spec.mining.pool != "none" else None
+        if spec.loss.hybrid_beta > 0 and self.lexical is None:
+            self.lexical = LexicalIndex.build(list(corpus.texts))
+        self.retriever: Retriever | None = None
+        self.pool: Pool | None = None
+        self.doc_emb: np.ndarray | None = None
+        self.pool_step = -1  # step at which the pool was mined
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec.mining.pool != "none"
+
+    def due(self, step: int, steps_per_epoch: int) -> bool:
+        """Whether the pool must be (re)mined before `step`."""
+        if not self.enabled:
+            return False
+        if self.pool is None:
+            return True
+        period = steps_per_epoch * self.spec.mining.refresh_every_epochs
+        return self.spec.mining.pool == "online" and step % period == 0 and self.pool_step < step
+
+    def _encode(self, tokens: TokenizedTexts, params) -> np.ndarray:
+        return self.encoder.encode_tokens(tokens, batch_size=self.spec.train.batch_size, state=params,
+                                          sharding=self.batch_sharding)
+
+    def _build_retriever(self, doc_emb: np.ndarray) -> None:
+        dense = DenseIndex.build(doc_emb, self.spec.index) if self.spec.retriever.mode != "lexical" else None
+        self.doc_emb = doc_emb
+        self.retriever = Retriever(self.spec.retriever, dense, self.lexical)
+
+    def _mine(self, query_emb: np.ndarray, rows: np.ndarray) -> Pool:
+        positives = self.split.positives[rows]
+        return mine_pool(self.retriever, query_emb, [self.query_texts[r] for r in rows], positives,
+                         best_positive_scores(query_emb, self.doc_emb, positives), self.canonical,
+                         self.spec.mining.pool_size)
+
+    def refresh(self, params, step: int) -> dict[str, float]:
+        """Re-encodes, rebuilds and re-mines; returns timings and pool statistics."""
+        t0 = time.perf_counter()
+        doc_emb = self._encode(self.doc_tokens, params)
+        query_emb = self._encode(self.query_tokens, params)
+        t1 = time.perf_counter()
+        self._build_retriever(doc_emb)
+        t2 = time.perf_counter()
+        self.pool = self._mine(query_emb, np.arange(len(self.split)))
+        t3 = time.perf_counter()
+        self.pool_step = step
+        stats = {"encode_s": t1 - t0, "build_s": t2 - t1, "search_s": t3 - t2, "total_s": t3 - t0}
+        kept = np.asarray(band_mask(self.pool.dense, self.pool.positive, band_at(step, self.spec.band),
+                                    self.spec.band.relative)) & (self.pool.indices >= 0)
+        stats.update({k: v for k, v in pool_statistics(self.pool.dense, self.pool.positive, kept).items()
+                      if isinstance(v, float)})
+        return stats
+
+    def restore(self, arrays: dict[str, np.ndarray], pool_step: int) -> None:
+        """Reinstates a checkpointed pool and the corpus embeddings its index was built from (no re-mining)."""
+        self._build_retriever(np.asarray(arrays["doc_emb"]))
+        self.pool = Pool(**{k: np.asarray(v) for k, v in arrays.items() if k != "doc_emb"})
+        self.pool_step = pool_step
+
+    def checkpoint_arrays(self) -> dict[str, np.ndarray] | None:
+        return None if self.pool is None else {**self.pool.arrays(), "doc_emb": self.doc_emb}
+
+    def template(self, hidden_size: int) -> dict[str, np.ndarray] | None:
+        """Shapes of checkpoint_arrays(), for restoring."""
+        if not self.enabled:
+            return None
+        q, m = len(self.split), self.spec.mining.pool_size
+        f32 = np.zeros((q, m), np.float32)
+        return {"indices": np.zeros((q, m), np.int32), "dense": f32, "lexical": f32, "fused": f32,
+                "positive": np.zeros((q,), np.float32), "doc_emb": np.zeros((self.num_docs, hidden_size), np.float32)}
+
+    def candidates(self, rows: np.ndarray, params, step: int) -> Candidates:
+        """The strategy's view of this batch; an online pool is re-queried with fresh query embeddings."""
+        pool = None
+        if self.enabled:
+            if self.spec.mining.pool == "online" and self.pool_step < step:
+                query_emb = self._encode(self.query_tokens.subset(rows), params)
+                pool = self._mine(query_emb, rows)
+            else:
+                pool = self.pool.take(rows)
+        band = tuple(float(b) for b in band_at(step, self.spec.band))
+        return Candidates(positives=self.split.positives[rows], num_docs=self.num_docs, pool=pool, band=band,
+                          band_relative=self.spec.band.relative)
+
+    def lexical_columns(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """[B, C] per-query min-max normalized BM25 score of every (query, candidate column) pair."""
+        texts = [self.query_texts[r] for r in rows]
+        scores = self.lexical.score_pairs(texts, np.broadcast_to(columns, (len(rows), len(columns))))
+        normalized = normalize_per_query(scores)
+        return np.where(np.isfinite(normalized), normalized, 0.0).astype(np.float32)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics."""
     spec = spec_from_config(config)
@@ -101,6 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         _save_config(config, workdir)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(spec.train.batch_size, mesh)
+    batch_sharding = sharding.batch_sharding(mesh)
 
     root, corpus, queries = load_texts(spec)
     train_split = read_split(root, spec.data.train_split, corpus, queries)
@@ -108,6 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     cache = workdir / "cache"
     doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache)
     query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache)
+    canonical = batches.canonical_rows(corpus.texts)
+    miner = Miner(spec, encoder, corpus, [queries.texts[r] for r in train_split.query_rows], train_split,
+                  query_tokens.subset(train_split.query_rows), doc_tokens, canonical, batch_sharding)
 
     steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
     total_steps = spec.train.max_steps or spec.train.num_epochs * steps_per_epoch
@@ -118,17 +239,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     state_sharding = jax.tree.map(lambda _: replicated, state)
     state = jax.device_put(state, state_sharding)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
-    restored = checkpointer.restore(state)
+    restored = checkpointer.restore(state, miner.template(encoder.config.hidden_size))
     if restored is not None:
         state = jax.device_put(restored[0], state_sharding)
+        if restored[2] is not None:
+            miner.restore(restored[2], restored[1]["pool_step"])
         log.info("resumed from step %d", int(state.step))
-    step_fn = jit_train_step(tx, spec.loss, encoder.pooling, spec.model.dropout > 0, state_sharding,
-                             sharding.batch_sharding(mesh))
+    band_in_step = spec.band if spec.mining.band_in_step and spec.mining.strategy == "band" else None
+    step_fn = jit_train_step(tx, spec.loss, band_in_step, encoder.pooling, spec.model.dropout > 0, state_sharding,
+                             batch_sharding)
     strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]
-    context = NegativeContext(num_docs=len(corpus), positives=train_split.positives,
-                              num_negatives=spec.mining.num_negatives)
+    select = SelectSpec(spec.mining.num_negatives, spec.mining.sampling, spec.mining.simans_a, spec.mining.simans_b)
     local_rows = sharding.process_rows(spec.train.batch_size)
-    canonical = batches.canonical_rows(corpus.texts)
 
     writer = MetricWriter(workdir)
     window: list[tuple[int, dict]] = []
@@ -138,11 +260,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                   disable=jax.process_index() != 0) as bar:
             for step in range(start, total_steps):
                 epoch, in_epoch = divmod(step, steps_per_epoch)
+                if miner.due(step, steps_per_epoch):
+                    writer.write(step, miner.refresh(state.params, step), prefix="refresh/")
                 rng = batches.step_rng(spec.seed, epoch, in_epoch)
                 rows = batches.batch_rows(spec.seed, epoch, in_epoch, len(train_split), spec.train.batch_size)
                 pos_doc = batches.sample_positives(train_split.positives[rows], rng)
-                neg_doc = strategy(context, rows, rng)
+                neg_doc = strategy(miner.candidates(rows, state.params, step), select, rng)
                 batch = batches.make_batch(rows, train_split, query_tokens, doc_tokens, pos_doc, neg_doc, canonical)
+                if spec.loss.hybrid_beta > 0:
+                    batch["lexical"] = miner.lexical_columns(rows, np.concatenate([pos_doc, neg_doc.reshape(-1)]))
                 local = {k: v[local_rows] for k, v in batch.items()}
                 state, metrics = step_fn(state, sharding.to_global(local, mesh))
                 window.append((step, metrics))
@@ -154,19 +280,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
                     means["learning_rate"] = float(lr_at(step))
                     means["epoch"] = epoch + in_epoch / steps_per_epoch
+                    if miner.enabled:
+                        means["index_staleness_steps"] = step - miner.pool_step
                     writer.write(done, means, prefix="train/")
                     bar.set_postfix(loss=f"{means['loss']:.4f}")
                     window = []
                 if done % spec.train.checkpoint_every == 0 or last:
                     _finite_or_raise(window)
-                    checkpointer.save(state, position={"step": done, "epoch": epoch, "step_in_epoch": in_epoch + 1})
+                    position = {"step": done, "epoch": epoch, "step_in_epoch": in_epoch + 1,
+                                "pool_step": miner.pool_step}
+                    checkpointer.save(state, position=position, pool=miner.checkpoint_arrays())
     finally:
         checkpointer.close()
 
     eval_split = read_split(root, spec.data.eval_split, corpus, queries)
     metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
-                       batch_size=spec.eval.batch_size, state=state.params, sharding=sharding.batch_sharding(mesh),
-                       cache_dir=cache, show_progress=jax.process_index() == 0)
+                       batch_size=spec.eval.batch_size, state=state.params, sharding=batch_sharding,
+                       retriever_spec=spec.retriever, cache_dir=cache, show_progress=jax.process_index() == 0)
     metrics["train_steps"] = total_steps
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")

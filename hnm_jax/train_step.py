@@ -7,6 +7,7 @@ A batch (global arrays, leading axis sharded over 'data'):
   pos_doc                 [B] int32          corpus row of each positive
   neg_doc                 [B, N] int32       corpus row of each negative (-1 = empty slot)
   query_positives         [B, P] int32       every known positive of each query (-1 padded)
+  lexical (optional)      [B, B*(1+N)] f32   normalized BM25 of each (query, column) pair, for hybrid logits
 """
 
 import functools
@@ -19,7 +20,16 @@ import optax
 from flax import nnx
 
 from hnm_jax.config import LossSpec
-from hnm_jax.losses import candidate_mask, in_batch_accuracy, infonce_loss
+from hnm_jax.losses import (
+    candidate_mask,
+    hybrid_scores,
+    in_batch_accuracy,
+    infonce_loss,
+    margin_loss,
+    uniformity_loss,
+    usable_columns,
+)
+from hnm_jax.mining.schedules import BandSpec, band_at, band_mask
 from hnm_jax.models.encoder import PoolingSpec, embed
 
 BATCH_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask", "pos_doc", "neg_doc",
@@ -57,20 +67,42 @@ def encode_pair_batch(graphdef: Any, params: Any, batch: dict, pooling: PoolingS
 
 
 def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpec, pooling: PoolingSpec,
-                     dropout_rng: jax.Array | None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """InfoNCE of one batch and its (scores [B, B*(1+N)], candidate mask [B, B*(1+N)])."""
+                     dropout_rng: jax.Array | None, band: tuple[jax.Array, jax.Array] | None = None,
+                     band_relative: bool = False) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """The weighted training loss of one batch and its (scores [B, C], candidate mask [B, C]), C = B*(1+N).
+
+    loss = w_nce * InfoNCE + w_margin * margin loss + w_unif * uniformity(documents), on scores that are the
+    cosine plus, when hybrid_beta > 0, beta times the normalized BM25 of the same pair (`batch["lexical"]`).
+    `band` (lo, hi), when given, masks explicit negatives whose fresh cosine lies outside it.
+    """
     queries, docs = encode_pair_batch(graphdef, params, batch, pooling, dropout_rng)
-    scores = queries @ docs.T  # global matmul: in-batch negatives span every device
+    dense = queries @ docs.T  # global matmul: in-batch negatives span every device
     mask = candidate_mask(batch["pos_doc"], batch["neg_doc"], batch["query_positives"])
-    return infonce_loss(scores, mask, loss_spec.temperature), (scores, mask)
+    b = dense.shape[0]
+    if band is not None:
+        in_band = band_mask(dense[:, b:], jnp.diagonal(dense), band, band_relative)
+        mask = mask & jnp.concatenate([jnp.ones((b, b), bool), in_band], axis=1)
+    scores = hybrid_scores(dense, batch["lexical"], loss_spec.hybrid_beta) if "lexical" in batch else dense
+    loss = jnp.zeros((), jnp.float32)
+    if loss_spec.infonce_weight:
+        loss += loss_spec.infonce_weight * infonce_loss(scores, mask, loss_spec.temperature)
+    if loss_spec.margin_weight:
+        loss += loss_spec.margin_weight * margin_loss(scores, mask, loss_spec.margin, loss_spec.margin_alpha,
+                                                      loss_spec.margin_relative)
+    if loss_spec.uniformity_weight:
+        usable = usable_columns(batch["pos_doc"], batch["neg_doc"])
+        loss += loss_spec.uniformity_weight * uniformity_loss(docs, usable)
+    return loss, (dense, mask)
 
 
 def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss_spec: LossSpec,
-               pooling: PoolingSpec, dropout: bool) -> tuple[TrainState, dict]:
+               band_spec: BandSpec | None, pooling: PoolingSpec, dropout: bool) -> tuple[TrainState, dict]:
     """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`)."""
     step_rng = jax.random.fold_in(state.rng, state.step) if dropout else None
+    band = None if band_spec is None else band_at(state.step, band_spec)
     loss_fn = functools.partial(contrastive_loss, graphdef=state.graphdef, batch=batch, loss_spec=loss_spec,
-                                pooling=pooling, dropout_rng=step_rng)
+                                pooling=pooling, dropout_rng=step_rng, band=band,
+                                band_relative=band_spec is not None and band_spec.relative)
     (loss, (scores, mask)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -85,13 +117,22 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
         "hardest_negative_score": jnp.mean(hardest),
         "candidates_per_query": jnp.mean(jnp.sum(mask, axis=-1).astype(jnp.float32)),
     }
+    if band is not None:
+        metrics["band_lo"], metrics["band_hi"] = band
+        explicit = mask[:, scores.shape[0]:] & (batch["neg_doc"].reshape(-1) >= 0)[None, :]
+        metrics["explicit_negative_score"] = jnp.sum(jnp.where(explicit, scores[:, scores.shape[0]:], 0.0)) / (
+            jnp.maximum(jnp.sum(explicit), 1))
     new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
     return new_state, metrics
 
 
-def jit_train_step(tx: optax.GradientTransformation, loss_spec: LossSpec, pooling: PoolingSpec, dropout: bool,
-                   state_sharding: Any, batch_sharding: Any):
-    """jax.jit of train_step with the state replicated and donated, and batches sharded over 'data'."""
-    step = functools.partial(train_step, tx=tx, loss_spec=loss_spec, pooling=pooling, dropout=dropout)
+def jit_train_step(tx: optax.GradientTransformation, loss_spec: LossSpec, band_spec: BandSpec | None,
+                   pooling: PoolingSpec, dropout: bool, state_sharding: Any, batch_sharding: Any):
+    """jax.jit of train_step with the state replicated and donated, and batches sharded over 'data'.
+
+    The band moves with `state.step` inside the jitted function: one trace for the whole run.
+    """
+    step = functools.partial(train_step, tx=tx, loss_spec=loss_spec, band_spec=band_spec, pooling=pooling,
+                             dropout=dropout)
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
                    donate_argnums=0)

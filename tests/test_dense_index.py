@@ -95,6 +95,20 @@ def test_scann_recall_and_round_trip(tmp_path):
     np.testing.assert_array_equal(val2, val)
 
 
+def test_scann_pads_unfilled_slots():
+    # k beyond what the probed leaves hold: ScaNN pads with row 0 / NaN; the index must give -1 / -inf
+    corpus, queries = clustered(3000, 16, 5, clusters=30)
+    index = DenseIndex.build(corpus, IndexSpec(exact_threshold=0, num_leaves=30, leaves_to_search=2))
+    assert not index.is_exact
+    idx, val = index.search(queries, 3500)
+    assert idx.shape == (5, 3500)
+    for row_i, row_v in zip(idx, val, strict=True):
+        valid = row_i >= 0
+        assert valid[:100].all() and not valid[-500:].any()  # sorted: valid first, then padding
+        assert len(set(row_i[valid])) == valid.sum()
+        assert np.all(row_v[~valid] == -np.inf) and np.all(np.diff(row_v[valid]) <= 0)
+
+
 def test_exact_round_trip(tmp_path):
     corpus, queries = clustered(500, 16, 20, clusters=10)
     index = DenseIndex.build(corpus)

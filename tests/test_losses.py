@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.test_util import check_grads
 
-from hnm_jax.losses import candidate_mask, in_batch_accuracy, infonce_loss
+from hnm_jax.losses import (
+    candidate_mask,
+    hybrid_scores,
+    in_batch_accuracy,
+    infonce_loss,
+    margin_loss,
+    uniformity_loss,
+)
 
 
 def numpy_infonce(scores, mask, t):
@@ -71,3 +78,131 @@ def test_in_batch_accuracy():
     assert float(in_batch_accuracy(scores, jnp.ones((2, 3), bool))) == 0.5
     mask = jnp.array([[True, True, False], [True, True, True]])
     assert float(in_batch_accuracy(scores, mask)) == 1.0
+
+
+def numpy_margin(scores, mask, margin, alpha, relative, frozen=None):
+    """Loop reference; `frozen` (default: scores) is what the hardness margin is computed from (stop_gradient)."""
+    frozen = scores if frozen is None else frozen
+    total = 0.0
+    for i in range(scores.shape[0]):
+        acc, count = 0.0, 0
+        for j in range(scores.shape[1]):
+            if j == i or not mask[i, j]:
+                continue
+            h = frozen[i, j] - frozen[i, i] if relative else frozen[i, j]
+            acc += max(0.0, margin + alpha * h - (scores[i, i] - scores[i, j]))
+            count += 1
+        total += acc / max(1, count)
+    return total / scores.shape[0]
+
+
+def margin_case(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(-1, 1, size=(4, 12)).astype(np.float32)
+    mask = rng.random((4, 12)) > 0.3
+    mask[np.arange(4), np.arange(4)] = True
+    mask[3, :] = False  # query 3 has no negatives: contributes 0, not NaN
+    mask[3, 3] = True
+    return scores, mask
+
+
+def test_margin_loss_matches_numpy():
+    scores, mask = margin_case(2)
+    jitted = jax.jit(margin_loss, static_argnums=(2, 3, 4))
+    for alpha in (0.0, 0.5):
+        for relative in (False, True):
+            got = jitted(scores, mask, 0.2, alpha, relative)
+            assert got.dtype == jnp.float32 and got.shape == ()
+            np.testing.assert_allclose(got, numpy_margin(scores, mask, 0.2, alpha, relative), rtol=1e-5,
+                                       err_msg=f"alpha={alpha} relative={relative}")
+    # relative may also be traced
+    got = jax.jit(margin_loss)(scores, mask, 0.2, 0.5, True)
+    np.testing.assert_allclose(got, numpy_margin(scores, mask, 0.2, 0.5, True), rtol=1e-5)
+
+
+def test_margin_loss_gradient_hand_derived_and_masked_zero():
+    scores, mask = margin_case(3)
+    scores[~mask] = np.nan  # masked entries may hold anything, they must not leak NaN
+    b, c = scores.shape
+    for alpha, relative in ((0.0, False), (0.5, False), (0.5, True)):
+        grad = np.asarray(jax.jit(jax.grad(margin_loss), static_argnums=(2, 3, 4))(
+            jnp.asarray(scores), jnp.asarray(mask), 0.2, alpha, relative))
+        expected = np.zeros((b, c))
+        for i in range(b):
+            negs = [j for j in range(c) if j != i and mask[i, j]]
+            for j in negs:
+                h = scores[i, j] - scores[i, i] if relative else scores[i, j]
+                hinge = 0.2 + alpha * h - (scores[i, i] - scores[i, j])
+                assert abs(hinge) > 1e-3, "pick inputs away from the kink"
+                if hinge > 0:
+                    expected[i, j] += 1.0 / (len(negs) * b)
+                    expected[i, i] -= 1.0 / (len(negs) * b)
+        np.testing.assert_allclose(grad, expected, atol=1e-6)
+        assert np.all(grad[~mask] == 0.0)
+        assert np.all(np.isfinite(grad))
+
+
+def test_margin_loss_gradient_finite_differences():
+    scores, mask = margin_case(2)
+    base = scores.astype(np.float64)
+    eps = 1e-3
+    for alpha, relative in ((0.0, False), (0.5, False), (0.5, True)):
+        grad = np.asarray(jax.grad(margin_loss)(jnp.asarray(scores), jnp.asarray(mask), 0.2, alpha, relative))
+        fd = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            up, down = base.copy(), base.copy()
+            up[idx] += eps
+            down[idx] -= eps
+            # the margin is a target: differentiate with it frozen at the unperturbed scores
+            fd[idx] = (numpy_margin(up, mask, 0.2, alpha, relative, frozen=base)
+                       - numpy_margin(down, mask, 0.2, alpha, relative, frozen=base)) / (2 * eps)
+        np.testing.assert_allclose(grad, fd, atol=1e-4, err_msg=f"alpha={alpha} relative={relative}")
+
+
+def test_margin_loss_zero_when_well_separated():
+    scores = jnp.array([[0.9, 0.1, -0.5, 0.0], [0.0, 0.8, 0.2, -0.3]])
+    assert float(margin_loss(scores, jnp.ones((2, 4), bool), 0.2, 0.5, True)) == 0.0
+
+
+def numpy_uniformity(x, valid, t):
+    values = [np.exp(-t * np.sum((x[a] - x[b]) ** 2))
+              for a in range(len(x)) for b in range(a + 1, len(x)) if valid[a] and valid[b]]
+    return np.log(np.mean(values))
+
+
+def unit_rows(rng, m, d):
+    x = rng.normal(size=(m, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_uniformity_matches_numpy_and_ignores_invalid_rows():
+    rng = np.random.default_rng(4)
+    x = unit_rows(rng, 7, 5)
+    valid = np.array([True, True, False, True, True, False, True])
+    got = jax.jit(uniformity_loss, static_argnums=2)(x, valid, 2.0)
+    np.testing.assert_allclose(got, numpy_uniformity(x, valid, 2.0), rtol=1e-5)
+    assert float(got) < 0.0
+    moved = x.copy()
+    moved[[2, 5]] = x[0]  # invalid rows may hold anything
+    np.testing.assert_allclose(uniformity_loss(moved, valid, 2.0), got, rtol=1e-6)
+    grad = np.asarray(jax.grad(uniformity_loss)(jnp.asarray(x), jnp.asarray(valid)))
+    assert np.all(grad[~valid] == 0.0) and np.all(np.isfinite(grad))
+    check_grads(lambda e: uniformity_loss(e, jnp.asarray(valid)), (jnp.asarray(x),), order=1, modes=["rev"],
+                eps=1e-2, atol=1e-2, rtol=1e-2)
+
+
+def test_uniformity_collapsed_is_zero_and_degenerate_cases():
+    x = np.tile(unit_rows(np.random.default_rng(5), 1, 4), (5, 1))
+    np.testing.assert_allclose(uniformity_loss(x, np.ones(5, bool)), 0.0, atol=1e-6)
+    spread = np.eye(4, dtype=np.float32)  # orthonormal: every squared distance is 2
+    np.testing.assert_allclose(uniformity_loss(spread, np.ones(4, bool), 2.0), -4.0, rtol=1e-6)
+    one_valid = np.array([True, False, False, False])
+    assert float(uniformity_loss(spread, one_valid)) == 0.0
+
+
+def test_hybrid_scores():
+    dense = jnp.array([[0.5, -0.2], [0.1, 0.3]])
+    lexical = jnp.array([[1.0, 0.0], [0.25, 0.5]])
+    assert hybrid_scores(dense, lexical, 0.0) is dense
+    np.testing.assert_array_equal(jax.jit(hybrid_scores)(dense, lexical, 0.0), dense)
+    np.testing.assert_allclose(jax.jit(hybrid_scores)(dense, lexical, 0.4), [[0.9, -0.2], [0.2, 0.5]], rtol=1e-6)

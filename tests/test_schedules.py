@@ -130,9 +130,10 @@ def test_band_mask_elementwise_and_positives_never_kept(rows, n, lo, width, rela
     assert not kept[is_positive].any()
 
 
-def test_jitted_band_traces_once():
+@pytest.mark.parametrize("curriculum", sorted(CURRICULA))
+def test_jitted_band_traces_once(curriculum):
     traces = []
-    spec = BandSpec(lo=0.5, hi=0.9, curriculum="cosine", start_lo=-1.0, start_hi=0.5, curriculum_steps=50)
+    spec = BandSpec(lo=0.5, hi=0.9, curriculum=curriculum, start_lo=-1.0, start_hi=0.5, curriculum_steps=50)
 
     @jax.jit
     def masked_count(step, neg, pos):

@@ -13,11 +13,11 @@ import pytest
 from conftest import REPO, tiny_config
 
 from hnm_jax import sharding
-from hnm_jax.config import LossSpec, spec_from_config
+from hnm_jax.config import spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.mining.negatives import NegativeContext, random_negatives
+from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.train import build_encoder, load_trained, train_and_evaluate
 from hnm_jax.train_step import contrastive_loss
 
@@ -36,9 +36,9 @@ def test_canonical_rows_group_exact_twins():
 
 def test_random_negatives_never_known_positives():
     positives = np.array([[0, 1], [2, -1], [3, -1]])
-    context = NegativeContext(num_docs=5, positives=positives, num_negatives=4)
+    candidates = Candidates(positives=positives, num_docs=5, pool=None, band=(-1.0, 1.0), band_relative=False)
     for seed in range(20):
-        neg = random_negatives(context, np.array([0, 1, 2]), np.random.default_rng(seed))
+        neg = random_negatives(candidates, SelectSpec(num_negatives=4), np.random.default_rng(seed))
         for row in range(3):
             assert not set(neg[row].tolist()) & set(positives[row].tolist()) - {-1}
 
@@ -52,8 +52,8 @@ def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8):
     rng = batches.step_rng(0, 0, 0)
     rows = batches.batch_rows(0, 0, 0, len(data.split), batch_size)
     pos = batches.sample_positives(data.split.positives[rows], rng)
-    context = NegativeContext(len(data.corpus), data.split.positives, num_negatives)
-    neg = random_negatives(context, rows, rng)
+    candidates = Candidates(data.split.positives[rows], len(data.corpus), None, (-1.0, 1.0), False)
+    neg = random_negatives(candidates, SelectSpec(num_negatives), rng)
     neg[0, 0] = pos[1]  # a document twice in the batch: must be counted once
     return encoder, batches.make_batch(rows, data.split, query_tokens, doc_tokens, pos, neg,
                                       batches.canonical_rows(data.corpus.texts))
@@ -64,7 +64,7 @@ def test_same_loss_and_grads_on_1_2_4_devices(tiny_beir, num_devices):
     if jax.device_count() < num_devices:
         pytest.skip(f"needs {num_devices} devices")
     encoder, batch = make_tiny_batch(tiny_beir)
-    loss_spec = LossSpec(temperature=0.05)
+    loss_spec = spec_from_config(tiny_config(tiny_beir)).loss
 
     def loss_and_grads(devices):
         mesh = sharding.make_mesh(devices)

@@ -61,6 +61,11 @@ class TokenizedTexts:
         length = self._check_length(length)
         return (np.arange(length)[None, :] < self.lengths[:, None]).astype(np.int32)
 
+    def subset(self, rows: np.ndarray) -> TokenizedTexts:
+        """The texts at `rows` ([R]), as their own TokenizedTexts."""
+        rows = np.asarray(rows)
+        return TokenizedTexts(self.input_ids[rows], self.lengths[rows], self.pad_id)
+
     def take(self, rows: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids [R, length], mask [R, length]) for `rows`, cut to `length` columns."""
         length = self._check_length(length)

@@ -31,8 +31,8 @@ class IndexSpec:
     exact_threshold: corpora with fewer docs use exact top-k; at/above it, ScaNN (never below
       MIN_SCANN_DOCS docs).
     num_leaves: ScaNN partitions (auto: round(sqrt(N)), at most N // 50).
-    leaves_to_search: partitions probed per query (auto: 10% of the leaves, at least 10).
-    reorder: candidates re-scored exactly after the quantized pass (auto: max(10 * k, 200) per search).
+    leaves_to_search: partitions probed per query (auto: 5% of the leaves, at least 12).
+    reorder: candidates re-scored exactly after the quantized pass (auto: max(10 * k, 100) per search).
     dims_per_block, anisotropic_threshold: ScaNN asymmetric-hashing settings.
     The ScaNN settings (spherical k-means tree, anisotropic threshold 0.2) assume unit-norm embeddings,
     which is what the bi-encoder produces; other vectors are still searched by inner product, less well.
@@ -173,9 +173,9 @@ def sort_by_score(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.n
 
 
 def scann_params(n: int, spec: IndexSpec) -> dict[str, int]:
-    """ScaNN tree sizes for N docs: leaves ~ sqrt(N), probe 10% of them, train on ~100 docs per leaf."""
+    """ScaNN tree sizes for N docs: leaves ~ sqrt(N), probe 5% of them, train on ~100 docs per leaf."""
     leaves = spec.num_leaves or int(max(1, min(n // 50, round(math.sqrt(n)))))
-    to_search = spec.leaves_to_search or max(10, math.ceil(0.1 * leaves))
+    to_search = spec.leaves_to_search or max(12, math.ceil(0.05 * leaves))
     return {
         "num_leaves": leaves,
         "leaves_to_search": min(leaves, to_search),
@@ -216,7 +216,7 @@ class DenseIndex:
             anisotropic_quantization_threshold=spec.anisotropic_threshold,
             training_sample_size=sample,
         )
-        builder = builder.reorder(spec.reorder or 200)
+        builder = builder.reorder(spec.reorder or 100)
         return builder.build()
 
     @property
@@ -246,11 +246,12 @@ class DenseIndex:
         if num_q == 0 or k == 0:
             return np.full((num_q, k), -1, np.int32), np.full((num_q, k), -np.inf, np.float32)
         k_eff = min(k, n)
-        reorder = max(self._spec.reorder or max(10 * k_eff, 200), k_eff)
-        idx, _ = self._searcher.search_batched_parallel(
+        reorder = max(self._spec.reorder or max(10 * k_eff, 100), k_eff)
+        idx, dist = self._searcher.search_batched_parallel(
             queries, final_num_neighbors=k_eff, pre_reorder_num_neighbors=reorder
         )
-        idx = np.asarray(idx, np.int32).reshape(num_q, -1)
+        # ScaNN pads rows it cannot fill (fewer docs in the probed leaves than k) with index 0, score NaN
+        idx = np.where(np.isnan(dist), -1, np.asarray(idx, np.int64)).astype(np.int32).reshape(num_q, -1)
         scores = score_pairs(queries, self._embeddings, idx)
         return sort_by_score(idx, scores, k)
 

@@ -5,9 +5,10 @@ Per query:
      per source for hybrid, P = width of ``exclude``); hybrid takes the union of both lists.
   2. rows in ``exclude`` (known positives) are dropped.
   3. every candidate is scored by every available source: dense = exact dot product against the dense
-     index's embeddings, lexical = BM25 (``LexicalIndex.score_pairs``).
+     index's embeddings, lexical = BM25 (hybrid reuses the one BM25 pass that found its candidates).
   4. fused score: the source's own score (dense / lexical mode) or FUSIONS[spec.fusion] (hybrid).
-  5. top-k by (fused desc, row asc), padded with row -1.
+  5. top-k by (fused desc, row asc), padded with row -1 (lexical mode returns only docs sharing a token
+     with the query, so its rows can be short).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.lexical import LexicalIndex
+from hnm_jax.mining.lexical import LexicalIndex, top_k_rows
 
 MODES = ("dense", "lexical", "hybrid")
 QUERY_CHUNK = 1024  # queries processed together (bounds the [chunk, candidates, D] re-scoring memory)
@@ -127,14 +128,6 @@ FUSIONS: dict[str, Callable[[np.ndarray, np.ndarray, RetrieverSpec], np.ndarray]
 }
 
 
-def _union_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row set union of two -1 padded index arrays [Q, n] -> [Q, 2n], duplicates replaced by -1."""
-    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
-    dup = np.zeros(both.shape, bool)
-    dup[:, 1:] = both[:, 1:] == both[:, :-1]
-    return np.where(dup, -1, both).astype(np.int32)
-
-
 def _drop_excluded(candidates: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
     """Set candidates that appear in their row of ``exclude`` [Q, P] (-1 padded) to -1."""
     if exclude is None or exclude.shape[1] == 0:
@@ -211,6 +204,19 @@ class Retriever:
             return Retrieved(np.zeros((0, k), np.int32), empty, empty.copy(), empty.copy())
         return Retrieved(*(np.concatenate(cols, axis=0) for cols in zip(*parts, strict=True)))
 
+    def _hybrid_candidates(self, dense_top: np.ndarray, texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Union of the dense top-n rows [Q, n] and the BM25 top-n per query, with the BM25 score of every
+        candidate: (rows [Q, 2n] -1 padded, bm25 [Q, 2n]). One BM25 pass per query serves both."""
+        rows = np.full((len(texts), 2 * n), -1, np.int32)
+        bm25 = np.full(rows.shape, -np.inf, np.float32)
+        for r, text in enumerate(texts):
+            scores = self.lexical.scores(text)
+            union = np.union1d(dense_top[r], top_k_rows(scores, n)[0])
+            union = union[union >= 0]
+            rows[r, : union.size] = union
+            bm25[r, : union.size] = scores[union]
+        return rows, bm25
+
     def _retrieve_chunk(self, emb, texts, k, exclude):
         spec, mode = self.spec, self.spec.mode
         extra = 0 if exclude is None else exclude.shape[1]
@@ -224,7 +230,7 @@ class Retriever:
             candidates, own_scores = self.lexical.search(texts, k + extra)
         else:
             n = max(spec.depth, k) + extra
-            candidates = _union_rows(self.dense.search(emb, n)[0], self.lexical.search(texts, n)[0])
+            candidates, lexical = self._hybrid_candidates(self.dense.search(emb, n)[0], texts, n)
         candidates = _drop_excluded(candidates, exclude)
         valid = candidates >= 0
 
@@ -235,6 +241,8 @@ class Retriever:
             dense = self.dense.score_pairs(emb, candidates) if use_dense else nan
         if mode == "lexical":
             lexical = np.where(valid, own_scores, -np.inf).astype(np.float32)
+        elif mode == "hybrid":
+            lexical = np.where(valid, lexical, -np.inf).astype(np.float32)
         else:
             lexical = self.lexical.score_pairs(texts, candidates) if use_lexical else nan
 

@@ -273,8 +273,9 @@ def pool(token_embeddings: jax.Array, attention_mask: jax.Array, spec: PoolingSp
         mask = attention_mask.astype(jnp.float32)[..., None]
         pooled = (x * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1e-9)
     if spec.normalize:
-        norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
-        pooled = pooled / jnp.maximum(norm, 1e-12)
+        # sqrt(max(|x|^2, eps^2)) == max(|x|, eps), but with a finite gradient at x = 0 (empty slots).
+        norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(pooled), axis=-1, keepdims=True), 1e-24))
+        pooled = pooled / norm
     return pooled
 
 

@@ -1,0 +1,19 @@
+"""Ablation: the full recipe without the cross-encoder (online band + margin + curriculum + hybrid).
+
+    hnm train --config configs/ablations/online_band_margin_curriculum_hybrid.py --config.data.path=ANY_BEIR_FOLDER --workdir W
+
+Figure: test accuracy@1 / MRR@10 on abt_buy in results/ablation_table.md (experiments/ablation_table.py).
+"""
+
+from configs.ablations import ablation_base, easy_to_hard_curriculum, hardness_margin, hybrid, semi_hard_band
+
+
+def get_config(arg: str | None = None):
+    c = ablation_base(arg)
+    c.mining.pool = "online"
+    c.mining.strategy = "band"
+    semi_hard_band(c)
+    hardness_margin(c)
+    easy_to_hard_curriculum(c)
+    hybrid(c)
+    return c

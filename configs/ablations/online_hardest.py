@@ -1,0 +1,15 @@
+"""Ablation: in-batch + the 2 hardest negatives of the online pool (re-mined every epoch, re-queried every step).
+
+    hnm train --config configs/ablations/online_hardest.py --config.data.path=ANY_BEIR_FOLDER --workdir W
+
+Figure: test accuracy@1 / MRR@10 on abt_buy in results/ablation_table.md (experiments/ablation_table.py).
+"""
+
+from configs.ablations import ablation_base
+
+
+def get_config(arg: str | None = None):
+    c = ablation_base(arg)
+    c.mining.pool = "online"
+    c.mining.strategy = "hardest"
+    return c
