@@ -1,0 +1,117 @@
+"""The mining engine inside training: deterministic refresh, one trace across a moving band, a resumed run
+reuses the checkpointed pool, and empty negative slots stay NaN-free."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+from test_train import make_tiny_batch, params_of
+
+from hnm_jax import sharding, train
+from hnm_jax.checkpointing import Checkpointer
+from hnm_jax.config import spec_from_config
+from hnm_jax.data import batches
+from hnm_jax.data.beir import load_beir
+from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.optimizer import make_optimizer
+from hnm_jax.train_step import contrastive_loss, create_train_state, jit_train_step
+
+ONLINE = "configs/ablations/online_band_margin_curriculum_hybrid.py"
+
+
+def make_miner(tiny_beir, config_file=ONLINE):
+    spec = spec_from_config(tiny_config(tiny_beir, config_file))
+    data = load_beir(tiny_beir, "train")
+    encoder = train.build_encoder(spec.model, spec.seed)
+    doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, spec.data.doc_max_length)
+    query_tokens = tokenize_texts(encoder.tokenizer, [data.queries.texts[r] for r in data.split.query_rows],
+                                  spec.data.query_max_length)
+    mesh = sharding.make_mesh()
+    miner = train.Miner(spec, encoder, data.corpus, [data.queries.texts[r] for r in data.split.query_rows],
+                        data.split, query_tokens, doc_tokens, batches.canonical_rows(data.corpus.texts),
+                        sharding.batch_sharding(mesh))
+    return miner, encoder, data
+
+
+def test_refresh_is_deterministic_and_excludes_positives(tiny_beir):
+    first, encoder, data = make_miner(tiny_beir)
+    stats = first.refresh(encoder.state, step=0)
+    second, _, _ = make_miner(tiny_beir)
+    second.refresh(encoder.state, step=0)
+    for name, value in first.pool.arrays().items():
+        np.testing.assert_array_equal(value, second.pool.arrays()[name], err_msg=name)
+    for q, positives in enumerate(data.split.positives):
+        assert not set(first.pool.indices[q]) & set(positives[positives >= 0])
+    assert {"encode_s", "build_s", "search_s", "band_kept_fraction", "false_negative_suspects"} <= set(stats)
+
+
+def test_online_candidates_requery_with_current_params(tiny_beir):
+    miner, encoder, _ = make_miner(tiny_beir)
+    miner.refresh(encoder.state, step=0)
+    rows = np.arange(4)
+    same = miner.candidates(rows, encoder.state, step=0)  # refreshed at this step: the pool itself
+    np.testing.assert_array_equal(same.pool.indices, miner.pool.indices[rows])
+    moved = jax.tree.map(lambda p: p * 1.5, encoder.state)
+    fresh = miner.candidates(rows, moved, step=1)  # later step: re-encoded queries, re-queried index
+    assert not np.allclose(fresh.pool.dense, miner.pool.dense[rows])
+
+
+def test_one_trace_while_the_band_moves(tiny_beir):
+    spec = spec_from_config(tiny_config(tiny_beir, ONLINE))
+    encoder, batch = make_tiny_batch(tiny_beir)
+    batch["lexical"] = np.zeros((batch["pos_doc"].shape[0], batch["pos_doc"].shape[0] * 3), np.float32)
+    mesh = sharding.make_mesh()
+    tx = make_optimizer(spec.train, 10)
+    state = create_train_state(encoder.graphdef, encoder.state, tx, 0)
+    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+    step_fn = jit_train_step(tx, spec.loss, spec.band, encoder.pooling, False, state_sharding,
+                             sharding.batch_sharding(mesh))
+    state = jax.device_put(state, state_sharding)
+    bands = []
+    for _ in range(4):
+        state, metrics = step_fn(state, sharding.to_global(batch, mesh))
+        bands.append((float(metrics["band_lo"]), float(metrics["band_hi"])))
+    assert step_fn._cache_size() == 1
+    assert bands[0] < bands[1] < bands[2] < bands[3]  # the curriculum moved the band every step
+
+
+def test_empty_negative_slots_give_finite_loss_and_gradients(tiny_beir):
+    spec = spec_from_config(tiny_config(tiny_beir))
+    encoder, batch = make_tiny_batch(tiny_beir)
+    batch["neg_doc"][:, 1] = -1
+    batch["neg_mask"][:, 1] = 0
+    loss, grads = jax.value_and_grad(
+        lambda p: contrastive_loss(p, encoder.graphdef, batch, spec.loss, encoder.pooling, None)[0])(encoder.state)
+    assert np.isfinite(float(loss))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypatch):
+    overrides = dict(train__max_steps=4, train__checkpoint_every=2)
+    config = tiny_config(tiny_beir, "configs/ablations/offline.py", **overrides)
+    real_save, real_refresh = Checkpointer.save, train.Miner.refresh
+    refreshes = []
+
+    def save_then_crash(self, state, position, pool=None):
+        real_save(self, state, position, pool)
+        if position["step"] == 2:
+            raise Crash("killed after the checkpoint at step 2")
+
+    def counting_refresh(self, params, step):
+        refreshes.append(step)
+        return real_refresh(self, params, step)
+
+    monkeypatch.setattr(train.Miner, "refresh", counting_refresh)
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    with pytest.raises(Crash):
+        train.train_and_evaluate(config, tmp_path / "crashed")
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    train.train_and_evaluate(config, tmp_path / "crashed")
+    assert refreshes == [0]  # mined once; the rerun restored the pool instead of re-mining
+    train.train_and_evaluate(config, tmp_path / "straight")
+    for resumed, straight in zip(params_of(tmp_path / "crashed"), params_of(tmp_path / "straight"), strict=True):
+        np.testing.assert_allclose(resumed, straight, atol=1e-6, rtol=0)
