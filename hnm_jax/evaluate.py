@@ -37,8 +37,12 @@ def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: 
 def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, max_length: int, batch_size: int,
              state=None, sharding: jax.sharding.NamedSharding | None = None,
              retriever_spec: RetrieverSpec | None = None, cache_dir: Path | None = None,
-             show_progress: bool = True) -> dict[str, float]:
-    """Metrics of `encoder` (or of `state`, its parameters while training) on `split` over the whole corpus."""
+             show_progress: bool = True, doc_types: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics of `encoder` (or of `state`, its parameters while training) on `split` over the whole corpus.
+
+    doc_types: [N] str, the perturbation type of each corpus row ("" for none; see `corpus_perturbations`);
+    adds `pairwise_accuracy/<type>` for the labelled near-duplicates of each type.
+    """
     query_texts = [queries.texts[i] for i in split.query_rows]
     corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir)
     query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
@@ -61,10 +65,24 @@ def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, m
         cand = split.candidates
         cand_scores = np.sum(query_emb[cand.query] * doc_emb[cand.doc], axis=-1)
         metrics.update(pairwise_accuracy(cand.query, cand_scores, cand.label, best_positive))
+        for kind in sorted(set(doc_types[cand.doc]) - {""}) if doc_types is not None else ():
+            of_kind = (doc_types[cand.doc] == kind) | (cand.label == 1)
+            per_kind = pairwise_accuracy(cand.query[of_kind], cand_scores[of_kind], cand.label[of_kind], best_positive)
+            metrics.update({f"{name}/{kind}": value for name, value in per_kind.items()})
         metrics.update(near_duplicate_collapse(doc_emb, cand.query, cand.doc, cand.label, split.positives))
     metrics["num_queries"] = len(split)
     metrics["num_docs"] = len(corpus)
     return metrics
+
+
+def corpus_perturbations(root: Path, corpus: Texts) -> np.ndarray | None:
+    """[N] perturbation type of each corpus row from `root/perturbations.tsv` (synthetic benchmark), or None."""
+    from hnm_jax.data.synthetic import PERTURBATIONS_FILE, perturbation_types
+
+    if not (Path(root) / PERTURBATIONS_FILE).is_file():
+        return None
+    types = perturbation_types(root)
+    return np.asarray([types.get(doc_id, "") for doc_id in corpus.ids], dtype=object)
 
 
 def build_retriever(spec: RetrieverSpec, doc_emb: np.ndarray, doc_texts) -> Retriever:

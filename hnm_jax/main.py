@@ -50,11 +50,13 @@ def _eval(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from hnm_jax import sharding
+    from hnm_jax.config import spec_from_config
     from hnm_jax.data.beir import load_beir, resolve_dataset_path
-    from hnm_jax.evaluate import evaluate, format_table, write_metrics
+    from hnm_jax.evaluate import corpus_perturbations, evaluate, format_table, write_metrics
     from hnm_jax.models.pretrained import load_encoder
     from hnm_jax.train import load_trained, load_trained_config
 
+    config = None
     if args.workdir:
         config = load_trained_config(args.workdir)
         data = args.data or config.data.path or config.data.name
@@ -68,7 +70,9 @@ def _eval(argv: list[str]) -> int:
     encoder = load_trained(args.workdir)[0] if args.workdir else load_encoder(args.model)
     mesh = sharding.make_mesh()
     metrics = evaluate(encoder, beir.corpus, beir.queries, beir.split, max_length=args.max_length,
-                       batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh))
+                       batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh),
+                       retriever_spec=spec_from_config(config).retriever if args.workdir else None,
+                       doc_types=corpus_perturbations(root, beir.corpus))
     output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
                                                      else None)
     if output is not None:
