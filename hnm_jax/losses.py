@@ -147,3 +147,60 @@ def hybrid_scores(dense: jax.Array, lexical: jax.Array, beta: float) -> jax.Arra
     if isinstance(beta, int | float) and beta == 0:
         return dense
     return dense + beta * lexical
+
+
+# ---------------------------------------------------------------- cross-encoder losses
+# Layout: B queries, each scored against 1 + N documents: column 0 is the positive, columns 1..N the negatives.
+# `valid` [B, 1+N] marks real pairs; a row whose positive is invalid (valid[i, 0] False) is batch padding.
+
+
+def ce_listwise_loss(logits: jax.Array, valid: jax.Array) -> jax.Array:
+    """Listwise softmax cross-entropy of a cross-encoder, the positive in column 0.
+
+        loss_i = -l_i0 + log sum_{j: valid_ij} exp(l_ij)
+        loss   = sum_i r_i loss_i / max(1, sum_i r_i),   r_i = valid_i0 (padding rows count for nothing)
+
+    Args:
+      logits: [B, 1+N] relevance logits.
+      valid: [B, 1+N] bool, True = a real (query, document) pair.
+    Returns:
+      scalar float32 (or wider if `logits` is wider); invalid entries (even inf/NaN) get exactly zero gradient.
+    """
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    safe = jnp.where(valid, logits, NEG_INF)
+    per_row = jax.nn.logsumexp(safe, axis=-1) - safe[:, 0]  # [B]
+    rows = valid[:, 0]
+    return jnp.sum(jnp.where(rows, per_row, 0.0)) / jnp.maximum(1.0, jnp.sum(rows))
+
+
+def ce_binary_loss(logits: jax.Array, valid: jax.Array) -> jax.Array:
+    """Pointwise sigmoid binary cross-entropy of a cross-encoder: column 0 is label 1, the others label 0.
+
+        bce(l, y) = -y log sigmoid(l) - (1 - y) log(1 - sigmoid(l)) = softplus(l) - l y
+        loss      = sum_ij valid_ij bce(l_ij, [j == 0]) / max(1, sum_ij valid_ij)
+
+    Args:
+      logits: [B, 1+N] relevance logits.
+      valid: [B, 1+N] bool, True = a real (query, document) pair.
+    Returns:
+      scalar float32 (or wider if `logits` is wider); invalid entries (even inf/NaN) get exactly zero gradient.
+    """
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    safe = jnp.where(valid, logits, 0.0)
+    labels = (jnp.arange(logits.shape[1]) == 0)[None, :].astype(safe.dtype)
+    bce = jax.nn.softplus(safe) - safe * labels  # softplus = logaddexp(l, 0): stable, smooth at any order
+    return jnp.sum(jnp.where(valid, bce, 0.0)) / jnp.maximum(1.0, jnp.sum(valid))
+
+
+def ce_accuracy(logits: jax.Array, valid: jax.Array) -> jax.Array:
+    """Fraction of non-padding rows (valid[:, 0]) whose positive (column 0) beats every valid negative: scalar.
+
+    Strict: a tie with a negative is a miss. Rows without valid negatives count as hits.
+    """
+    masked = jnp.where(valid, logits, -jnp.inf)
+    rows = valid[:, 0]
+    hit = (masked[:, 0] > jnp.max(masked[:, 1:], axis=-1, initial=-jnp.inf)) & rows
+    return jnp.sum(hit) / jnp.maximum(1, jnp.sum(rows))
+
+
+CE_LOSSES = {"listwise": ce_listwise_loss, "binary": ce_binary_loss}

@@ -8,6 +8,9 @@ Two orthogonal choices, each switchable alone for ablations:
     over the corpus), "uniform" (uniform over the pool), "hardest" (top of the pool), "band" (semi-hard: inside
     the similarity band of the curriculum; uniform or SimANS-weighted).
 
+`ce_filter` (optional, after mining) drops pool entries a cross-encoder calls likely positives (unlabelled false
+negatives); `guide_mask` does the same for in-batch columns (guide-model masking, as in GISTEmbed).
+
 Every strategy has the signature `(candidates, spec, rng) -> neg_doc [B, N] int32` (-1 = empty slot) and never
 returns a known positive. Choices are deterministic in the step's host Generator, i.e. in (seed, epoch, step).
 """
@@ -32,12 +35,14 @@ class Pool:
     lexical: np.ndarray  # [Q, M] float32 BM25 score (NaN when the retriever has no lexical index)
     fused: np.ndarray  # [Q, M] float32 the retriever's ranking score
     positive: np.ndarray  # [Q] float32 cosine of the query and its best positive
+    ce: np.ndarray | None = None  # [Q, M] float32 cross-encoder logit of (query, candidate) (`ce_filter`), or None
 
     def take(self, rows: np.ndarray) -> "Pool":
-        return Pool(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+        return Pool(**{name: value[rows] for name, value in self.arrays().items()})
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The arrays by field name; `ce` only when set (so CE-free pools checkpoint as before)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -156,3 +161,125 @@ def mine_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str
     return Pool(indices=column(retrieved.indices, -1).astype(np.int32), dense=column(retrieved.dense, -np.inf),
                 lexical=column(retrieved.lexical, -np.inf), fused=column(retrieved.fused, -np.inf),
                 positive=positive_emb_scores.astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class CEFilterSpec:
+    """Cross-encoder false-negative filter (scores are CE logits, probabilities sigmoid(logit)).
+
+    threshold: drop a candidate when sigmoid(s) > threshold (the CE calls it a likely positive); >= 1 disables.
+    margin: drop a candidate when s >= s_pos - margin (scored about as high as the query's own positive, in
+      logit units); -inf disables, a negative margin drops only candidates above the positive by |margin|.
+    prefer_top: 0 keeps the pool order; k > 0 moves the k highest-CE kept candidates to the front (highest
+      first), the other kept candidates after them in pool order (so `hardest` picks the CE-hardest).
+    """
+
+    threshold: float = 0.9
+    margin: float = 0.1
+    prefer_top: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0 or np.isnan(self.threshold):
+            raise ValueError(f"CEFilterSpec.threshold must be a probability in (0, 1] (1 = off), got {self.threshold}")
+        if np.isnan(self.margin) or self.margin == np.inf:
+            raise ValueError(f"CEFilterSpec.margin must be a float below +inf (-inf = off), got {self.margin}")
+        if self.prefer_top < 0:
+            raise ValueError(f"CEFilterSpec.prefer_top must be >= 0 (0 = keep the pool order), got {self.prefer_top}")
+
+
+def _likely_positive(scores: np.ndarray, positive: np.ndarray, spec: CEFilterSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(by threshold, by margin only) bool arrays shaped like `scores` ([R, C]); positive [R] broadcasts per row.
+
+    by threshold: s > logit(threshold) (== sigmoid(s) > threshold, without sigmoid rounding to 1 for large s);
+    by margin: not by threshold and s >= positive - margin. A NaN positive never triggers the margin rule.
+    """
+    scores = np.asarray(scores, np.float64)
+    if spec.threshold >= 1.0:
+        by_threshold = np.zeros(scores.shape, bool)
+    else:
+        by_threshold = scores > np.log(spec.threshold) - np.log1p(-spec.threshold)
+    near = scores >= np.asarray(positive, np.float64)[:, None] - spec.margin
+    return by_threshold, near & ~by_threshold
+
+
+def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
+              spec: CEFilterSpec) -> tuple[Pool, dict[str, int]]:
+    """Drops the pool entries a cross-encoder judges likely positives; returns (filtered pool, counts).
+
+    For a valid entry (indices >= 0) of query q with CE logit s and the query's positive at s_pos:
+      removed by threshold  if sigmoid(s) > spec.threshold
+      removed by margin     if not the above and s >= s_pos - spec.margin
+    Removed entries become empty slots (index -1, scores -inf) and the kept ones are packed left in pool order
+    (like `mine_pool`), or with the `spec.prefer_top` highest-CE first. The result carries `ce` ([Q, M], -inf
+    on empty slots). Only pool entries are ever dropped; the labelled positives are not in a pool.
+
+    Args:
+      pool: [Q, M] candidates.
+      ce_scores: [Q, M] CE logits of (query, pool candidate); ignored on empty slots, must be finite elsewhere.
+      positive_ce: [Q] CE logit of (query, its labelled positive); NaN turns the margin rule off for that query.
+      spec: the rules.
+    Returns:
+      (Pool [Q, M], {"removed_threshold": int, "removed_margin": int, "kept": int}), counts over valid entries.
+    """
+    ce_scores = np.asarray(ce_scores, np.float32)
+    positive_ce = np.asarray(positive_ce, np.float32)
+    q, m = pool.indices.shape
+    if ce_scores.shape != (q, m) or positive_ce.shape != (q,):
+        raise ValueError(f"ce_filter: pool is [{q}, {m}], so ce_scores must be [{q}, {m}] and positive_ce [{q}]; "
+                         f"got {ce_scores.shape} and {positive_ce.shape}")
+    valid = pool.indices >= 0
+    bad = valid & ~np.isfinite(ce_scores)
+    if bad.any():
+        raise ValueError(f"ce_filter: {int(bad.sum())} valid pool entries have a non-finite CE score "
+                         f"(first at query {int(np.argwhere(bad)[0][0])})")
+    by_threshold, by_margin = _likely_positive(ce_scores, positive_ce, spec)
+    by_threshold &= valid
+    by_margin &= valid
+    keep = valid & ~by_threshold & ~by_margin
+
+    position = np.broadcast_to(np.arange(m), (q, m))
+    if spec.prefer_top:
+        by_ce = np.argsort(-np.where(keep, ce_scores, -np.inf), axis=1, kind="stable")  # highest CE first
+        rank = np.empty_like(by_ce)
+        np.put_along_axis(rank, by_ce, position, axis=1)
+        top = keep & (rank < spec.prefer_top)
+    else:
+        rank, top = position, np.zeros_like(keep)
+    group = np.where(top, 0, np.where(keep, 1, 2))  # top CE, then the other kept in pool order, then dropped
+    order = np.lexsort((np.where(top, rank, position), group), axis=1)
+    kept_sorted = np.take_along_axis(keep, order, axis=1)
+
+    def column(values: np.ndarray, empty: float) -> np.ndarray:
+        return np.where(kept_sorted, np.take_along_axis(values, order, axis=1), empty).astype(values.dtype)
+
+    filtered = Pool(indices=column(pool.indices, -1).astype(np.int32), dense=column(pool.dense, -np.inf),
+                    lexical=column(pool.lexical, -np.inf), fused=column(pool.fused, -np.inf),
+                    positive=pool.positive, ce=column(ce_scores, -np.inf))
+    counts = {"removed_threshold": int(by_threshold.sum()), "removed_margin": int(by_margin.sum()),
+              "kept": int(keep.sum())}
+    return filtered, counts
+
+
+def guide_mask(ce_scores_in_batch: np.ndarray, positive_ce: np.ndarray, spec: CEFilterSpec) -> np.ndarray:
+    """Guide-model masking of in-batch candidates (GISTEmbed): bool [B, C], False = the CE says likely positive.
+
+    Column j of query i is masked when sigmoid(s_ij) > spec.threshold or s_ij >= positive_ce_i - spec.margin
+    (the `ce_filter` rules). Column i of query i is the query's own positive (the [B, B*(1+N)] layout of
+    `losses`) and is never masked. AND it with `losses.candidate_mask`.
+
+    Args:
+      ce_scores_in_batch: [B, C] CE logits of (query i, column j), C >= B; NaN = unscored, kept.
+      positive_ce: [B] CE logit of (query i, its positive), usually the diagonal of `ce_scores_in_batch`.
+      spec: the rules (`prefer_top` is unused).
+    Returns:
+      np.ndarray bool [B, C].
+    """
+    scores = np.asarray(ce_scores_in_batch, np.float64)
+    b, c = scores.shape
+    if c < b or np.shape(positive_ce) != (b,):
+        raise ValueError(f"guide_mask: expected scores [B, C >= B] and positive_ce [B], got {scores.shape} and "
+                         f"{np.shape(positive_ce)}")
+    by_threshold, by_margin = _likely_positive(scores, positive_ce, spec)
+    likely = by_threshold | by_margin
+    own = np.arange(c)[None, :] == np.arange(b)[:, None]
+    return own | ~likely

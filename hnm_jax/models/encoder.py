@@ -289,3 +289,52 @@ def embed(
 ) -> jax.Array:
     """[B, L] ids and mask -> pooled (and normalized) embeddings [B, H] float32."""
     return pool(model(input_ids, attention_mask, dropout_rng=dropout_rng), attention_mask, spec)
+
+
+class CrossEncoder(nnx.Module):
+    """A BERT cross-encoder: `[CLS] query [SEP] doc [SEP]` -> one relevance logit (HF `BertForSequenceClassification`).
+
+    The head is Hugging Face's, so an exported model scores identically in `transformers`:
+
+        logit = classifier(dropout(tanh(pooler(h_cls)))),   h_cls = encoder(...)[:, 0]  ([B, H] -> [B])
+
+    with `pooler` an H -> H Linear (HF `bert.pooler.dense`, initialised from the checkpoint when it has one)
+    and `classifier` an H -> 1 Linear (HF `classifier`, num_labels = 1). `encoder` may be passed in
+    (e.g. an abstract one from `nnx.eval_shape`, to be filled by `load_hf_weights`); the head is always
+    initialised here, normal(0.02) kernels and zero biases as in HF.
+    """
+
+    def __init__(
+        self,
+        config: BertConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        encoder: BertEncoder | None = None,
+    ):
+        self.config = config
+        self.hidden_dropout = config.hidden_dropout
+        if encoder is None:
+            encoder = BertEncoder(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.encoder = encoder
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "kernel_init": _INIT, "rngs": rngs}
+        self.pooler = nnx.Linear(config.hidden_size, config.hidden_size, **kw)
+        self.classifier = nnx.Linear(config.hidden_size, 1, **kw)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        *,
+        dropout_rng: jax.Array | None = None,
+    ) -> jax.Array:
+        """input_ids, attention_mask, token_type_ids [B, L] int -> logits [B] float32.
+
+        Dropout (encoder sites, then the pooled vector) is applied only when `dropout_rng` is given.
+        """
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, dropout_rng=_site_key(dropout_rng, 0))
+        pooled = jnp.tanh(self.pooler(hidden[:, 0]))
+        pooled = _dropout(pooled, self.hidden_dropout, _site_key(dropout_rng, 1))
+        return self.classifier(pooled)[:, 0].astype(jnp.float32)

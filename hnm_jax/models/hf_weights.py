@@ -1,6 +1,7 @@
 """Hugging Face BERT weights <-> NNX `BertEncoder` params (safetensors), and sentence-transformers export.
 
-HF names map one-to-one onto the NNX tree (`_param_table`); `nn.Linear.weight` [out, in] is stored
+HF names map one-to-one onto the NNX tree (`_param_table`, plus `_head_groups` for a `CrossEncoder`:
+`bert.pooler.dense`, `classifier`); `nn.Linear.weight` [out, in] is stored
 transposed as `kernel` [in, out], LayerNorm `weight`/`bias` are `scale`/`bias`, embeddings
 `weight` is `embedding`.
 """
@@ -11,12 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 from flax import nnx
 
-from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
+from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder, PoolingSpec
 
 # Checkpoint keys that are not part of BertModel's encoder: pooler, pre-training / task heads, buffers.
 _IGNORED_PREFIXES = ("pooler.", "cls.", "classifier.", "qa_outputs.")
@@ -62,34 +64,68 @@ def _normalize_keys(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def load_hf_weights(model: BertEncoder, safetensors_path: Path) -> None:
+def _head_groups(model: CrossEncoder) -> list[list[tuple[str, nnx.Variable, bool]]]:
+    """The cross-encoder head as HF keys (without 'bert.'), one group per Linear: pooler, classifier."""
+    return [
+        [("pooler.dense.weight", model.pooler.kernel, True), ("pooler.dense.bias", model.pooler.bias, False)],
+        [("classifier.weight", model.classifier.kernel, True), ("classifier.bias", model.classifier.bias, False)],
+    ]
+
+
+def load_hf_weights(model: BertEncoder | CrossEncoder, safetensors_path: Path) -> list[str]:
     """Fills `model`'s params in place from a HF BERT safetensors file ('bert.'-prefixed or not).
 
-    Every param is overwritten, so `model` may be abstract (from `nnx.eval_shape`). Raises ValueError
-    listing every missing, shape-mismatched and unexpected key (and then changes nothing).
+    A `BertEncoder`: every param is overwritten (pooler and task heads in the file are ignored), so `model`
+    may be abstract (from `nnx.eval_shape`). A `CrossEncoder`: its `encoder` likewise; its head takes
+    `pooler.dense.*` and `classifier.*` (num_labels must be 1) from the file when present and otherwise keeps
+    its initialisation, so a bi-encoder (`BertModel`) checkpoint gives a cross-encoder with a fresh head.
+    Raises ValueError listing every missing, shape-mismatched and unexpected key (and then changes nothing).
+
+    Returns the head keys left at their initialisation (always [] for a BertEncoder).
     """
-    tensors = _normalize_keys(safetensors.numpy.load_file(str(safetensors_path)))
-    table = _param_table(model)
-    missing, mismatched, updates = [], [], []
+    raw = safetensors.numpy.load_file(str(safetensors_path))
+    encoder, groups = (model.encoder, _head_groups(model)) if isinstance(model, CrossEncoder) else (model, [])
+    tensors = _normalize_keys(raw)
+    head_tensors = {key.removeprefix("bert."): value for key, value in raw.items()}
+    table = _param_table(encoder)
+    missing, mismatched, updates, fresh = [], [], [], []
+
+    def check(key: str, var: nnx.Variable, transpose: bool, source: dict[str, np.ndarray]) -> None:
+        value = source[key].T if transpose else source[key]
+        expected = tuple(var.get_value().shape)
+        if tuple(value.shape) != expected:
+            mismatched.append(f"{key}: file {tuple(source[key].shape)}, model expects {expected}")
+        else:
+            updates.append((var, value))
+
     for key, var, transpose in table:
         if key not in tensors:
             missing.append(key)
             continue
-        value = tensors[key].T if transpose else tensors[key]
-        expected = tuple(var.get_value().shape)
-        if tuple(value.shape) != expected:
-            mismatched.append(f"{key}: file {tuple(tensors[key].shape)}, model expects {expected}")
+        check(key, var, transpose, tensors)
+    for group in groups:
+        present = [key for key, _, _ in group if key in head_tensors]
+        if not present:  # optional: keep the initialisation (which an abstract model does not have)
+            abstract = [key for key, var, _ in group if isinstance(var.get_value(), jax.ShapeDtypeStruct)]
+            missing += abstract
+            fresh += [key for key, _, _ in group if key not in abstract]
             continue
-        updates.append((var, value))
+        for key, var, transpose in group:
+            if key in head_tensors:
+                check(key, var, transpose, head_tensors)
+            else:
+                missing.append(key)
     unexpected = sorted(set(tensors) - {key for key, _, _ in table})
     if missing or mismatched or unexpected:
-        lines = [f"{safetensors_path}: weights do not match the BertEncoder built from config.json"]
+        kind = type(model).__name__
+        lines = [f"{safetensors_path}: weights do not match the {kind} built from config.json"]
         lines += [f"  missing: {key}" for key in missing]
         lines += [f"  shape mismatch: {item}" for item in mismatched]
         lines += [f"  unexpected: {key}" for key in unexpected]
         raise ValueError("\n".join(lines))
     for var, value in updates:
         var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
+    return fresh
 
 
 def hf_state_dict(model: BertEncoder) -> dict[str, np.ndarray]:
@@ -145,3 +181,28 @@ def export_hf(
         },
     )
     _write_json(out_dir / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+
+
+def hf_cross_encoder_state_dict(model: CrossEncoder) -> dict[str, np.ndarray]:
+    """HF `BertForSequenceClassification` state dict: 'bert.'-prefixed encoder and pooler, then `classifier.*`."""
+    out = {f"bert.{key}": value for key, value in hf_state_dict(model.encoder).items()}
+    for group in _head_groups(model):
+        for key, var, transpose in group:
+            value = np.asarray(var.get_value(), dtype=np.float32)
+            name = key if key.startswith("classifier.") else f"bert.{key}"
+            out[name] = np.ascontiguousarray(value.T if transpose else value)
+    return out
+
+
+def export_hf_cross_encoder(model: CrossEncoder, config: BertConfig, tokenizer: Any, out_dir: Path) -> None:
+    """Writes a HF `BertForSequenceClassification` folder (num_labels 1) loadable by `load_cross_encoder`,
+    `transformers` and sentence-transformers' `CrossEncoder`: config.json, model.safetensors, tokenizer files.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_config = {**config.to_hf(), "architectures": ["BertForSequenceClassification"], "num_labels": 1,
+                 "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
+    _write_json(out_dir / "config.json", hf_config)
+    safetensors.numpy.save_file(hf_cross_encoder_state_dict(model), str(out_dir / "model.safetensors"),
+                                metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(out_dir))

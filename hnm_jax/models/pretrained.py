@@ -2,7 +2,8 @@
 
 `Encoder` holds the NNX (graphdef, state), the tokenizer and the pooling; `encode_tokens` runs one
 jitted function (compiled at most once per length bucket) over length-sorted, fixed-size batches,
-optionally sharded over a 1-D 'data' mesh.
+optionally sharded over a 1-D 'data' mesh. `load_cross_encoder` does the same for a cross-encoder
+(`CrossEncoderModel.score_tokens`: one logit per (query, document) pair).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import tqdm
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_texts
-from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec, embed
-from hnm_jax.models.hf_weights import export_hf, load_hf_weights
+from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_pairs, tokenize_texts
+from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder, PoolingSpec, embed
+from hnm_jax.models.hf_weights import export_hf, export_hf_cross_encoder, load_hf_weights
 
 
 class ModelNotFoundError(OSError, ValueError):
@@ -242,3 +243,145 @@ def random_encoder(
     """A randomly initialised Encoder (for tiny tests and from-scratch baselines)."""
     graphdef, state = nnx.split(BertEncoder(config, rngs=nnx.Rngs(seed)))
     return Encoder(graphdef, state, config, pooling, tokenizer, source=f"random(seed={seed})", max_length=max_length)
+
+
+def _make_score_fn(graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
+    @jax.jit
+    def score_fn(state: nnx.State, input_ids: jax.Array, attention_mask: jax.Array,
+                 token_type_ids: jax.Array) -> jax.Array:
+        """[B, L] pair ids, mask, token types -> [B] logits."""
+        return nnx.merge(graphdef, state)(input_ids, attention_mask, token_type_ids)
+
+    return score_fn
+
+
+@dataclasses.dataclass
+class CrossEncoderModel:
+    """A cross-encoder ready to score (query, document) pairs: NNX graphdef + state, tokenizer.
+
+    `fresh_head` lists the head params (HF keys) that were randomly initialised rather than loaded
+    (e.g. the classifier when starting from a bi-encoder checkpoint).
+    """
+
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    config: BertConfig
+    tokenizer: Any
+    source: str
+    max_length: int = 256
+    fresh_head: tuple[str, ...] = ()
+    _score_fn: Callable[..., jax.Array] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_length <= self.config.max_position_embeddings:
+            raise ValueError(
+                f"max_length={self.max_length} must be in [2, {self.config.max_position_embeddings}] "
+                "(the model's max_position_embeddings)"
+            )
+        self._score_fn = _make_score_fn(self.graphdef)
+
+    def tokenize(self, queries: Sequence[str], docs: Sequence[str],
+                 max_length: int | None = None) -> tuple[TokenizedTexts, np.ndarray]:
+        """`[CLS] q [SEP] d [SEP]` pairs -> (tokens [N, L], token_type_ids [N, L]), see `tokenize_pairs`."""
+        return tokenize_pairs(self.tokenizer, queries, docs, max_length or self.max_length)
+
+    def score(self, queries: Sequence[str], docs: Sequence[str], batch_size: int = 64, *,
+              max_length: int | None = None, show_progress: bool = False) -> np.ndarray:
+        """queries[i] with docs[i] -> [N] float32 logits (sigmoid = probability of a match)."""
+        tokens, type_ids = self.tokenize(queries, docs, max_length)
+        return self.score_tokens(tokens, type_ids, batch_size, show_progress=show_progress)
+
+    def score_tokens(
+        self,
+        tokens: TokenizedTexts,
+        token_type_ids: np.ndarray,
+        batch_size: int = 64,
+        *,
+        state: nnx.State | None = None,
+        sharding: NamedSharding | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Tokenized pairs (tokens [N, L], token_type_ids [N, L]) -> [N] float32 logits in row order.
+
+        Batches come from `bucketed_batches`, padded to exactly `batch_size` rows and to their bucket length,
+        so the jitted function compiles at most once per bucket. `state` overrides self.state (e.g. a training
+        loop's current params); `sharding` (batch NamedSharding over a 1-D 'data' mesh) splits each batch
+        over devices, params replicated.
+        """
+        if token_type_ids.shape != tokens.input_ids.shape:
+            raise ValueError(f"token_type_ids {token_type_ids.shape} must match the tokens {tokens.input_ids.shape}")
+        if tokens.max_length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"tokens are {tokens.max_length} wide but the model has only "
+                f"{self.config.max_position_embeddings} positions"
+            )
+        state = self.state if state is None else state
+        if sharding is not None:
+            devices = sharding.mesh.size
+            if batch_size % devices:
+                raise ValueError(f"batch_size={batch_size} must be divisible by the {devices} devices of the mesh")
+            state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
+        out = np.zeros((len(tokens),), dtype=np.float32)
+        pending: tuple[np.ndarray, jax.Array] | None = None  # fetch batch i while batch i+1 computes
+        with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc="cross-encode", unit="pair") as bar:
+            for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length):
+                ids, mask = tokens.take(rows, length)
+                types = token_type_ids[rows, :length]
+                n = len(rows)
+                if n < batch_size:  # pad rows: pad ids, all-zero mask and types; dropped below
+                    ids = np.concatenate([ids, np.full((batch_size - n, length), tokens.pad_id, ids.dtype)])
+                    mask = np.concatenate([mask, np.zeros((batch_size - n, length), mask.dtype)])
+                    types = np.concatenate([types, np.zeros((batch_size - n, length), types.dtype)])
+                if sharding is not None:
+                    ids, mask, types = (jax.device_put(a, sharding) for a in (ids, mask, types))
+                result = self._score_fn(state, ids, mask, types)
+                if pending is not None:
+                    out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+                pending = (rows, result)
+                bar.update(n)
+        if pending is not None:
+            out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+        return out
+
+    def module(self) -> CrossEncoder:
+        """The NNX module (nnx.merge of graphdef and state)."""
+        return nnx.merge(self.graphdef, self.state)
+
+    def export(self, out_dir: Path, state: nnx.State | None = None) -> None:
+        """Writes a HF `BertForSequenceClassification` folder (see `export_hf_cross_encoder`)."""
+        model = nnx.merge(self.graphdef, self.state if state is None else state)
+        export_hf_cross_encoder(model, self.config, self.tokenizer, Path(out_dir))
+
+
+def load_cross_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int = 256,
+                       seed: int = 0) -> CrossEncoderModel:
+    """A cross-encoder from a HF BERT folder, packaged name or hub id -> CrossEncoderModel.
+
+    From a `BertForSequenceClassification` checkpoint (num_labels 1, e.g. one written by `export`) everything
+    is loaded; from a bi-encoder (`BertModel`) checkpoint the encoder is loaded and the head params missing
+    from the file (`pooler`, `classifier`) are initialised from `seed` (listed in `fresh_head`).
+    `dtype` is the compute dtype; params stay float32.
+    """
+    model_dir = resolve_model_dir(name_or_path)
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    for required in (config_path, weights_path):
+        if not required.exists():
+            raise ModelNotFoundError(f"{model_dir}: no {required.name} (expected a Hugging Face BERT model folder)")
+    try:
+        config = BertConfig.from_hf(json.loads(config_path.read_text()))
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from err
+    # Encoder shapes only (load_hf_weights overwrites them all); the small head is initialised for real.
+    encoder = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype))
+    model = CrossEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype, encoder=encoder)
+    fresh = load_hf_weights(model, weights_path)
+    graphdef, state = nnx.split(model)
+    return CrossEncoderModel(graphdef=graphdef, state=state, config=config, tokenizer=_load_tokenizer(model_dir),
+                             source=str(name_or_path), max_length=max_length, fresh_head=tuple(fresh))
+
+
+def random_cross_encoder(config: BertConfig, tokenizer: Any, seed: int = 0, max_length: int = 256) -> CrossEncoderModel:
+    """A randomly initialised CrossEncoderModel (for tiny tests)."""
+    graphdef, state = nnx.split(CrossEncoder(config, rngs=nnx.Rngs(seed)))
+    return CrossEncoderModel(graphdef, state, config, tokenizer, source=f"random(seed={seed})",
+                             max_length=max_length)
