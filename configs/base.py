@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 50  # save an orbax checkpoint every K steps (and always at the end)
     c.train.keep_checkpoints = 2  # how many recent checkpoints to keep
     c.train.log_every = 10  # write train metrics every K steps
+    c.train.inject_nan_at_step = -1  # tests only: loss and gradients of step K (1-based, as logged) become NaN (-1: off)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.temperature = 0.05  # InfoNCE temperature (0.05 = the sentence-transformers scale of 20)

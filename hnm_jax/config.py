@@ -70,6 +70,7 @@ class TrainSpec:
     checkpoint_every: int
     keep_checkpoints: int
     log_every: int
+    inject_nan_at_step: int
 
     def __post_init__(self):
         if self.batch_size < 2:
@@ -87,6 +88,8 @@ class TrainSpec:
         for key in ("checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(self, key) < 1:
                 _fail(f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
+        if self.inject_nan_at_step == 0 or self.inject_nan_at_step < -1:
+            _fail("train.inject_nan_at_step", f"must be -1 (off) or a step >= 1, got {self.inject_nan_at_step}")
 
 
 @dataclasses.dataclass(frozen=True)

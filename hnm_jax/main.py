@@ -23,12 +23,13 @@ def _train(argv: list[str]) -> int:
 
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
-                                    flag_values=flag_values, lock_config=True)
+                                    flag_values=flag_values, lock_config=True, sys_argv=["hnm train", *argv])
     flags.DEFINE_string("workdir", None, "Where checkpoints, logs and eval results go.", flag_values=flag_values)
     try:
         flag_values(["hnm train", *argv])
-    except flags.Error as error:
-        print(f"hnm train: {error}\n\n{USAGE}", file=sys.stderr)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:  # bad flag or --config.* override
+        message = " ".join(str(error).replace("\\n", " ").replace("\\'", "").replace("'", "").split())
+        print(f"hnm train: {message}", file=sys.stderr)
         return 2
     if flag_values.config is None or flag_values.workdir is None:
         print(f"hnm train: --config and --workdir are required\n\n{USAGE}", file=sys.stderr)
@@ -105,14 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" banner: we never use it
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("jax", "absl", "bm25s", "tensorboardX"):  # keep our INFO lines, not every library's
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError
     from hnm_jax.data.beir import DataError
+    from hnm_jax.train import TrainingDiverged
 
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError) as error:  # bad input: fix it and rerun
         print(f"hnm {argv[0]}: {error}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, CheckpointError) as error:  # the run failed; what was saved is kept
+        print(f"hnm {argv[0]}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

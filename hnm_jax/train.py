@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from tqdm.auto import tqdm
 
 from hnm_jax import sharding
 from hnm_jax.checkpointing import Checkpointer
-from hnm_jax.config import ExperimentSpec, ModelSpec, spec_from_config
+from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, spec_from_config
 from hnm_jax.data import batches
-from hnm_jax.data.beir import Split, Texts, read_corpus, read_queries, read_split, resolve_dataset_path
+from hnm_jax.data.beir import DataError, Split, Texts, read_corpus, read_queries, read_split, resolve_dataset_path
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
 from hnm_jax.evaluate import best_positive_scores, evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
@@ -72,7 +73,10 @@ def with_dropout(encoder: Encoder, rate: float) -> Encoder:
 
 def load_texts(spec: ExperimentSpec) -> tuple[Path, Texts, Texts]:
     """(dataset root, corpus, queries) of the configured dataset."""
-    root = resolve_dataset_path(name=None if spec.data.path else spec.data.name, path=spec.data.path or None)
+    try:
+        root = resolve_dataset_path(name=None if spec.data.path else spec.data.name, path=spec.data.path or None)
+    except DataError as error:
+        raise ConfigError(f"{'data.path' if spec.data.path else 'data.name'}: {error}") from None
     corpus = read_corpus(root / "corpus.jsonl", skip_empty=spec.data.skip_empty)
     queries = read_queries(root / "queries.jsonl", skip_empty=spec.data.skip_empty)
     return root, corpus, queries
@@ -95,7 +99,9 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
     text = config.to_json(indent=2, sort_keys=True)
     if path.exists() and json.loads(path.read_text()) != json.loads(text):
         log.warning("%s differs from this run's config; resuming with the new config", path)
-    path.write_text(text + "\n")
+    partial = path.with_name(path.name + ".tmp")  # write-then-rename: a kill never leaves a truncated file
+    partial.write_text(text + "\n")
+    os.replace(partial, path)
 
 
 class Miner:
@@ -217,7 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if jax.process_index() == 0:
         _save_config(config, workdir)
     mesh = sharding.make_mesh()
-    sharding.check_batch_size(spec.train.batch_size, mesh)
+    try:
+        sharding.check_batch_size(spec.train.batch_size, mesh)
+    except ValueError as error:  # the message starts with the key; ConfigError makes the CLI print one line
+        raise ConfigError(str(error)) from None
     batch_sharding = sharding.batch_sharding(mesh)
 
     root, corpus, queries = load_texts(spec)
@@ -247,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         log.info("resumed from step %d", int(state.step))
     band_in_step = spec.band if spec.mining.band_in_step and spec.mining.strategy == "band" else None
     step_fn = jit_train_step(tx, spec.loss, band_in_step, encoder.pooling, spec.model.dropout > 0, state_sharding,
-                             batch_sharding)
+                             batch_sharding, fault_step=spec.train.inject_nan_at_step)
     strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]
     select = SelectSpec(spec.mining.num_negatives, spec.mining.sampling, spec.mining.simans_a, spec.mining.simans_b)
     local_rows = sharding.process_rows(spec.train.batch_size)

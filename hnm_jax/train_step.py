@@ -95,14 +95,31 @@ def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpe
     return loss, (dense, mask)
 
 
+def _with_fault(loss_fn: Any, now: jax.Array, value: float) -> Any:
+    """`loss_fn` whose loss is multiplied by `value` (NaN or Inf) when `now` is true (tests only)."""
+
+    def faulty(params: Any) -> tuple[jax.Array, Any]:
+        loss, aux = loss_fn(params)
+        return loss * jnp.where(now, jnp.float32(value), jnp.float32(1.0)), aux
+
+    return faulty
+
+
 def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss_spec: LossSpec,
-               band_spec: BandSpec | None, pooling: PoolingSpec, dropout: bool) -> tuple[TrainState, dict]:
-    """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`)."""
+               band_spec: BandSpec | None, pooling: PoolingSpec, dropout: bool, fault_step: int = -1,
+               fault_value: float = float("nan")) -> tuple[TrainState, dict]:
+    """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`).
+
+    Tests only: with `fault_step` = k >= 1, the loss of the k-th step (1-based) is multiplied by `fault_value`
+    (NaN or Inf), so its loss and gradients become non-finite as in a real divergence.
+    """
     step_rng = jax.random.fold_in(state.rng, state.step) if dropout else None
     band = None if band_spec is None else band_at(state.step, band_spec)
     loss_fn = functools.partial(contrastive_loss, graphdef=state.graphdef, batch=batch, loss_spec=loss_spec,
                                 pooling=pooling, dropout_rng=step_rng, band=band,
                                 band_relative=band_spec is not None and band_spec.relative)
+    if fault_step >= 1:
+        loss_fn = _with_fault(loss_fn, state.step + 1 == fault_step, fault_value)
     (loss, (scores, mask)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -127,12 +144,14 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
 
 
 def jit_train_step(tx: optax.GradientTransformation, loss_spec: LossSpec, band_spec: BandSpec | None,
-                   pooling: PoolingSpec, dropout: bool, state_sharding: Any, batch_sharding: Any):
+                   pooling: PoolingSpec, dropout: bool, state_sharding: Any, batch_sharding: Any,
+                   fault_step: int = -1, fault_value: float = float("nan")):
     """jax.jit of train_step with the state replicated and donated, and batches sharded over 'data'.
 
-    The band moves with `state.step` inside the jitted function: one trace for the whole run.
+    The band moves with `state.step` inside the jitted function: one trace for the whole run. `fault_step`,
+    `fault_value`: see `train_step` (tests only; `train.inject_nan_at_step`).
     """
     step = functools.partial(train_step, tx=tx, loss_spec=loss_spec, band_spec=band_spec, pooling=pooling,
-                             dropout=dropout)
+                             dropout=dropout, fault_step=fault_step, fault_value=fault_value)
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
                    donate_argnums=0)

@@ -587,3 +587,161 @@ def test_fuzz_qrels_reader(
                 for i, d, label in zip(c.query, c.doc, c.label, strict=True)
             ]
             assert got_pairs == [(qid, did, int(score > 0)) for qid, did, score in picks]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(_jsonl_line(), max_size=12),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+    final_newline=st.booleans(),
+    skip_empty=st.booleans(),
+)
+def test_fuzz_queries_reader(
+    fuzz_dir: Path,
+    lines: list[tuple[str, bytes]],
+    crlf: bool,
+    bom: bool,
+    final_newline: bool,
+    skip_empty: bool,
+) -> None:
+    path = fuzz_dir / "queries.jsonl"
+    path.write_bytes(_assemble([line for _, line in lines], crlf, bom, final_newline))
+    try:
+        texts = beir.read_queries(path, skip_empty=skip_empty)
+        event("loaded")
+    except DataError as e:
+        assert str(e).startswith(f"{path}:")
+        event(f"DataError: {e.message.split(' ')[0]}")
+        texts = None
+    if texts is not None:
+        assert len(texts.ids) == len(texts.texts) == len(texts.index) == len(set(texts.ids))
+        assert all(texts.index[i] == row for row, i in enumerate(texts.ids))
+        assert all(t.strip() for t in texts.texts)
+    # Oracle for files made only of string-field records and blank lines. Queries ignore titles, so a bad
+    # title only matters when it makes the line itself invalid UTF-8 (a raw unpaired surrogate).
+    if all(kind in ("valid", "blank") for kind, _ in lines):
+        valid = [line for kind, line in lines if kind == "valid"]
+        records = [json.loads(line.decode("utf-8", "surrogatepass")) for line in valid]
+        ids = [r["_id"] for r in records]
+        empty = [not r["text"].strip() for r in records]
+        decodable = all(_utf8(line) for line in valid)
+        clean = decodable and all(_clean(r["_id"]) and _clean(r["text"]) for r in records)
+        loadable = clean and len(set(ids)) == len(ids) and "" not in ids and (skip_empty or not any(empty))
+        event(f"oracle: loadable={loadable}")
+        assert (texts is not None) == loadable
+        if texts is not None:
+            kept = [(r["_id"], r["text"]) for r, e in zip(records, empty, strict=True) if not e]
+            assert list(zip(texts.ids, texts.texts, strict=True)) == kept
+            assert texts.skipped == sum(empty)
+
+
+def _utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Candidates against fixed qrels: q0 -> d0, d1 and q1 -> d2 are relevant; q2 is in the qrels with score 0
+# only (so not in the split); q3 and q4 are not in the qrels.
+_CAND_QRELS = ["query-id\tcorpus-id\tscore", "q0\td0\t1", "q0\td1\t2", "q1\td2\t1", "q2\td3\t0"]
+_RELEVANT = {("q0", "d0"), ("q0", "d1"), ("q1", "d2")}
+_LABELS = {0: ["0", "0.0", "-0", "0e5", " 0"], 1: ["1", "1.0", "+1", "1e0", "01 "]}
+_BAD_LABELS = ["2", "-1", "0.5", "yes", "", "nan", "inf", "true", "1,0"]
+CandRow = tuple[str, str, int]
+
+
+@st.composite
+def _candidate_line(draw: st.DrawFn, clean: bool) -> tuple[str, bytes, CandRow | None]:
+    """(kind, line bytes, (query id, corpus id, label) for kind 'row').
+
+    ``clean``: only rows and blank lines; 1 time in 30 an id is unknown, the query is outside the split or the
+    label disagrees with the qrels (else 1 time in 4).
+    """
+    kinds = ["row", "row", "row", "row", "row", "blank"]
+    kind = draw(st.sampled_from(kinds if clean else [*kinds, "bad_label", "columns", "bytes", "nul"]))
+    odds = 29 if clean else 3
+    qid = draw(st.sampled_from(["q0", "q1"] if draw(st.integers(0, odds)) else _FUZZ_QUERIES + _BAD_IDS))
+    did = draw(st.sampled_from(_FUZZ_DOCS if draw(st.integers(0, odds)) else _BAD_IDS))
+    relevant = int((qid, did) in _RELEVANT)
+    label = relevant if draw(st.integers(0, odds)) else 1 - relevant
+    line = f"{qid}\t{did}\t{draw(st.sampled_from(_LABELS[label]))}"
+    if kind == "blank":
+        line = draw(st.sampled_from(["", "  ", "\t \t"]))
+    elif kind == "bad_label":
+        line = f"{qid}\t{did}\t{draw(st.sampled_from(_BAD_LABELS))}"
+    elif kind == "columns":
+        fields = draw(st.lists(st.sampled_from(_FUZZ_DOCS + ["0", "1"]), max_size=6).filter(lambda f: len(f) != 3))
+        line = "\t".join(fields)
+    encoded = line.encode("utf-8")
+    if kind == "bytes":
+        encoded = draw(st.binary(max_size=30)).replace(b"\n", b"")
+    elif kind == "nul":
+        at = draw(st.integers(0, len(encoded)))
+        encoded = encoded[:at] + b"\x00" + encoded[at:]
+    return kind, encoded, (qid, did, label) if kind == "row" else None
+
+
+@pytest.fixture(scope="module")
+def candidates_root(fuzz_dir: Path) -> Path:
+    corpus = [{"_id": d, "text": f"doc {d}"} for d in _FUZZ_DOCS]
+    queries = [{"_id": q, "text": f"query {q}"} for q in _FUZZ_QUERIES]
+    return _dataset(fuzz_dir / "candidates_case", corpus=_jsonl(corpus), queries=_jsonl(queries), qrels=_CAND_QRELS)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.booleans().flatmap(lambda clean: st.lists(_candidate_line(clean), max_size=10)),
+    header=st.booleans(),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+    final_newline=st.booleans(),
+)
+def test_fuzz_candidates_reader(
+    candidates_root: Path,
+    lines: list[tuple[str, bytes, CandRow | None]],
+    header: bool,
+    crlf: bool,
+    bom: bool,
+    final_newline: bool,
+) -> None:
+    corpus = beir.read_corpus(candidates_root / "corpus.jsonl")
+    queries = beir.read_queries(candidates_root / "queries.jsonl")
+    path = candidates_root / "candidates" / "train.tsv"
+    head = [b"query-id\tcorpus-id\tlabel"] if header else []
+    path.write_bytes(_assemble(head + [line for _, line, _ in lines], crlf, bom, final_newline))
+    try:
+        split = beir.read_split(candidates_root, "train", corpus, queries)
+        event("loaded")
+    except DataError as e:
+        assert str(e).startswith(f"{path}:"), str(e)  # the qrels are valid: every error is the candidates'
+        event(f"DataError: {e.message.split(' ')[0]}")
+        split = None
+    if split is not None:
+        assert [queries.ids[r] for r in split.query_rows] == ["q0", "q1"]
+        c = split.candidates
+        assert c is not None and len(c.query) == len(c.doc) == len(c.label)
+        for i, d, label in zip(c.query, c.doc, c.label, strict=True):
+            pair = (queries.ids[split.query_rows[i]], corpus.ids[d])
+            assert label in (0, 1) and (pair in _RELEVANT) == (label == 1)
+
+    # Oracle for files made only of well-formed rows (numeric labels 0/1) and blank lines.
+    if not all(kind in ("row", "blank") for kind, _, _ in lines):
+        return
+    rows = [row for kind, _, row in lines if kind == "row"]
+    known = all(q in queries.index and d in corpus.index for q, d, _ in rows)
+    unique = len({r[:2] for r in rows}) == len(rows)
+    in_split = all(q in ("q0", "q1") for q, _, _ in rows)
+    agrees = all(((q, d) in _RELEVANT) == (label == 1) for q, d, label in rows)
+    loadable = known and unique and in_split and agrees
+    event(f"oracle: loadable={loadable}")
+    assert (split is not None) == loadable
+    if split is not None:
+        c = split.candidates
+        got = [
+            (queries.ids[split.query_rows[i]], corpus.ids[d], int(label))
+            for i, d, label in zip(c.query, c.doc, c.label, strict=True)
+        ]
+        assert got == rows
