@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.query_max_length = 64  # tokens per query while training (records here are short: median ~26)
     c.data.doc_max_length = 64  # tokens per document while training
     c.data.skip_empty = False  # skip (and count) records with empty text instead of failing
+    c.data.memory_budget_mb = 0.0  # token arrays larger than this stream to memory-mapped files in the workdir (0: none)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch (queries per step); must divide by the device count

@@ -49,13 +49,21 @@ class DataSpec:
     query_max_length: int
     doc_max_length: int
     skip_empty: bool
+    memory_budget_mb: float
 
     def __post_init__(self):
+        if self.memory_budget_mb < 0:
+            _fail("data.memory_budget_mb", f"must be >= 0 (0: no budget), got {self.memory_budget_mb}")
         if not (self.name or self.path):
             _fail("data.name", "set data.name (a benchmark) or data.path (a BEIR folder)")
         for key in ("query_max_length", "doc_max_length"):
             if not 4 <= getattr(self, key) <= 512:
                 _fail(f"data.{key}", f"must be in [4, 512], got {getattr(self, key)}")
+
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return int(self.memory_budget_mb * 2**20) or None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,14 +37,16 @@ def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: 
 def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, max_length: int, batch_size: int,
              state=None, sharding: jax.sharding.NamedSharding | None = None,
              retriever_spec: RetrieverSpec | None = None, cache_dir: Path | None = None,
-             show_progress: bool = True, doc_types: np.ndarray | None = None) -> dict[str, float]:
+             show_progress: bool = True, doc_types: np.ndarray | None = None,
+             memory_budget_bytes: int | None = None) -> dict[str, float]:
     """Metrics of `encoder` (or of `state`, its parameters while training) on `split` over the whole corpus.
 
     doc_types: [N] str, the perturbation type of each corpus row ("" for none; see `corpus_perturbations`);
     adds `pairwise_accuracy/<type>` for the labelled near-duplicates of each type.
     """
     query_texts = [queries.texts[i] for i in split.query_rows]
-    corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir)
+    corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir,
+                                   memory_budget_bytes=memory_budget_bytes)
     query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
     encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
     doc_emb = encoder.encode_tokens(corpus_tokens, **encode)

@@ -233,8 +233,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     train_split = read_split(root, spec.data.train_split, corpus, queries)
     encoder = build_encoder(spec.model, spec.seed)
     cache = workdir / "cache"
-    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache)
-    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache)
+    budget = spec.data.memory_budget_bytes
+    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache,
+                                memory_budget_bytes=budget)
+    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache,
+                                  memory_budget_bytes=budget)
     canonical = batches.canonical_rows(corpus.texts)
     miner = Miner(spec, encoder, corpus, [queries.texts[r] for r in train_split.query_rows], train_split,
                   query_tokens.subset(train_split.query_rows), doc_tokens, canonical, batch_sharding)
@@ -305,7 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     eval_split = read_split(root, spec.data.eval_split, corpus, queries)
     metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
                        batch_size=spec.eval.batch_size, state=state.params, sharding=batch_sharding,
-                       retriever_spec=spec.retriever, cache_dir=cache, show_progress=jax.process_index() == 0)
+                       retriever_spec=spec.retriever, cache_dir=cache, show_progress=jax.process_index() == 0,
+                       memory_budget_bytes=budget)
     metrics["train_steps"] = total_steps
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")

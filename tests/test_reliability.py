@@ -436,3 +436,30 @@ def test_real_full_disk_during_save_fails_loudly_and_keeps_the_previous(small_tm
     assert message.startswith(f"{directory}: could not write the checkpoint at step 2"), message
     assert "No space left on device" in message and "checkpoints kept: 1" in message, message
     _assert_step_1_intact(directory, tiny_state, checkpointer)
+
+
+# ------------------------------------------------------------------------------- 7. memory budget
+def test_corpus_over_the_memory_budget_streams_to_disk_with_identical_results(tiny_beir, tmp_path):
+    import numpy as np
+    from test_train import params_of
+
+    from hnm_jax.data.tokenize import tokenize_texts
+    from hnm_jax.train import build_encoder, train_and_evaluate
+
+    spec = spec_from_config(tiny_config(tiny_beir))
+    tokenizer = build_encoder(spec.model, 0).tokenizer
+    texts = [f"record {i} acme widget" for i in range(100)]
+    in_memory = tokenize_texts(tokenizer, texts, 16)
+    streamed = tokenize_texts(tokenizer, texts, 16, cache_dir=tmp_path / "cache", memory_budget_bytes=1024)
+    assert isinstance(streamed.input_ids, np.memmap) and not isinstance(in_memory.input_ids, np.memmap)
+    np.testing.assert_array_equal(streamed.input_ids, in_memory.input_ids)
+    np.testing.assert_array_equal(streamed.lengths, in_memory.lengths)
+
+    budgeted = tiny_config(tiny_beir, train__max_steps=2, data__memory_budget_mb=0.001)
+    plain = tiny_config(tiny_beir, train__max_steps=2)
+    a = train_and_evaluate(budgeted, tmp_path / "budgeted")
+    b = train_and_evaluate(plain, tmp_path / "plain")
+    assert list((tmp_path / "budgeted" / "cache").glob("*.ids.npy"))
+    assert a["accuracy@1"] == b["accuracy@1"]
+    for x, y in zip(params_of(tmp_path / "budgeted"), params_of(tmp_path / "plain"), strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -129,15 +129,22 @@ def tokenize_texts(
     max_length: int,
     cache_dir: str | Path | None = None,
     show_progress: bool = False,
+    memory_budget_bytes: int | None = None,
 ) -> TokenizedTexts:
     """Tokenizes `texts` with truncation at `max_length` -> TokenizedTexts [N, max_length].
 
     Ids are identical to `tokenizer(texts, truncation=True, max_length=max_length)`. With `cache_dir`,
     the arrays are stored as `tokens-<sha256>.npz` (key: tokenizer, max_length, every text) and reused.
+    When the [N, max_length] int32 ids would exceed `memory_budget_bytes`, they are streamed chunk by chunk
+    into a memory-mapped `.npy` in `cache_dir` instead, and `input_ids` is that read-only memory map.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}")
     texts = list(texts)
+    if memory_budget_bytes is not None and len(texts) * max_length * 4 > memory_budget_bytes:
+        if cache_dir is None:
+            raise ValueError("a tokenized corpus over the memory budget streams to disk: cache_dir is required")
+        return _tokenize_to_memmap(tokenizer, texts, max_length, Path(cache_dir), show_progress)
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"tokens-{_cache_key(tokenizer, texts, max_length)}.npz"
@@ -166,6 +173,35 @@ def tokenize_texts(
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         _write_npz_atomic(cache_path, input_ids=input_ids, lengths=lengths, pad_id=np.int64(pad_id))
     return tokens
+
+
+def _tokenize_to_memmap(tokenizer: Any, texts: list[str], max_length: int, cache_dir: Path,
+                        show_progress: bool) -> TokenizedTexts:
+    """tokenize_texts for corpora over the memory budget: ids live in `tokens-<key>.ids.npy` (memory-mapped)."""
+    key = _cache_key(tokenizer, texts, max_length)
+    ids_path, lengths_path = cache_dir / f"tokens-{key}.ids.npy", cache_dir / f"tokens-{key}.lengths.npy"
+    pad_id = _pad_id(tokenizer)
+    if not (ids_path.exists() and lengths_path.exists()):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ids_path.with_suffix(".tmp.npy")
+        ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(len(texts), max_length))
+        lengths = np.zeros((len(texts),), dtype=np.int32)
+        with tqdm.tqdm(total=len(texts), disable=not show_progress, desc="tokenize (to disk)", unit="text") as bar:
+            for start in range(0, len(texts), CHUNK_SIZE):
+                chunk = texts[start : start + CHUNK_SIZE]
+                encoded = tokenizer(chunk, truncation=True, max_length=max_length, return_attention_mask=False,
+                                    return_token_type_ids=False)
+                block = np.full((len(chunk), max_length), pad_id, dtype=np.int32)
+                lengths[start : start + len(chunk)] = _fill(encoded["input_ids"], block, 0)
+                ids[start : start + len(chunk)] = block
+                bar.update(len(chunk))
+        ids.flush()
+        del ids
+        tmp_lengths = lengths_path.with_suffix(".tmp.npy")
+        np.save(tmp_lengths, lengths)
+        os.replace(tmp, ids_path)
+        os.replace(tmp_lengths, lengths_path)
+    return TokenizedTexts(np.load(ids_path, mmap_mode="r"), np.load(lengths_path), pad_id)
 
 
 def tokenize_pairs(
