@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import jax
+import numpy as np
 from tensorboardX import SummaryWriter
 
 
@@ -31,6 +32,19 @@ class MetricWriter:
         for name, value in scalars.items():
             self._tb.add_scalar(name, value, step)
         self._tb.flush()
+
+    def write_histogram(self, step: int, name: str, values, bins: int = 20, value_range=(-1.0, 1.0)) -> None:
+        """A histogram of finite `values`: TensorBoard histogram + a JSONL line with counts and bin edges."""
+        if not self.enabled:
+            return
+        values = np.asarray(values, np.float64).ravel()
+        values = values[np.isfinite(values)]
+        counts, edges = np.histogram(values, bins=bins, range=value_range)
+        self._jsonl.write(json.dumps({"step": step, name: {"counts": counts.tolist(), "edges": edges.tolist()}}) + "\n")
+        self._jsonl.flush()
+        if values.size:
+            self._tb.add_histogram(name, values, step)
+            self._tb.flush()
 
     def close(self) -> None:
         if self.enabled:

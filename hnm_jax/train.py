@@ -274,6 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 epoch, in_epoch = divmod(step, steps_per_epoch)
                 if miner.due(step, steps_per_epoch):
                     writer.write(step, miner.refresh(state.params, step), prefix="refresh/")
+                    writer.write_histogram(step, "refresh/pool_dense_scores", miner.pool.dense)
                 rng = batches.step_rng(spec.seed, epoch, in_epoch)
                 rows = batches.batch_rows(spec.seed, epoch, in_epoch, len(train_split), spec.train.batch_size)
                 pos_doc = batches.sample_positives(train_split.positives[rows], rng)

@@ -1,6 +1,8 @@
 """The mining engine inside training: deterministic refresh, one trace across a moving band, a resumed run
 reuses the checkpointed pool, and empty negative slots stay NaN-free."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -113,5 +115,11 @@ def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypat
     train.train_and_evaluate(config, tmp_path / "crashed")
     assert refreshes == [0]  # mined once; the rerun restored the pool instead of re-mining
     train.train_and_evaluate(config, tmp_path / "straight")
+    logged = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    refresh = [line for line in logged if "refresh/encode_s" in line]
+    histogram = [line["refresh/pool_dense_scores"] for line in logged if "refresh/pool_dense_scores" in line]
+    assert len(refresh) == 1 and {"refresh/build_s", "refresh/search_s"} <= set(refresh[0])
+    assert len(histogram) == 1 and sum(histogram[0]["counts"]) > 0 and len(histogram[0]["edges"]) == 21
+    assert all("train/index_staleness_steps" in line for line in logged if "train/loss" in line)
     for resumed, straight in zip(params_of(tmp_path / "crashed"), params_of(tmp_path / "straight"), strict=True):
         np.testing.assert_allclose(resumed, straight, atol=1e-6, rtol=0)
