@@ -7,6 +7,7 @@ All errors are `ConfigError`s whose message starts with the dotted key.
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -223,8 +224,9 @@ def _section(config: Mapping[str, Any], name: str, cls: type) -> Any:
         return cls(**values)
     except ConfigError:
         raise
-    except ValueError as error:  # specs owned by other modules validate themselves
-        raise ConfigError(f"{name}: {error}") from None
+    except ValueError as error:  # specs owned by other modules validate themselves: name their keys
+        message = re.sub(rf"\b{cls.__name__}\.(\w+)", rf"{name}.\1", str(error)).replace(f"{cls.__name__}: ", "")
+        raise ConfigError(message if message.startswith(f"{name}.") else f"{name}: {message}") from None
 
 
 SECTIONS = {
