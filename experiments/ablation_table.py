@@ -61,6 +61,53 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def plot_accuracy(results: dict[str, list[dict]], out: Path) -> None:
+    """One bar chart per dataset: test accuracy@1 of each config (zero-shot first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.5), squeeze=False)
+    for ax, (dataset, rows) in zip(axes[0], results.items(), strict=True):
+        names = [r["config"] for r in rows]
+        values = [r["metrics"]["accuracy@1"] for r in rows]
+        ax.barh(range(len(rows)), values, color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+        ax.set_yticks(range(len(rows)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(min(values) - 0.05, 1.0)
+        ax.set_xlabel("test accuracy@1")
+        ax.set_title(dataset)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_curriculum(metrics_jsonl: Path, out: Path) -> None:
+    """The band of the curriculum and the cosine of the chosen negatives over training (one run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "train/band_lo" in r]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [r["train/band_lo"] for r in rows], label="band lo (x positive cosine)")
+    ax.plot(steps, [r["train/band_hi"] for r in rows], label="band hi (x positive cosine)")
+    ax.plot(steps, [r["train/explicit_negative_score"] for r in rows], label="chosen negatives: mean cosine")
+    ax.plot(steps, [r["train/positive_score"] for r in rows], label="positives: mean cosine")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    ax.set_title(metrics_jsonl.parent.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", action="append", required=True, help="dataset:config1,config2,...")
@@ -80,6 +127,11 @@ def main() -> None:
             results[dataset].append(run_training(config, dataset, args.seed, Path(args.workdirs), runs_dir))
             bar.update(1)
             Path(args.out).write_text(table(results) + "\n")
+    out_dir = Path(args.out).parent
+    plot_accuracy(results, out_dir / "ablation_accuracy.png")
+    curriculum = Path(args.workdirs) / f"online_band_margin_curriculum-{plan[0][0]}-{args.seed}" / "metrics.jsonl"
+    if curriculum.exists():
+        plot_curriculum(curriculum, out_dir / "curriculum_band.png")
     print(table(results))
 
 
