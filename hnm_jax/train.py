@@ -121,10 +121,9 @@ class Miner:
         self.query_tokens = query_tokens  # tokens of the split's queries, in split order
         self.doc_tokens, self.batch_sharding = doc_tokens, batch_sharding
         self.num_docs = len(corpus)
-        uses_lexical = spec.retriever.mode in ("lexical", "hybrid") or spec.loss.hybrid_beta > 0
-        self.lexical = LexicalIndex.build(list(corpus.texts)) if uses_lexical and spec.mining.pool != "none" else None
-        if spec.loss.hybrid_beta > 0 and self.lexical is None:
-            self.lexical = LexicalIndex.build(list(corpus.texts))
+        mines_lexically = spec.mining.pool != "none" and spec.retriever.mode in ("lexical", "hybrid")
+        needs_lexical = mines_lexically or spec.loss.hybrid_beta > 0  # BM25 for mining and/or hybrid logits
+        self.lexical = LexicalIndex.build(list(corpus.texts)) if needs_lexical else None
         self.retriever: Retriever | None = None
         self.pool: Pool | None = None
         self.doc_emb: np.ndarray | None = None
