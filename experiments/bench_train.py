@@ -102,8 +102,8 @@ def main() -> None:
         "load_average_before": os.getloadavg(),
         "machine": platform.machine(),
         "jax": jax.__version__,
-        "train": bench_training(encoder, 32, 64, 1, args.repeats),
         "encode": bench_encoding(encoder, 256, 64, 4),
+        "train": bench_training(encoder, 32, 64, 1, args.repeats),  # last: the step donates the parameters
         "load_average_after": os.getloadavg(),
     }
     out = Path(args.out)

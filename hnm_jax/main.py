@@ -7,6 +7,7 @@
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -48,12 +49,15 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--output", help="metrics JSON (default: WORKDIR/eval_<split>.json)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per query and document")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--retriever", choices=("dense", "lexical", "hybrid"),
+                        help="retrieval mode (default: the workdir's retriever config, dense for --model)")
     args = parser.parse_args(argv)
 
     from hnm_jax import sharding
     from hnm_jax.config import spec_from_config
     from hnm_jax.data.beir import load_beir, resolve_dataset_path
     from hnm_jax.evaluate import corpus_perturbations, evaluate, format_table, write_metrics
+    from hnm_jax.mining.retriever import RetrieverSpec
     from hnm_jax.models.pretrained import load_encoder
     from hnm_jax.train import load_trained, load_trained_config
 
@@ -69,10 +73,13 @@ def _eval(argv: list[str]) -> int:
     root = resolve_dataset_path(path=data) if Path(data).is_dir() else resolve_dataset_path(name=data)
     beir = load_beir(root, args.split)  # bad data fails here, before any model is loaded
     encoder = load_trained(args.workdir)[0] if args.workdir else load_encoder(args.model)
+    retriever_spec = spec_from_config(config).retriever if args.workdir else RetrieverSpec()
+    if args.retriever:
+        retriever_spec = dataclasses.replace(retriever_spec, mode=args.retriever)
     mesh = sharding.make_mesh()
     metrics = evaluate(encoder, beir.corpus, beir.queries, beir.split, max_length=args.max_length,
                        batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh),
-                       retriever_spec=spec_from_config(config).retriever if args.workdir else None,
+                       retriever_spec=retriever_spec,
                        doc_types=corpus_perturbations(root, beir.corpus))
     output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
                                                      else None)

@@ -49,3 +49,15 @@ def test_cli_eval_reports_types(tmp_path):
                  "--max-length", "32"]) == 0
     metrics = json.loads(out.read_text())
     assert {"pairwise_accuracy/single_token", "pairwise_accuracy/format", "pairwise_accuracy/semantic"} <= set(metrics)
+
+
+def test_cli_eval_retriever_override(tmp_path):
+    root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
+    outputs = {}
+    for mode in ("dense", "lexical"):
+        out = tmp_path / f"{mode}.json"
+        assert main(["eval", "--model", "all-MiniLM-L6-v2", "--data", str(root), "--split", "test", "--output",
+                     str(out), "--max-length", "32", "--retriever", mode]) == 0
+        outputs[mode] = json.loads(out.read_text())
+    assert "gap_mean" in outputs["dense"] and "gap_mean" not in outputs["lexical"]  # lexical ranks by BM25 only
+    assert outputs["dense"]["accuracy@1"] != outputs["lexical"]["accuracy@1"]
