@@ -455,8 +455,8 @@ def test_corpus_over_the_memory_budget_streams_to_disk_with_identical_results(ti
     np.testing.assert_array_equal(streamed.input_ids, in_memory.input_ids)
     np.testing.assert_array_equal(streamed.lengths, in_memory.lengths)
 
-    budgeted = tiny_config(tiny_beir, train__max_steps=2, data__memory_budget_mb=0.001)
-    plain = tiny_config(tiny_beir, train__max_steps=2)
+    budgeted = tiny_config(tiny_beir, train__max_steps=1, data__memory_budget_mb=0.001)
+    plain = tiny_config(tiny_beir, train__max_steps=1)
     a = train_and_evaluate(budgeted, tmp_path / "budgeted")
     b = train_and_evaluate(plain, tmp_path / "plain")
     assert list((tmp_path / "budgeted" / "cache").glob("*.ids.npy"))
