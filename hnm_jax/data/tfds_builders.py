@@ -38,6 +38,7 @@ this module).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import re
@@ -88,8 +89,9 @@ class _BeirTablesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             builder=self, description=self.DESCRIPTION, features=_features(), disable_shuffling=True
         )
 
+    @abc.abstractmethod
     def _tables(self) -> dict[str, list[Row]]:
-        raise NotImplementedError
+        """Split name -> rows; each concrete builder says what its tables are."""
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         return {name: self._generate_examples(rows) for name, rows in self._tables().items()}

@@ -99,6 +99,46 @@ def read_pooling(model_dir: Path) -> PoolingSpec:
     )
 
 
+def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: TokenizedTexts,
+                 extra: np.ndarray | None, batch_size: int, max_positions: int, out_shape: tuple[int, ...],
+                 sharding: NamedSharding | None, desc: str, show_progress: bool) -> np.ndarray:
+    """Runs jitted `fn(state, ids, mask[, extra])` over length-bucketed batches -> [N, *out_shape] in row order.
+
+    Batches come from `bucketed_batches`, padded to exactly `batch_size` rows (pad ids, zero mask; dropped
+    after) and to their bucket length, so `fn` compiles at most once per bucket. `extra` ([N, L], e.g. token
+    type ids) is cut and padded like the ids. `sharding` (batch NamedSharding over a 1-D 'data' mesh) splits
+    each batch over devices with `state` replicated. Batch i is fetched while batch i+1 computes.
+    """
+    if tokens.max_length > max_positions:
+        raise ValueError(f"tokens are {tokens.max_length} wide but the model has only {max_positions} positions")
+    if sharding is not None:
+        devices = sharding.mesh.size
+        if batch_size % devices:
+            raise ValueError(f"batch_size={batch_size} must be divisible by the {devices} devices of the mesh")
+        state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
+    out = np.zeros((len(tokens), *out_shape), dtype=np.float32)
+    pending: tuple[np.ndarray, jax.Array] | None = None
+    with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc=desc, unit="text") as bar:
+        for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length):
+            ids, mask = tokens.take(rows, length)
+            arrays = [ids, mask] + ([] if extra is None else [extra[rows, :length]])
+            pad = batch_size - len(rows)
+            if pad:
+                fills = [tokens.pad_id, 0, 0][: len(arrays)]  # ids, mask, extra
+                arrays = [np.concatenate([a, np.full((pad, length), f, a.dtype)])
+                          for a, f in zip(arrays, fills, strict=True)]
+            if sharding is not None:
+                arrays = [jax.device_put(a, sharding) for a in arrays]
+            result = fn(state, *arrays)
+            if pending is not None:
+                out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+            pending = (rows, result)
+            bar.update(len(rows))
+    if pending is not None:
+        out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+    return out
+
+
 def _make_encode_fn(graphdef: nnx.GraphDef, pooling: PoolingSpec) -> Callable[..., jax.Array]:
     @jax.jit
     def encode_fn(state: nnx.State, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -157,36 +197,9 @@ class Encoder:
         (e.g. the training loop's current params); `sharding` (batch NamedSharding over a 1-D 'data'
         mesh) splits each batch over devices, params replicated.
         """
-        if tokens.max_length > self.config.max_position_embeddings:
-            raise ValueError(
-                f"tokens are {tokens.max_length} wide but the model has only "
-                f"{self.config.max_position_embeddings} positions"
-            )
-        state = self.state if state is None else state
-        if sharding is not None:
-            devices = sharding.mesh.size
-            if batch_size % devices:
-                raise ValueError(f"batch_size={batch_size} must be divisible by the {devices} devices of the mesh")
-            state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
-        out = np.zeros((len(tokens), self.config.hidden_size), dtype=np.float32)
-        pending: tuple[np.ndarray, jax.Array] | None = None  # fetch batch i while batch i+1 computes
-        with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc="encode", unit="text") as bar:
-            for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length):
-                ids, mask = tokens.take(rows, length)
-                n = len(rows)
-                if n < batch_size:  # pad rows: pad ids, all-zero mask; dropped below
-                    ids = np.concatenate([ids, np.full((batch_size - n, length), tokens.pad_id, ids.dtype)])
-                    mask = np.concatenate([mask, np.zeros((batch_size - n, length), mask.dtype)])
-                if sharding is not None:
-                    ids, mask = jax.device_put(ids, sharding), jax.device_put(mask, sharding)
-                result = self._encode_fn(state, ids, mask)
-                if pending is not None:
-                    out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
-                pending = (rows, result)
-                bar.update(n)
-        if pending is not None:
-            out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
-        return out
+        return run_bucketed(self._encode_fn, self.state if state is None else state, tokens, None, batch_size,
+                            self.config.max_position_embeddings, (self.config.hidden_size,), sharding, "encode",
+                            show_progress)
 
     def module(self) -> BertEncoder:
         """The NNX module (nnx.merge of graphdef and state)."""
@@ -310,38 +323,9 @@ class CrossEncoderModel:
         """
         if token_type_ids.shape != tokens.input_ids.shape:
             raise ValueError(f"token_type_ids {token_type_ids.shape} must match the tokens {tokens.input_ids.shape}")
-        if tokens.max_length > self.config.max_position_embeddings:
-            raise ValueError(
-                f"tokens are {tokens.max_length} wide but the model has only "
-                f"{self.config.max_position_embeddings} positions"
-            )
-        state = self.state if state is None else state
-        if sharding is not None:
-            devices = sharding.mesh.size
-            if batch_size % devices:
-                raise ValueError(f"batch_size={batch_size} must be divisible by the {devices} devices of the mesh")
-            state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
-        out = np.zeros((len(tokens),), dtype=np.float32)
-        pending: tuple[np.ndarray, jax.Array] | None = None  # fetch batch i while batch i+1 computes
-        with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc="cross-encode", unit="pair") as bar:
-            for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length):
-                ids, mask = tokens.take(rows, length)
-                types = token_type_ids[rows, :length]
-                n = len(rows)
-                if n < batch_size:  # pad rows: pad ids, all-zero mask and types; dropped below
-                    ids = np.concatenate([ids, np.full((batch_size - n, length), tokens.pad_id, ids.dtype)])
-                    mask = np.concatenate([mask, np.zeros((batch_size - n, length), mask.dtype)])
-                    types = np.concatenate([types, np.zeros((batch_size - n, length), types.dtype)])
-                if sharding is not None:
-                    ids, mask, types = (jax.device_put(a, sharding) for a in (ids, mask, types))
-                result = self._score_fn(state, ids, mask, types)
-                if pending is not None:
-                    out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
-                pending = (rows, result)
-                bar.update(n)
-        if pending is not None:
-            out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
-        return out
+        return run_bucketed(self._score_fn, self.state if state is None else state, tokens, token_type_ids,
+                            batch_size, self.config.max_position_embeddings, (), sharding, "cross-encode",
+                            show_progress)
 
     def module(self) -> CrossEncoder:
         """The NNX module (nnx.merge of graphdef and state)."""
