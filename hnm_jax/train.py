@@ -142,9 +142,9 @@ class Miner:
         period = steps_per_epoch * self.spec.mining.refresh_every_epochs
         return self.spec.mining.pool == "online" and step % period == 0 and self.pool_step < step
 
-    def _encode(self, tokens: TokenizedTexts, params) -> np.ndarray:
+    def _encode(self, tokens: TokenizedTexts, params, show_progress: bool = False) -> np.ndarray:
         return self.encoder.encode_tokens(tokens, batch_size=self.spec.train.batch_size, state=params,
-                                          sharding=self.batch_sharding)
+                                          sharding=self.batch_sharding, show_progress=show_progress)
 
     def _build_retriever(self, doc_emb: np.ndarray) -> None:
         dense = DenseIndex.build(doc_emb, self.spec.index) if self.spec.retriever.mode != "lexical" else None
@@ -160,7 +160,7 @@ class Miner:
     def refresh(self, params, step: int) -> dict[str, float]:
         """Re-encodes, rebuilds and re-mines; returns timings and pool statistics."""
         t0 = time.perf_counter()
-        doc_emb = self._encode(self.doc_tokens, params)
+        doc_emb = self._encode(self.doc_tokens, params, show_progress=jax.process_index() == 0)
         query_emb = self._encode(self.query_tokens, params)
         t1 = time.perf_counter()
         self._build_retriever(doc_emb)
