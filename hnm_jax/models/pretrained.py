@@ -217,11 +217,8 @@ def _load_tokenizer(model_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
-def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int = 128) -> Encoder:
-    """Loads a BERT-family sentence-transformers model (folder, packaged name or hub id) -> Encoder.
-
-    `dtype` is the compute dtype; params stay float32.
-    """
+def _read_model_dir(name_or_path: str) -> tuple[Path, BertConfig, Path]:
+    """(folder, BertConfig from its config.json, its model.safetensors), with errors naming the file."""
     model_dir = resolve_model_dir(name_or_path)
     config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
     for required in (config_path, weights_path):
@@ -231,6 +228,15 @@ def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int
         config = BertConfig.from_hf(json.loads(config_path.read_text()))
     except ValueError as err:
         raise ValueError(f"{config_path}: {err}") from err
+    return model_dir, config, weights_path
+
+
+def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int = 128) -> Encoder:
+    """Loads a BERT-family sentence-transformers model (folder, packaged name or hub id) -> Encoder.
+
+    `dtype` is the compute dtype; params stay float32.
+    """
+    model_dir, config, weights_path = _read_model_dir(name_or_path)
     # Shapes only (no random init, ~3 s saved for MiniLM): load_hf_weights overwrites every param.
     model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype))
     load_hf_weights(model, weights_path)
@@ -346,15 +352,7 @@ def load_cross_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_lengt
     from the file (`pooler`, `classifier`) are initialised from `seed` (listed in `fresh_head`).
     `dtype` is the compute dtype; params stay float32.
     """
-    model_dir = resolve_model_dir(name_or_path)
-    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
-    for required in (config_path, weights_path):
-        if not required.exists():
-            raise ModelNotFoundError(f"{model_dir}: no {required.name} (expected a Hugging Face BERT model folder)")
-    try:
-        config = BertConfig.from_hf(json.loads(config_path.read_text()))
-    except ValueError as err:
-        raise ValueError(f"{config_path}: {err}") from err
+    model_dir, config, weights_path = _read_model_dir(name_or_path)
     # Encoder shapes only (load_hf_weights overwrites them all); the small head is initialised for real.
     encoder = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype))
     model = CrossEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype, encoder=encoder)
