@@ -93,6 +93,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_length = 128  # tokens per query and document at evaluation (the zero-shot reference used 128)
     c.eval.batch_size = 128  # encoding batch at evaluation
 
+    c.ce = ml_collections.ConfigDict()
+    c.ce.model = ""  # trained cross-encoder folder; "" = train one from model.name in <workdir>/ce when needed
+    c.ce.filter = False  # drop pool candidates the cross-encoder calls likely positives (false negatives)
+    c.ce.guide_in_batch = False  # also mask in-batch/explicit candidates the CE calls likely positives, in the loss
+    c.ce.rerank_depth = 0  # evaluation re-ranks the retriever's top-k with the CE (0 = off; metrics per stage)
+    c.ce.threshold = 0.9  # likely positive when sigmoid(CE logit) > threshold (1 = rule off)
+    c.ce.margin = 0.1  # ... or when its logit is within this margin of the query's positive (-inf = rule off)
+    c.ce.prefer_top = 0  # move the k highest-CE kept candidates to the front of the pool (0 = pool order)
+    c.ce.rescore_top = 10  # the CE scores the first k pool candidates of each query (0 = all; cost: Q*k pairs)
+    c.ce.max_length = 64  # tokens of a `[CLS] query [SEP] doc [SEP]` pair
+    c.ce.train_steps = 60  # optimizer steps of cross-encoder training (on positives + mined negatives)
+    c.ce.batch_size = 16  # queries per CE step, each with its positive and num_negatives negatives
+    c.ce.num_negatives = 3  # mined negatives per query in CE training, drawn from the first rescore_top of the pool
+    c.ce.learning_rate = 3e-5  # peak AdamW learning rate of CE training (schedule and clipping as in train)
+    c.ce.loss = "listwise"  # listwise (softmax over positive + negatives) | binary (sigmoid BCE per pair)
+
     if arg == "tiny":
         c.model.name = "tiny"
         c.data.query_max_length = 16
@@ -104,6 +120,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.learning_rate = 1e-3
         c.eval.max_length = 16
         c.eval.batch_size = 16
+        c.ce.max_length = 32
+        c.ce.train_steps = 2
+        c.ce.batch_size = 8
+        c.ce.learning_rate = 1e-3
     elif arg:
         raise ValueError(f"configs/base.py: unknown config argument {arg!r}; expected '' or 'tiny'")
     c.lock()

@@ -164,6 +164,58 @@ class MiningSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class CESpec:
+    """The cross-encoder: where it comes from, how it guides mining, and whether evaluation re-ranks with it."""
+
+    model: str
+    filter: bool
+    guide_in_batch: bool
+    rerank_depth: int
+    threshold: float
+    margin: float
+    prefer_top: int
+    rescore_top: int
+    max_length: int
+    train_steps: int
+    batch_size: int
+    num_negatives: int
+    learning_rate: float
+    loss: str
+
+    def __post_init__(self):
+        from hnm_jax.losses import CE_LOSSES
+
+        try:
+            self.filter_spec()
+        except ValueError as error:  # "CEFilterSpec.threshold must be ..." -> "ce.threshold: must be ..."
+            raise ConfigError(re.sub(r"CEFilterSpec\.(\w+) ", r"ce.\1: ", str(error))) from None
+        if self.loss not in CE_LOSSES:
+            _fail("ce.loss", f"unknown {self.loss!r}; valid: {', '.join(sorted(CE_LOSSES))}")
+        if self.rerank_depth < 0:
+            _fail("ce.rerank_depth", f"must be >= 0 (0: no re-ranking), got {self.rerank_depth}")
+        if self.rescore_top < 0:
+            _fail("ce.rescore_top", f"must be >= 0 (0: the whole pool), got {self.rescore_top}")
+        if not 8 <= self.max_length <= 512:
+            _fail("ce.max_length", f"must be in [8, 512], got {self.max_length}")
+        for key in ("train_steps", "batch_size", "num_negatives"):
+            if getattr(self, key) < 1:
+                _fail(f"ce.{key}", f"must be >= 1, got {getattr(self, key)}")
+        if not 0.0 < self.learning_rate < 1.0:
+            _fail("ce.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+
+    @property
+    def needed(self) -> bool:
+        """Whether the run uses a cross-encoder at all."""
+        return self.filter or self.guide_in_batch or self.rerank_depth > 0
+
+    def filter_spec(self) -> Any:
+        """The `mining.negatives.CEFilterSpec` of these rules."""
+        from hnm_jax.mining.negatives import CEFilterSpec
+
+        return CEFilterSpec(self.threshold, self.margin, self.prefer_top)
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSpec:
     max_length: int
     batch_size: int
@@ -187,6 +239,15 @@ class ExperimentSpec:
     retriever: RetrieverSpec
     index: IndexSpec
     eval: EvalSpec
+    ce: CESpec
+
+    def __post_init__(self):
+        if (self.ce.filter or self.ce.guide_in_batch) and self.mining.pool == "none":
+            _fail("ce.filter", "the cross-encoder filters a mined pool: set mining.pool to offline or online "
+                               "(and a pool strategy), or turn ce.filter and ce.guide_in_batch off")
+        if self.ce.needed and not self.ce.model and self.mining.pool == "none":
+            _fail("ce.model", "training a cross-encoder needs mined negatives: set mining.pool, or ce.model to a "
+                              "trained cross-encoder folder")
 
 
 def _check_type(key: str, value: Any, expected: Any) -> Any:
@@ -239,6 +300,7 @@ SECTIONS = {
     "retriever": RetrieverSpec,
     "index": IndexSpec,
     "eval": EvalSpec,
+    "ce": CESpec,
 }
 
 

@@ -7,6 +7,7 @@ model is deployed with (exact dense top-k by default: a jitted, chunked matmul).
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -23,7 +24,7 @@ from hnm_jax.metrics import (
 )
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.retriever import Retriever, RetrieverSpec
-from hnm_jax.models.pretrained import Encoder
+from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10
 
@@ -38,11 +39,16 @@ def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, m
              state=None, sharding: jax.sharding.NamedSharding | None = None,
              retriever_spec: RetrieverSpec | None = None, cache_dir: Path | None = None,
              show_progress: bool = True, doc_types: np.ndarray | None = None,
-             memory_budget_bytes: int | None = None) -> dict[str, float]:
+             memory_budget_bytes: int | None = None,
+             reranker: tuple[CrossEncoderModel, int] | None = None) -> dict[str, Any]:
     """Metrics of `encoder` (or of `state`, its parameters while training) on `split` over the whole corpus.
 
     doc_types: [N] str, the perturbation type of each corpus row ("" for none; see `corpus_perturbations`);
     adds `pairwise_accuracy/<type>` for the labelled near-duplicates of each type.
+    reranker: (cross-encoder, k): a second stage re-ranks the retriever's top k by CE logit.
+    The ranking metrics at the top level are those of the final stage; `stages` holds each stage's
+    ({"retrieve": {...}} or {"retrieve": {...}, "rerank": {...}}). The other metrics (score gaps, pairwise
+    accuracy, collapse) are the bi-encoder's.
     """
     query_texts = [queries.texts[i] for i in split.query_rows]
     corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir,
@@ -58,6 +64,13 @@ def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, m
     if ranked.shape[1] < 10:  # tiny corpora: pad so @10 metrics are defined
         ranked = np.pad(ranked, ((0, 0), (0, 10 - ranked.shape[1])), constant_values=-1)
     metrics = retrieval_metrics(ranked, split.positives)
+    stages = {"retrieve": dict(metrics)}
+    if reranker is not None:
+        cross_encoder, depth = reranker
+        ranked = rerank(ranked, query_texts, corpus.texts, cross_encoder, depth, batch_size, show_progress)
+        stages["rerank"] = retrieval_metrics(ranked, split.positives)
+        metrics.update(stages["rerank"])
+    metrics["stages"] = stages
     best_positive = best_positive_scores(query_emb, doc_emb, split.positives)
     if retriever_spec.mode != "lexical":
         best_negative = best_negative_scores(retrieved.indices, retrieved.dense, split.positives)
@@ -75,6 +88,19 @@ def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, m
     metrics["num_queries"] = len(split)
     metrics["num_docs"] = len(corpus)
     return metrics
+
+
+def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel, depth: int,
+           batch_size: int, show_progress: bool = False) -> np.ndarray:
+    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first."""
+    top = ranked[:, :depth]
+    query, column = np.nonzero(top >= 0)
+    logits = np.full(top.shape, -np.inf, np.float32)
+    logits[query, column] = cross_encoder.score([query_texts[q] for q in query],
+                                                [doc_texts[d] for d in top[query, column]], batch_size=batch_size,
+                                                show_progress=show_progress)
+    order = np.argsort(-logits, axis=1, kind="stable")
+    return np.concatenate([np.take_along_axis(top, order, axis=1), ranked[:, depth:]], axis=1)
 
 
 def corpus_perturbations(root: Path, corpus: Texts) -> np.ndarray | None:

@@ -1,9 +1,11 @@
 """The `hnm` command line: train | eval | export. Flags only; the work happens in the library.
 
     hnm train --config configs/quickstart.py [--config.train.batch_size=16 ...] --workdir DIR
+    hnm train-ce --config configs/full.py --workdir DIR                    # the cross-encoder only (DIR/ce/model)
     hnm eval --workdir DIR [--data NAME_OR_PATH] [--split test] [--output FILE] [--max-length 128]
     hnm eval --model all-MiniLM-L6-v2 --data abt_buy --split test          # zero-shot, no training
-    hnm export --workdir DIR --out EXPORT_DIR                              # Hugging Face / sentence-transformers layout
+    hnm eval ... --rerank DIR/ce/model [--rerank-depth 10]                 # + cross-encoder re-ranking stage
+    hnm export --workdir DIR --out EXPORT_DIR [--cross-encoder]            # Hugging Face / sentence-transformers layout
 """
 
 import argparse
@@ -16,27 +18,33 @@ from pathlib import Path
 USAGE = __doc__
 
 
-def _train(argv: list[str]) -> int:
+def _train(argv: list[str], command: str = "train") -> int:
     from absl import flags
     from ml_collections import config_flags
 
-    from hnm_jax.train import train_and_evaluate
+    from hnm_jax.train import train_and_evaluate, train_cross_encoder_run
 
+    prog = f"hnm {command}"
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
-                                    flag_values=flag_values, lock_config=True, sys_argv=["hnm train", *argv])
+                                    flag_values=flag_values, lock_config=True, sys_argv=[prog, *argv])
     flags.DEFINE_string("workdir", None, "Where checkpoints, logs and eval results go.", flag_values=flag_values)
     try:
-        flag_values(["hnm train", *argv])
+        flag_values([prog, *argv])
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:  # bad flag or --config.* override
         message = " ".join(str(error).replace("\\n", " ").replace("\\'", "").replace("'", "").split())
-        print(f"hnm train: {message}", file=sys.stderr)
+        print(f"{prog}: {message}", file=sys.stderr)
         return 2
     if flag_values.config is None or flag_values.workdir is None:
-        print(f"hnm train: --config and --workdir are required\n\n{USAGE}", file=sys.stderr)
+        print(f"{prog}: --config and --workdir are required\n\n{USAGE}", file=sys.stderr)
         return 2
-    train_and_evaluate(flag_values.config, flag_values.workdir)
+    run = train_cross_encoder_run if command == "train-ce" else train_and_evaluate
+    run(flag_values.config, flag_values.workdir)
     return 0
+
+
+def _train_ce(argv: list[str]) -> int:
+    return _train(argv, command="train-ce")
 
 
 def _eval(argv: list[str]) -> int:
@@ -51,6 +59,9 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--retriever", choices=("dense", "lexical", "hybrid"),
                         help="retrieval mode (default: the workdir's retriever config, dense for --model)")
+    parser.add_argument("--rerank", help="cross-encoder folder: re-rank the retriever's top k (default: the "
+                                         "workdir's DIR/ce/model when its config sets ce.rerank_depth)")
+    parser.add_argument("--rerank-depth", type=int, help="k (default: the config's ce.rerank_depth, else 10)")
     args = parser.parse_args(argv)
 
     from hnm_jax import sharding
@@ -58,8 +69,8 @@ def _eval(argv: list[str]) -> int:
     from hnm_jax.data.beir import load_beir, resolve_dataset_path
     from hnm_jax.evaluate import corpus_perturbations, evaluate, format_table, write_metrics
     from hnm_jax.mining.retriever import RetrieverSpec
-    from hnm_jax.models.pretrained import load_encoder
-    from hnm_jax.train import load_trained, load_trained_config
+    from hnm_jax.models.pretrained import load_cross_encoder, load_encoder
+    from hnm_jax.train import CE_DIR, load_trained, load_trained_config
 
     config = None
     if args.workdir:
@@ -76,11 +87,16 @@ def _eval(argv: list[str]) -> int:
     retriever_spec = spec_from_config(config).retriever if args.workdir else RetrieverSpec()
     if args.retriever:
         retriever_spec = dataclasses.replace(retriever_spec, mode=args.retriever)
+    depth = args.rerank_depth or (spec_from_config(config).ce.rerank_depth if args.workdir else 0) or 10
+    rerank = args.rerank
+    if rerank is None and args.workdir and spec_from_config(config).ce.rerank_depth:
+        rerank = str(Path(args.workdir) / CE_DIR / "model")
+    reranker = (load_cross_encoder(rerank, max_length=args.max_length), depth) if rerank else None
     mesh = sharding.make_mesh()
     metrics = evaluate(encoder, beir.corpus, beir.queries, beir.split, max_length=args.max_length,
                        batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh),
-                       retriever_spec=retriever_spec,
-                       doc_types=corpus_perturbations(root, beir.corpus))
+                       retriever_spec=retriever_spec, doc_types=corpus_perturbations(root, beir.corpus),
+                       reranker=reranker)
     output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
                                                      else None)
     if output is not None:
@@ -93,17 +109,19 @@ def _export(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hnm export", description="Export a trained encoder (HF layout).")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--cross-encoder", action="store_true",
+                        help="export the run's cross-encoder (its newest checkpoint in WORKDIR/ce) instead")
     args = parser.parse_args(argv)
 
-    from hnm_jax.train import load_trained
+    from hnm_jax.train import load_trained, load_trained_cross_encoder
 
-    encoder, _ = load_trained(args.workdir)
-    encoder.export(Path(args.out))
+    model = load_trained_cross_encoder(args.workdir) if args.cross_encoder else load_trained(args.workdir)[0]
+    model.export(Path(args.out))
     print(f"exported {args.workdir} -> {args.out}")
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "export": _export}
+COMMANDS = {"train": _train, "train-ce": _train_ce, "eval": _eval, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

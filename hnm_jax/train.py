@@ -10,8 +10,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
@@ -20,27 +22,45 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from hnm_jax import sharding
+from hnm_jax.ce_train_step import jit_ce_train_step
 from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import DataError, Split, Texts, read_corpus, read_queries, read_split, resolve_dataset_path
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
-from hnm_jax.evaluate import best_positive_scores, evaluate, format_table, write_metrics
+from hnm_jax.evaluate import best_positive_scores, corpus_perturbations, evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
 from hnm_jax.metrics import pool_statistics
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.lexical import LexicalIndex, normalize_per_query
-from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec, mine_pool
+from hnm_jax.mining.negatives import (
+    NEGATIVE_STRATEGIES,
+    Candidates,
+    Pool,
+    SelectSpec,
+    ce_filter,
+    guide_mask,
+    mine_pool,
+)
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.encoder import BertConfig
-from hnm_jax.models.pretrained import Encoder, load_encoder, random_encoder, resolve_model_dir
+from hnm_jax.models.pretrained import (
+    CrossEncoderModel,
+    Encoder,
+    load_cross_encoder,
+    load_encoder,
+    random_cross_encoder,
+    random_encoder,
+    resolve_model_dir,
+)
 from hnm_jax.optimizer import learning_rate_schedule, make_optimizer
-from hnm_jax.train_step import TrainState, create_train_state, jit_train_step
+from hnm_jax.train_step import create_train_state, jit_train_step
 
 log = logging.getLogger(__name__)
 
 TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
+CE_DIR = "ce"  # <workdir>/ce: the cross-encoder's checkpoints, logs and exported HF folder ("model")
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,8 +79,23 @@ def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
     return with_dropout(encoder, spec.dropout)
 
 
-def with_dropout(encoder: Encoder, rate: float) -> Encoder:
-    """The same encoder with hidden and attention dropout `rate` (used only when a step passes a dropout key)."""
+def build_cross_encoder(spec: ExperimentSpec) -> CrossEncoderModel:
+    """The cross-encoder to train: `ce.model` if set, else initialised from the bi-encoder's `model.name`."""
+    name, max_length = spec.ce.model or spec.model.name, spec.ce.max_length
+    if name == "tiny":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
+        model = random_cross_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=spec.seed,
+                                     max_length=max_length)
+    else:
+        model = load_cross_encoder(name, dtype=jax.numpy.dtype(spec.model.dtype), max_length=max_length,
+                                   seed=spec.seed)
+    return with_dropout(model, spec.model.dropout)
+
+
+def with_dropout(encoder: Encoder | CrossEncoderModel, rate: float) -> Encoder | CrossEncoderModel:
+    """The same model with hidden and attention dropout `rate` (used only when a step passes a dropout key)."""
     model = encoder.module()
     for _, module in nnx.iter_modules(model):
         for name in ("hidden_dropout", "attention_dropout"):
@@ -111,6 +146,11 @@ class Miner:
     and mine a pool of `pool_size` candidates per training query with the retriever (BM25 + dense, fused, as
     configured), known positives and exact-text twins removed. candidates(): this step's candidates; with an
     online pool the batch's queries are re-encoded with the current parameters and re-queried against the index.
+
+    With a cross-encoder (`ce`, set by the cross-encoder phase), each refresh scores the first `ce.rescore_top`
+    pool entries and the labelled positives of every query (scores cached per (query, doc) pair for the run),
+    and `ce_filter` drops the likely positives (when `ce.filter`); the per-step re-queried pools are filtered
+    on the cached scores. `guide()` gives the loss a mask of batch columns the CE calls likely positives.
     """
 
     def __init__(self, spec: ExperimentSpec, encoder: Encoder, corpus: Texts, query_texts: list[str],
@@ -121,6 +161,7 @@ class Miner:
         self.query_tokens = query_tokens  # tokens of the split's queries, in split order
         self.doc_tokens, self.batch_sharding = doc_tokens, batch_sharding
         self.num_docs = len(corpus)
+        self.doc_texts = corpus.texts
         mines_lexically = spec.mining.pool != "none" and spec.retriever.mode in ("lexical", "hybrid")
         needs_lexical = mines_lexically or spec.loss.hybrid_beta > 0  # BM25 for mining and/or hybrid logits
         self.lexical = LexicalIndex.build(list(corpus.texts)) if needs_lexical else None
@@ -128,6 +169,9 @@ class Miner:
         self.pool: Pool | None = None
         self.doc_emb: np.ndarray | None = None
         self.pool_step = -1  # step at which the pool was mined
+        self.ce: CrossEncoderModel | None = None
+        self.ce_scores: dict[tuple[int, int], float] = {}  # (split row, corpus row) -> CE logit
+        self.ce_positive: np.ndarray | None = None  # [Q] CE logit of each query and its best labelled positive
 
     @property
     def enabled(self) -> bool:
@@ -168,21 +212,82 @@ class Miner:
         self.pool = self._mine(query_emb, np.arange(len(self.split)))
         t3 = time.perf_counter()
         self.pool_step = step
-        stats = {"encode_s": t1 - t0, "build_s": t2 - t1, "search_s": t3 - t2, "total_s": t3 - t0}
+        stats = {"encode_s": t1 - t0, "build_s": t2 - t1, "search_s": t3 - t2}
+        if self.ce is not None:
+            stats.update(self.apply_cross_encoder())
+        stats["total_s"] = time.perf_counter() - t0
         kept = np.asarray(band_mask(self.pool.dense, self.pool.positive, band_at(step, self.spec.band),
                                     self.spec.band.relative)) & (self.pool.indices >= 0)
         stats.update({k: v for k, v in pool_statistics(self.pool.dense, self.pool.positive, kept).items()
                       if isinstance(v, float)})
         return stats
 
+    def _score_pairs(self, pairs: list[tuple[int, int]]) -> None:
+        """CE-scores the (split row, corpus row) pairs not cached yet."""
+        new = [pair for pair in dict.fromkeys(pairs) if pair not in self.ce_scores]
+        if not new:
+            return
+        logits = self.ce.score([self.query_texts[q] for q, _ in new], [self.doc_texts[d] for _, d in new],
+                               batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length,
+                               show_progress=jax.process_index() == 0)
+        self.ce_scores.update(zip(new, logits.tolist(), strict=True))
+
+    def cached_ce(self, rows: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """[R, C] cached CE logits of (split row rows[i], corpus row docs[i, j]); NaN = not scored or doc -1."""
+        get = self.ce_scores.get
+        return np.asarray([[get((int(r), int(d)), np.nan) for d in row] for r, row in zip(rows, docs, strict=True)],
+                          np.float32).reshape(docs.shape)
+
+    def _filter(self, pool: Pool, rows: np.ndarray) -> tuple[Pool, dict[str, int]]:
+        """`ce_filter` of a pool on the cached scores (the pool with its `ce` column unfiltered when not ce.filter)."""
+        scores = self.cached_ce(rows, pool.indices)
+        filtered, counts = ce_filter(pool, scores, self.ce_positive[rows], self.spec.ce.filter_spec())
+        if not self.spec.ce.filter:
+            filtered = dataclasses.replace(pool, ce=np.where(pool.indices >= 0, scores, -np.inf).astype(np.float32))
+        return filtered, counts
+
+    def apply_cross_encoder(self) -> dict[str, float]:
+        """Scores the pool's first `ce.rescore_top` entries and the positives, then filters; returns counts."""
+        t0 = time.perf_counter()
+        rows = np.arange(len(self.split))
+        top = self.pool.indices[:, :self.spec.ce.rescore_top or None]
+        positives = self.split.positives
+        self._score_pairs([(int(r), int(d)) for r, docs in ((r, top[r]) for r in rows) for d in docs if d >= 0]
+                          + [(int(r), int(d)) for r in rows for d in positives[r] if d >= 0])
+        positive = self.cached_ce(rows, positives)
+        self.ce_positive = np.where(np.isnan(positive), -np.inf, positive).max(axis=1)
+        self.ce_positive[~np.isfinite(self.ce_positive)] = np.nan
+        self.pool, counts = self._filter(self.pool, rows)
+        return {**{f"ce_{k}": float(v) for k, v in counts.items()}, "ce_s": time.perf_counter() - t0}
+
+    def guide(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """[B, C] bool guide-model mask (`guide_mask`) of the batch's columns (corpus rows, -1 = empty)."""
+        scores = self.cached_ce(rows, np.broadcast_to(columns, (len(rows), len(columns))))
+        return guide_mask(scores, self.ce_positive[rows], self.spec.ce.filter_spec())
+
     def restore(self, arrays: dict[str, np.ndarray], pool_step: int) -> None:
         """Reinstates a checkpointed pool and the corpus embeddings its index was built from (no re-mining)."""
         self._build_retriever(np.asarray(arrays["doc_emb"]))
-        self.pool = Pool(**{k: np.asarray(v) for k, v in arrays.items() if k != "doc_emb"})
+        self.pool = Pool(**{k: np.asarray(v) for k, v in arrays.items() if k not in ("doc_emb", "ce_positive")})
         self.pool_step = pool_step
+        if "ce_positive" in arrays:  # the CE cache of the pool, so per-step filtering needs no re-scoring
+            self.ce_positive = np.asarray(arrays["ce_positive"])
+            scored = np.argwhere((self.pool.indices >= 0) & np.isfinite(self.pool.ce))
+            self.ce_scores.update({(int(q), int(self.pool.indices[q, m])): float(self.pool.ce[q, m])
+                                   for q, m in scored})
 
     def checkpoint_arrays(self) -> dict[str, np.ndarray] | None:
-        return None if self.pool is None else {**self.pool.arrays(), "doc_emb": self.doc_emb}
+        if self.pool is None:
+            return None
+        arrays = {**self.pool.arrays(), "doc_emb": self.doc_emb}
+        if self.ce_positive is not None:
+            arrays["ce_positive"] = self.ce_positive
+        return arrays
+
+    @property
+    def guided(self) -> bool:
+        """Whether this run's mining uses a cross-encoder (filter and/or guide-model masking)."""
+        return self.enabled and (self.spec.ce.filter or self.spec.ce.guide_in_batch)
 
     def template(self, hidden_size: int) -> dict[str, np.ndarray] | None:
         """Shapes of checkpoint_arrays(), for restoring."""
@@ -190,8 +295,11 @@ class Miner:
             return None
         q, m = len(self.split), self.spec.mining.pool_size
         f32 = np.zeros((q, m), np.float32)
-        return {"indices": np.zeros((q, m), np.int32), "dense": f32, "lexical": f32, "fused": f32,
-                "positive": np.zeros((q,), np.float32), "doc_emb": np.zeros((self.num_docs, hidden_size), np.float32)}
+        arrays = {"indices": np.zeros((q, m), np.int32), "dense": f32, "lexical": f32, "fused": f32,
+                  "positive": np.zeros((q,), np.float32), "doc_emb": np.zeros((self.num_docs, hidden_size), np.float32)}
+        if self.guided:
+            arrays.update(ce=f32, ce_positive=np.zeros((q,), np.float32))
+        return arrays
 
     def candidates(self, rows: np.ndarray, params, step: int) -> Candidates:
         """The strategy's view of this batch; an online pool is re-queried with fresh query embeddings."""
@@ -200,6 +308,8 @@ class Miner:
             if self.spec.mining.pool == "online" and self.pool_step < step:
                 query_emb = self._encode(self.query_tokens.subset(rows), params)
                 pool = self._mine(query_emb, rows)
+                if self.ce is not None:
+                    pool = self._filter(pool, rows)[0]
             else:
                 pool = self.pool.take(rows)
         band = tuple(float(b) for b in band_at(step, self.spec.band))
@@ -212,6 +322,122 @@ class Miner:
         scores = self.lexical.score_pairs(texts, np.broadcast_to(columns, (len(rows), len(columns))))
         normalized = normalize_per_query(scores)
         return np.where(np.isfinite(normalized), normalized, 0.0).astype(np.float32)
+
+
+def _make_miner(spec: ExperimentSpec, workdir: Path, encoder: Encoder, corpus: Texts, queries: Texts, split: Split,
+                batch_sharding: jax.sharding.NamedSharding) -> tuple[Miner, TokenizedTexts, TokenizedTexts]:
+    """Tokenizes the corpus and the queries (cached in the workdir) and builds the run's Miner over `split`."""
+    cache, budget = workdir / "cache", spec.data.memory_budget_bytes
+    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache,
+                                memory_budget_bytes=budget)
+    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache,
+                                  memory_budget_bytes=budget)
+    miner = Miner(spec, encoder, corpus, [queries.texts[r] for r in split.query_rows], split,
+                  query_tokens.subset(split.query_rows), doc_tokens, batches.canonical_rows(corpus.texts),
+                  batch_sharding)
+    return miner, query_tokens, doc_tokens
+
+
+def make_ce_batch(ce: CrossEncoderModel, query_texts: list[str], doc_texts: tuple[str, ...], rows: np.ndarray,
+                  pos_doc: np.ndarray, neg_doc: np.ndarray, max_length: int) -> dict[str, np.ndarray]:
+    """A cross-encoder batch (see `ce_train_step`): query rows[i] paired with its positive, then its negatives.
+
+    pos_doc [B], neg_doc [B, N] corpus rows (-1 = empty slot) -> input_ids, attention_mask, token_type_ids
+    [B, 1+N, max_length] and valid [B, 1+N].
+    """
+    docs = np.concatenate([pos_doc[:, None], neg_doc], axis=1)
+    b, c = docs.shape
+    tokens, type_ids = ce.tokenize([query_texts[r] for r in rows for _ in range(c)],
+                                   [doc_texts[d] if d >= 0 else "" for d in docs.reshape(-1)], max_length)
+    return {"input_ids": tokens.input_ids.reshape(b, c, max_length),
+            "attention_mask": tokens.attention_mask().reshape(b, c, max_length),
+            "token_type_ids": type_ids.reshape(b, c, max_length), "valid": docs >= 0}
+
+
+def train_cross_encoder(spec: ExperimentSpec, workdir: Path, miner: Miner,
+                        mesh: jax.sharding.Mesh) -> CrossEncoderModel:
+    """Trains the cross-encoder on the split's positives and negatives drawn from `miner.pool` (its first
+    `ce.rescore_top` entries), checkpointing in <workdir>/ce (rerunning resumes); exports the HF folder
+    <workdir>/ce/model at the end. Loads that folder instead when it exists.
+    """
+    ce_dir = workdir / CE_DIR
+    export_dir = ce_dir / "model"
+    if (export_dir / "config.json").is_file():  # the export is renamed into place last: it is complete
+        return load_cross_encoder(str(export_dir), max_length=spec.ce.max_length,
+                                  dtype=jax.numpy.dtype(spec.model.dtype))
+    try:
+        sharding.check_batch_size(spec.ce.batch_size, mesh, key="ce.batch_size")
+        per_epoch = batches.steps_per_epoch(len(miner.split), spec.ce.batch_size)
+    except ValueError as error:
+        raise ConfigError(str(error).replace("train.batch_size", "ce.batch_size")) from None
+    model = build_cross_encoder(spec)
+    tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.learning_rate), spec.ce.train_steps)
+    state = create_train_state(model.graphdef, model.state, tx, spec.seed)
+    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+    state = jax.device_put(state, state_sharding)
+    checkpointer = Checkpointer(ce_dir / "checkpoints", keep=1)
+    restored = checkpointer.restore(state)
+    if restored is not None:
+        state = jax.device_put(restored[0], state_sharding)
+    step_fn = jit_ce_train_step(tx, spec.ce.loss, spec.model.dropout > 0, state_sharding,
+                                sharding.batch_sharding(mesh))
+    top = spec.ce.rescore_top or miner.pool.indices.shape[1]
+    pool = Pool(**{k: v[:, :top] if v.ndim == 2 else v for k, v in miner.pool.arrays().items()})
+    select, local_rows = SelectSpec(spec.ce.num_negatives), sharding.process_rows(spec.ce.batch_size)
+    split, seed = miner.split, spec.seed + 1  # its own batch order, not the bi-encoder's
+    writer, window = MetricWriter(ce_dir), []
+    start, total = int(jax.device_get(state.step)), spec.ce.train_steps
+    try:
+        for step in tqdm(range(start, total), initial=start, total=total, desc="train-ce", unit="step",
+                         disable=jax.process_index() != 0):
+            epoch, in_epoch = divmod(step, per_epoch)
+            rng = batches.step_rng(seed, epoch, in_epoch)
+            rows = batches.batch_rows(seed, epoch, in_epoch, len(split), spec.ce.batch_size)
+            candidates = Candidates(split.positives[rows], miner.num_docs, pool.take(rows), (-np.inf, np.inf), False)
+            neg_doc = NEGATIVE_STRATEGIES["uniform"](candidates, select, rng)
+            batch = make_ce_batch(model, miner.query_texts, miner.doc_texts, rows,
+                                  batches.sample_positives(split.positives[rows], rng), neg_doc, spec.ce.max_length)
+            state, metrics = step_fn(state, sharding.to_global({k: v[local_rows] for k, v in batch.items()}, mesh))
+            window.append((step, metrics))
+            done = step + 1
+            if done % spec.train.log_every == 0 or done == total:
+                fetched = _finite_or_raise(window)
+                writer.write(done, {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]},
+                             prefix="ce_train/")
+                window = []
+            if done % spec.train.checkpoint_every == 0 or done == total:
+                _finite_or_raise(window)
+                checkpointer.save(state, position={"step": done})
+    finally:
+        checkpointer.close()
+        writer.close()
+    model = dataclasses.replace(model, state=state.params)
+    if jax.process_index() == 0:
+        partial = ce_dir / "model.tmp"
+        shutil.rmtree(partial, ignore_errors=True)  # left by a kill during an earlier export
+        model.export(partial)
+        os.replace(partial, export_dir)
+    return model
+
+
+def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, params, mesh: jax.sharding.Mesh,
+                         writer: MetricWriter) -> CrossEncoderModel | None:
+    """The run's cross-encoder (`ce.model`, or trained in <workdir>/ce), handed to the miner when it guides
+    mining; None when the config uses none. A missing pool is mined first with the current parameters.
+    """
+    if not spec.ce.needed:
+        return None
+    if spec.ce.model:
+        ce = build_cross_encoder(spec)
+    else:
+        if miner.pool is None:
+            writer.write(0, miner.refresh(params, 0), prefix="refresh/")
+        ce = train_cross_encoder(spec, workdir, miner, mesh)
+    if miner.guided:
+        miner.ce = ce
+        if miner.pool is not None and miner.pool.ce is None:
+            writer.write(miner.pool_step, miner.apply_cross_encoder(), prefix="refresh/")
+    return ce
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
@@ -231,15 +457,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     root, corpus, queries = load_texts(spec)
     train_split = read_split(root, spec.data.train_split, corpus, queries)
     encoder = build_encoder(spec.model, spec.seed)
-    cache = workdir / "cache"
-    budget = spec.data.memory_budget_bytes
-    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache,
-                                memory_budget_bytes=budget)
-    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache,
-                                  memory_budget_bytes=budget)
-    canonical = batches.canonical_rows(corpus.texts)
-    miner = Miner(spec, encoder, corpus, [queries.texts[r] for r in train_split.query_rows], train_split,
-                  query_tokens.subset(train_split.query_rows), doc_tokens, canonical, batch_sharding)
+    miner, query_tokens, doc_tokens = _make_miner(spec, workdir, encoder, corpus, queries, train_split,
+                                                  batch_sharding)
+    canonical = miner.canonical
 
     steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
     total_steps = spec.train.max_steps or spec.train.num_epochs * steps_per_epoch
@@ -264,6 +484,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     local_rows = sharding.process_rows(spec.train.batch_size)
 
     writer = MetricWriter(workdir)
+    ce = _cross_encoder_phase(spec, workdir, miner, state.params, mesh, writer)
     window: list[tuple[int, dict]] = []
     start = int(jax.device_get(state.step))
     try:
@@ -279,8 +500,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 pos_doc = batches.sample_positives(train_split.positives[rows], rng)
                 neg_doc = strategy(miner.candidates(rows, state.params, step), select, rng)
                 batch = batches.make_batch(rows, train_split, query_tokens, doc_tokens, pos_doc, neg_doc, canonical)
+                columns = np.concatenate([pos_doc, neg_doc.reshape(-1)])
                 if spec.loss.hybrid_beta > 0:
-                    batch["lexical"] = miner.lexical_columns(rows, np.concatenate([pos_doc, neg_doc.reshape(-1)]))
+                    batch["lexical"] = miner.lexical_columns(rows, columns)
+                if spec.ce.guide_in_batch:
+                    batch["guide"] = miner.guide(rows, columns)
                 local = {k: v[local_rows] for k, v in batch.items()}
                 state, metrics = step_fn(state, sharding.to_global(local, mesh))
                 window.append((step, metrics))
@@ -308,8 +532,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     eval_split = read_split(root, spec.data.eval_split, corpus, queries)
     metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
                        batch_size=spec.eval.batch_size, state=state.params, sharding=batch_sharding,
-                       retriever_spec=spec.retriever, cache_dir=cache, show_progress=jax.process_index() == 0,
-                       memory_budget_bytes=budget)
+                       retriever_spec=spec.retriever, cache_dir=workdir / "cache",
+                       show_progress=jax.process_index() == 0, memory_budget_bytes=spec.data.memory_budget_bytes,
+                       doc_types=corpus_perturbations(root, corpus),
+                       reranker=(ce, spec.ce.rerank_depth) if spec.ce.rerank_depth else None)
     metrics["train_steps"] = total_steps
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")
@@ -317,6 +543,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                      prefix=f"eval_{spec.data.eval_split}/")
         print(format_table({f"fine-tuned ({spec.data.eval_split})": metrics}))
     writer.close()
+    return metrics
+
+
+def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """`hnm train-ce`: trains only the cross-encoder, into <workdir>/ce (exported to <workdir>/ce/model).
+
+    Its negatives are mined by `model.name` with the configured retriever (a pool of `mining.pool_size`, mined
+    once, whatever `mining.pool` says). Then it re-ranks that retriever's top `ce.rerank_depth` (10 when 0) on
+    the eval split; returns those metrics (both stages) and writes them to <workdir>/ce/eval_<split>.json.
+    A later `hnm train` with the same workdir uses this cross-encoder.
+    """
+    spec = spec_from_config(config)
+    mining = dataclasses.replace(spec.mining, strategy="uniform", pool="offline",
+                                 num_negatives=min(spec.ce.num_negatives, spec.mining.pool_size))
+    spec = dataclasses.replace(spec, mining=mining)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        _save_config(config, workdir)
+    mesh = sharding.make_mesh()
+    batch_sharding = sharding.batch_sharding(mesh)
+    root, corpus, queries = load_texts(spec)
+    train_split = read_split(root, spec.data.train_split, corpus, queries)
+    encoder = build_encoder(spec.model, spec.seed)
+    miner = _make_miner(spec, workdir, encoder, corpus, queries, train_split, batch_sharding)[0]
+    if not (workdir / CE_DIR / "model" / "config.json").is_file():
+        miner.refresh(encoder.state, 0)
+    ce = train_cross_encoder(spec, workdir, miner, mesh)
+    eval_split = read_split(root, spec.data.eval_split, corpus, queries)
+    metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
+                       batch_size=spec.eval.batch_size, sharding=batch_sharding, retriever_spec=spec.retriever,
+                       cache_dir=workdir / "cache", show_progress=jax.process_index() == 0,
+                       doc_types=corpus_perturbations(root, corpus), reranker=(ce, spec.ce.rerank_depth or 10))
+    if jax.process_index() == 0:
+        write_metrics(metrics, workdir / CE_DIR / f"eval_{spec.data.eval_split}.json")
+        print(format_table({stage: values for stage, values in metrics["stages"].items()}))
     return metrics
 
 
@@ -328,21 +590,33 @@ def load_trained_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(config_path.read_text()))
 
 
+def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec):
+    """The params of the newest checkpoint in `directory`, given a model's graphdef and params as template."""
+    tx = make_optimizer(spec.train, total_steps=1)  # the opt_state structure does not depend on the schedule
+    template = create_train_state(graphdef, params, tx, spec.seed)
+    checkpointer = Checkpointer(directory, keep=spec.train.keep_checkpoints)
+    try:
+        restored = checkpointer.restore(template)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"{directory}: no readable checkpoint")
+    return restored[0].params
+
+
 def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDict]:
     """The encoder of a training workdir with the parameters of its newest checkpoint, and its config."""
     workdir = Path(workdir)
     config = load_trained_config(workdir)
     spec = spec_from_config(config)
     encoder = build_encoder(spec.model, spec.seed)
-    tx = make_optimizer(spec.train, total_steps=1)  # the opt_state structure does not depend on the schedule
-    template = create_train_state(encoder.graphdef, encoder.state, tx, spec.seed)
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
-    try:
-        restored = checkpointer.restore(template)
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise FileNotFoundError(f"{workdir / 'checkpoints'}: no readable checkpoint")
-    state: TrainState = restored[0]
-    return dataclasses.replace(encoder, state=state.params), config
+    params = _newest_params(workdir / "checkpoints", encoder.graphdef, encoder.state, spec)
+    return dataclasses.replace(encoder, state=params), config
 
+
+def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
+    """The cross-encoder of a training workdir (<workdir>/ce) with the parameters of its newest checkpoint."""
+    spec = spec_from_config(load_trained_config(workdir))
+    model = build_cross_encoder(spec)
+    params = _newest_params(Path(workdir) / CE_DIR / "checkpoints", model.graphdef, model.state, spec)
+    return dataclasses.replace(model, state=params)

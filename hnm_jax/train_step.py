@@ -8,6 +8,8 @@ A batch (global arrays, leading axis sharded over 'data'):
   neg_doc                 [B, N] int32       corpus row of each negative (-1 = empty slot)
   query_positives         [B, P] int32       every known positive of each query (-1 padded)
   lexical (optional)      [B, B*(1+N)] f32   normalized BM25 of each (query, column) pair, for hybrid logits
+  guide (optional)        [B, B*(1+N)] bool  False = the cross-encoder calls the column a likely positive of
+                                             the query (guide-model masking, `negatives.guide_mask`)
 """
 
 import functools
@@ -78,6 +80,8 @@ def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpe
     queries, docs = encode_pair_batch(graphdef, params, batch, pooling, dropout_rng)
     dense = queries @ docs.T  # global matmul: in-batch negatives span every device
     mask = candidate_mask(batch["pos_doc"], batch["neg_doc"], batch["query_positives"])
+    if "guide" in batch:
+        mask = mask & batch["guide"]
     b = dense.shape[0]
     if band is not None:
         in_band = band_mask(dense[:, b:], jnp.diagonal(dense), band, band_relative)
@@ -134,6 +138,8 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
         "hardest_negative_score": jnp.mean(hardest),
         "candidates_per_query": jnp.mean(jnp.sum(mask, axis=-1).astype(jnp.float32)),
     }
+    if "guide" in batch:
+        metrics["guide_masked_per_query"] = jnp.mean(jnp.sum(~batch["guide"], axis=-1).astype(jnp.float32))
     if band is not None:
         metrics["band_lo"], metrics["band_hi"] = band
         explicit = mask[:, scores.shape[0]:] & (batch["neg_doc"].reshape(-1) >= 0)[None, :]

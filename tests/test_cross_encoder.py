@@ -314,6 +314,16 @@ def test_ce_filter_removes_planted_duplicates_with_the_right_counts():
     assert no_positive == {"removed_threshold": 2, "removed_margin": 1, "kept": 7}
 
 
+def test_ce_filter_keeps_unscored_entries_and_never_prefers_them():
+    pool, ce, positive_ce = planted_pool()
+    unscored = ce.copy()
+    unscored[0, 2] = np.nan  # the threshold-removed 3.0 is now unknown: kept, after the scored top
+    filtered, counts = ce_filter(pool, unscored, positive_ce, CEFilterSpec(threshold=0.9, margin=0.1, prefer_top=2))
+    assert counts == {"removed_threshold": 1, "removed_margin": 3, "kept": 6}
+    np.testing.assert_array_equal(filtered.indices[0, :4], [13, 4, 7, 5])  # CE 1.5, 0.5 first; then pool order
+    assert np.isnan(filtered.ce[0, 2])
+
+
 def test_ce_filter_prefer_top_reranks_by_ce():
     pool, ce, positive_ce = planted_pool()
     filtered, _ = ce_filter(pool, ce, positive_ce, CEFilterSpec(threshold=0.9, margin=0.1, prefer_top=1))
@@ -338,8 +348,8 @@ def test_ce_filter_errors():
     with pytest.raises(ValueError, match="ce_scores must be"):
         ce_filter(pool, ce[:, :3], positive_ce, CEFilterSpec())
     bad = ce.copy()
-    bad[0, 2] = np.nan
-    with pytest.raises(ValueError, match="non-finite CE score"):
+    bad[0, 2] = np.inf
+    with pytest.raises(ValueError, match="infinite CE score"):
         ce_filter(pool, bad, positive_ce, CEFilterSpec())
     with pytest.raises(ValueError, match="threshold"):
         CEFilterSpec(threshold=0.0)

@@ -2,7 +2,7 @@
 
     hnm train --config configs/ablations/online_band_margin.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 
-Figure: test accuracy@1 / MRR@10 on abt_buy in results/ablation_table.md (experiments/ablation_table.py).
+Figure: test accuracy@1 / MRR@10 (mean +- 95% CI over seeds) in results/ablations.md (experiments/ablate.py).
 """
 
 from configs.ablations import ablation_base, hardness_margin, semi_hard_band

@@ -133,6 +133,8 @@ SIZES: dict[str, SyntheticConfig] = {
     "tiny": SyntheticConfig(num_tasks=60, distractors=60),
     "small": SyntheticConfig(num_tasks=1000, distractors=1000, queries_per_task=2),
     "base": SyntheticConfig(num_tasks=5000, distractors=5000, queries_per_task=2),
+    # experiments/ablate.py: costs about one abt_buy run (2,250 records; 600 / 200 / 200 train / dev / test queries)
+    "ablation": SyntheticConfig(num_tasks=500, distractors=250, queries_per_task=2),
 }
 
 

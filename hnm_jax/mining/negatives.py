@@ -215,7 +215,8 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
 
     Args:
       pool: [Q, M] candidates.
-      ce_scores: [Q, M] CE logits of (query, pool candidate); ignored on empty slots, must be finite elsewhere.
+      ce_scores: [Q, M] CE logits of (query, pool candidate); ignored on empty slots; NaN = unscored (kept, never
+        moved to the front); +-inf is an error.
       positive_ce: [Q] CE logit of (query, its labelled positive); NaN turns the margin rule off for that query.
       spec: the rules.
     Returns:
@@ -228,9 +229,9 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
         raise ValueError(f"ce_filter: pool is [{q}, {m}], so ce_scores must be [{q}, {m}] and positive_ce [{q}]; "
                          f"got {ce_scores.shape} and {positive_ce.shape}")
     valid = pool.indices >= 0
-    bad = valid & ~np.isfinite(ce_scores)
+    bad = valid & np.isinf(ce_scores)
     if bad.any():
-        raise ValueError(f"ce_filter: {int(bad.sum())} valid pool entries have a non-finite CE score "
+        raise ValueError(f"ce_filter: {int(bad.sum())} valid pool entries have an infinite CE score "
                          f"(first at query {int(np.argwhere(bad)[0][0])})")
     by_threshold, by_margin = _likely_positive(ce_scores, positive_ce, spec)
     by_threshold &= valid
@@ -239,10 +240,11 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
 
     position = np.broadcast_to(np.arange(m), (q, m))
     if spec.prefer_top:
-        by_ce = np.argsort(-np.where(keep, ce_scores, -np.inf), axis=1, kind="stable")  # highest CE first
+        scored = keep & ~np.isnan(ce_scores)
+        by_ce = np.argsort(-np.where(scored, ce_scores, -np.inf), axis=1, kind="stable")  # highest CE first
         rank = np.empty_like(by_ce)
         np.put_along_axis(rank, by_ce, position, axis=1)
-        top = keep & (rank < spec.prefer_top)
+        top = scored & (rank < spec.prefer_top)
     else:
         rank, top = position, np.zeros_like(keep)
     group = np.where(top, 0, np.where(keep, 1, 2))  # top CE, then the other kept in pool order, then dropped

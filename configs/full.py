@@ -1,0 +1,32 @@
+"""The complete recipe, the one to start from on a new dataset.
+
+In-batch negatives + negatives mined online (every epoch the corpus is re-encoded and a ScaNN index rebuilt)
+from the hybrid BM25 + dense retriever that also serves evaluation; a cross-encoder, trained first in the same
+run on positives and mined negatives, drops the pool's likely false negatives and masks in-batch ones; a
+semi-hard band on the negatives' cosine that a curriculum moves from easy to hard; a margin loss whose margin
+grows with the negative's hardness; a uniformity regularizer and hybrid (dense + BM25) logits against collapse.
+
+    hnm train --config configs/full.py --config.data.path=ANY_BEIR_FOLDER --workdir workdirs/full
+
+Budget: the ablation budget (2 epochs, batch 32, texts cut at 32 tokens) plus 60 cross-encoder steps; see the
+README for its wall-clock time and results/ablations.md for what each part adds.
+"""
+
+from configs.ablations import ablation_base, easy_to_hard_curriculum, hardness_margin, hybrid, semi_hard_band
+
+
+def get_config(arg: str | None = None):
+    c = ablation_base(arg)
+    c.mining.pool = "online"
+    c.mining.strategy = "band"
+    c.index.exact_threshold = 0  # ScaNN at every corpus size (exact search only below its minimum of docs)
+    semi_hard_band(c)
+    hardness_margin(c)
+    easy_to_hard_curriculum(c)
+    hybrid(c)
+    c.ce.filter = True
+    c.ce.guide_in_batch = True
+    c.ce.loss = "binary"  # calibrated probabilities: the threshold rule needs them (a listwise loss is shift-free)
+    c.ce.threshold = 0.9
+    c.ce.margin = 0.1
+    return c

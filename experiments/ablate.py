@@ -1,0 +1,696 @@
+"""The ablation suite: configs x datasets x seeds -> results/runs/*.json, results/ablations.md and plots.
+
+    python experiments/ablate.py --plan default             # the core comparison, ~2 h on 2 CPU cores
+    python experiments/ablate.py --plan claims              # what experiments/reproduce.py needs, ~4.1 h
+    python experiments/ablate.py --plan all --dry-run       # print a plan and its estimated wall time only
+    python experiments/ablate.py --runs abt_buy:in_batch,full --runs synthetic:full --seeds 0 1
+    python experiments/ablate.py --report                   # rebuild table and plots from results/runs only
+
+Plans: each is a list of (dataset, config), run with every seed (``--seeds``, default 0 1 2):
+
+``default``
+    full vs in_batch vs offline on abt_buy and synthetic. The core comparison was meant to cover
+    amazon_google and walmart_amazon too, but measured costs (walmart_amazon: 440 s in_batch, 740 s online,
+    its corpus has 22k records) and the cross-encoder's extra cost in ``full`` put the four datasets at
+    ~5.6 h and three at ~2.7 h on this 2-core CPU (seed-0 runs of in_batch and offline already done), past
+    the 2.5 h budget; abt_buy (real data) plus synthetic
+    (controlled near-duplicates) is the cheapest subset that keeps both kinds of data. The other two are in
+    ``all``.
+``claims``
+    the nine configs the claims of experiments/reproduce.py compare, on synthetic and abt_buy.
+``all``
+    the union, plus the core comparison on amazon_google and walmart_amazon.
+
+Before starting, the plan is printed with its estimated wall time: per run, the mean measured ``wall_s`` of
+finished runs of the same (config, dataset), else ``DEFAULT_WALL_S[dataset] * CONFIG_COST.get(config, 1)``
+(both dicts below, with where their numbers come from).
+
+Resumable: a run whose results/runs/<config>-<dataset>-<seed>.json exists is skipped; an interrupted run
+resumes from the checkpoint in <workdirs>/<config>-<dataset>-<seed> (the trainer does that; such a run is
+marked ``resumed`` and its ``wall_s``, which misses the earlier attempts, is not used for estimates).
+Each run JSON holds {config, dataset, seed, wall_s, resumed, metrics (eval_test.json), curves}; ``curves`` are
+the "train/*" and "refresh/*" series of the workdir's metrics.jsonl as {key: [[step, value], ...]}, and run
+JSONs without them are backfilled from their workdir when it still exists. The zero-shot model is evaluated
+once per dataset (results/runs/zero_shot-<dataset>.json).
+
+Dataset ``synthetic`` is ``hnm_jax.data.synthetic.SIZES["ablation"]`` (2,250 records, 600 training queries,
+about one abt_buy run), built once through the TFDS builder into <workdirs>/tfds and exported as a BEIR folder
+(+ perturbations.tsv) to <workdirs>/datasets/synthetic_ablation, which the runs get as ``--config.data.path``.
+
+Outputs (rebuilt from all of results/runs after every suite): results/ablations.md (per dataset, one row
+per config: mean +- 95% CI over seeds; full vs baselines paired by seed; per perturbation type on synthetic),
+results/ablations_<dataset>.png and results/ablations_curriculum.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = (0, 1, 2)
+SYNTHETIC = "synthetic"
+SYNTHETIC_SIZE = "ablation"  # hnm_jax.data.synthetic.SIZES key
+ZERO_SHOT = "zero_shot"
+ZERO_SHOT_MODEL = "all-MiniLM-L6-v2"
+
+DATASET_ORDER = ("abt_buy", "amazon_google", "walmart_amazon", SYNTHETIC)
+CONFIG_ORDER = ("in_batch", "random", "offline", "online_hardest", "online_band", "online_band_margin",
+                "online_band_margin_curriculum", "online_band_margin_curriculum_hybrid", "full")  # fmt: skip
+CORE_CONFIGS = ("full", "in_batch", "offline")
+CLAIM_CONFIGS = ("random", "online_hardest", "online_band", "online_band_margin", "online_band_margin_curriculum",
+                 "online_band_margin_curriculum_hybrid", "full", "offline", "in_batch")  # fmt: skip
+CLAIM_DATASETS = (SYNTHETIC, "abt_buy")
+
+Plan = list[tuple[str, str]]  # (dataset, config), run with every seed
+
+
+def _union(*plans: Plan) -> Plan:
+    return list(dict.fromkeys(pair for plan in plans for pair in plan))
+
+
+PLANS: dict[str, Plan] = {
+    "default": [(d, c) for d in ("abt_buy", SYNTHETIC) for c in CORE_CONFIGS],
+    "claims": [(d, c) for d in CLAIM_DATASETS for c in CLAIM_CONFIGS],
+}
+PLANS["all"] = _union(PLANS["default"], PLANS["claims"],
+                      [(d, c) for d in ("amazon_google", "walmart_amazon") for c in CORE_CONFIGS])  # fmt: skip
+DEFAULT_BUDGET_S = 2.5 * 3600  # what the default plan is meant to fit on this 2-core CPU
+
+# Seconds of one online-mining ablation run (2 epochs, batch 32, eval included), measured with seed 0 on this
+# 2-core CPU with other jobs sharing it: abt_buy 190-290 s, amazon_google ~200 s, walmart_amazon ~740 s;
+# synthetic (2,250 records, 600 training queries, shorter texts) is set a little above abt_buy.
+DEFAULT_WALL_S = {"abt_buy": 250.0, "amazon_google": 200.0, "walmart_amazon": 750.0, SYNTHETIC: 300.0}
+UNKNOWN_DATASET_WALL_S = 750.0
+# Cost of a config relative to DEFAULT_WALL_S: in_batch measured 0.55-0.6x (135 / 108 / 440 s), offline 1.5x
+# (380 s on abt_buy); full is a guess (not measured yet): cross-encoder training (60 steps) and re-scoring of
+# the pool at every refresh add ~5-7 min on 2 cores to the online recipe.
+CONFIG_COST = {"in_batch": 0.6, "random": 0.7, "offline": 1.5, "full": 2.5}
+ZERO_SHOT_WALL_S = 90.0  # one `hnm eval --model` over a ~2k-record corpus (guess; not recorded before)
+
+CURVE_PREFIXES = ("train/", "refresh/")
+MAIN_METRIC = "accuracy@1"
+TABLE_METRICS = (("accuracy@1", "accuracy@1"), ("recall@1", "recall@1"), ("mrr@10", "MRR@10"),
+                 ("ndcg@10", "nDCG@10"), ("pairwise_accuracy", "pairwise acc."))  # fmt: skip
+PER_TYPE_PREFIX = "pairwise_accuracy/"
+BASELINES = ("in_batch", "offline")
+
+# t(0.975, dof), used when scipy is not installed; past the table, the value of the largest dof below is used
+# (conservative).
+T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912, 7: 2.364624,
+         8: 2.306004, 9: 2.262157, 10: 2.228139}  # fmt: skip
+
+Stat = tuple[float, float, int]  # (mean, 95% CI half-width, n)
+
+
+class Run(NamedTuple):
+    config: str
+    dataset: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.config}-{self.dataset}-{self.seed}"
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+def t_quantile(dof: int) -> float:
+    """t(0.975, dof): scipy when installed, else the table T_975."""
+    try:
+        from scipy import stats
+    except ImportError:
+        return T_975[min(dof, max(T_975))]
+    return float(stats.t.ppf(0.975, dof))
+
+
+def mean_ci(values: Iterable[float]) -> Stat:
+    """(mean, 95% CI half-width, n) of ``values`` (NaNs dropped): Student t with n-1 dof; half-width NaN if n < 2."""
+    x = [float(v) for v in values if not math.isnan(float(v))]
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(x) / n
+    if n == 1:
+        return mean, math.nan, 1
+    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
+    return mean, t_quantile(n - 1) * sd / math.sqrt(n), n
+
+
+def paired_values(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
+    """seed -> a[seed] - b[seed], for the seeds both have (unpaired seeds are ignored)."""
+    return {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> Stat:
+    """mean_ci of the per-seed differences a - b (seed -> value dicts), over the seeds both have."""
+    return mean_ci(paired_values(a, b).values())
+
+
+def format_stat(stat: Stat, digits: int = 3, signed: bool = False, mark_n1: bool = True) -> str:
+    """"0.898 ± 0.012"; n=1: "0.898 (n=1)" (or "0.898" without ``mark_n1``); n=0: "-"."""
+    mean, half, n = stat
+    if n == 0:
+        return "-"
+    value = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if n == 1:
+        return f"{value} (n=1)" if mark_n1 else value
+    return f"{value} ± {half:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------- run files
+
+
+def is_run(result: Mapping) -> bool:
+    """A training run's JSON (zero-shot and retriever-override files are not)."""
+    return {"config", "dataset", "seed", "metrics"} <= result.keys() and result["config"] != ZERO_SHOT
+
+
+def load_runs(runs_dir: Path) -> list[dict]:
+    """Every training run JSON in ``runs_dir``, sorted by dataset, config, seed."""
+    runs = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*.json"))]
+    return sorted((r for r in runs if is_run(r)), key=lambda r: (_order(r["dataset"], DATASET_ORDER),
+                                                                  _order(r["config"], CONFIG_ORDER), r["seed"]))
+
+
+def load_zero_shot(runs_dir: Path) -> dict[str, dict]:
+    """Dataset -> zero-shot result (results/runs/zero_shot-<dataset>.json)."""
+    out = {}
+    for path in sorted(Path(runs_dir).glob(f"{ZERO_SHOT}-*.json")):
+        result = json.loads(path.read_text())
+        out[result["dataset"]] = result
+    return out
+
+
+def _order(name: str, order: Sequence[str]) -> tuple[int, str]:
+    return (order.index(name) if name in order else len(order), name)
+
+
+def datasets_of(runs: Iterable[Mapping]) -> list[str]:
+    """Datasets of ``runs`` in DATASET_ORDER (others after, by name)."""
+    return sorted({r["dataset"] for r in runs}, key=lambda d: _order(d, DATASET_ORDER))
+
+
+def configs_of(runs: Iterable[Mapping], dataset: str) -> list[str]:
+    """Configs run on ``dataset``, in CONFIG_ORDER (others after, by name)."""
+    return sorted({r["config"] for r in runs if r["dataset"] == dataset}, key=lambda c: _order(c, CONFIG_ORDER))
+
+
+def select(runs: Iterable[Mapping], dataset: str, config: str) -> list[Mapping]:
+    """The runs of one (dataset, config), by seed."""
+    return sorted((r for r in runs if r["dataset"] == dataset and r["config"] == config), key=lambda r: r["seed"])
+
+
+def metric_by_seed(runs: Iterable[Mapping], dataset: str, config: str, metric: str) -> dict[int, float]:
+    """seed -> metrics[metric] of the runs of (dataset, config) that have it."""
+    return {r["seed"]: float(r["metrics"][metric]) for r in select(runs, dataset, config) if metric in r["metrics"]}
+
+
+def perturbation_types(metrics: Iterable[Mapping]) -> list[str]:
+    """The <type> of every ``pairwise_accuracy/<type>`` key in any of ``metrics``, sorted."""
+    return sorted({k[len(PER_TYPE_PREFIX):] for m in metrics for k in m if k.startswith(PER_TYPE_PREFIX)})
+
+
+def read_curves(metrics_jsonl: Path) -> dict[str, list[list[float]]]:
+    """{key: [[step, value], ...]} of every numeric "train/*" and "refresh/*" entry of a metrics.jsonl.
+
+    Steps are sorted; a step logged twice (a resumed run) keeps its last value; a truncated line is skipped.
+    """
+    by_key: dict[str, dict[int, float]] = {}
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict) or "step" not in row:
+            continue
+        for key, value in row.items():
+            if key.startswith(CURVE_PREFIXES) and isinstance(value, int | float) and not isinstance(value, bool):
+                by_key.setdefault(key, {})[int(row["step"])] = float(value)
+    return {key: [[step, value] for step, value in sorted(points.items())] for key, points in sorted(by_key.items())}
+
+
+def mean_curve(runs: Iterable[Mapping], key: str) -> tuple[list[int], list[float]]:
+    """(steps, mean over runs) of ``curves[key]``; each step averages the runs that logged it."""
+    points: dict[int, list[float]] = {}
+    for r in runs:
+        for step, value in r.get("curves", {}).get(key, []):
+            points.setdefault(int(step), []).append(float(value))
+    steps = sorted(points)
+    return steps, [sum(points[s]) / len(points[s]) for s in steps]
+
+
+def dumps_run(data: Mapping) -> str:
+    """JSON with 2-space indents, except that each curve takes one line."""
+    parts = []
+    for key, value in data.items():
+        if key == "curves" and value:
+            body = "{\n" + ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()) + "\n  }"
+        else:
+            body = json.dumps(value, indent=2).replace("\n", "\n  ")
+        parts.append(f"  {json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def write_json(path: Path, data: Mapping) -> None:
+    """Writes ``data`` atomically (a killed suite never leaves a half-written run file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps_run(data))
+    os.replace(tmp, path)
+
+
+def backfill_curves(runs_dir: Path, workdirs: Path) -> list[str]:
+    """Adds ``curves`` to run JSONs that lack them and whose workdir still has a metrics.jsonl; returns their names."""
+    done = []
+    for path in sorted(Path(runs_dir).glob("*.json")):
+        result = json.loads(path.read_text())
+        if not is_run(result) or "curves" in result:
+            continue
+        jsonl = Path(workdirs) / Run(result["config"], result["dataset"], result["seed"]).name / "metrics.jsonl"
+        if jsonl.is_file():
+            result["curves"] = read_curves(jsonl)
+            write_json(path, result)
+            done.append(path.name)
+    return done
+
+
+# ----------------------------------------------------------------------------------------- plans
+
+
+def parse_runs(specs: Sequence[str]) -> Plan:
+    """["dataset:cfg1,cfg2", ...] -> [(dataset, config), ...]."""
+    plan: Plan = []
+    for spec in specs:
+        dataset, sep, configs = spec.partition(":")
+        if not sep or not dataset or not configs:
+            raise SystemExit(f"--runs {spec!r}: expected DATASET:CONFIG1,CONFIG2,...")
+        plan.extend((dataset, c) for c in configs.split(",") if c)
+    return list(dict.fromkeys(plan))
+
+
+def expand(plan: Plan, seeds: Sequence[int]) -> list[Run]:
+    """Every run of a plan, seed by seed (each pass over the plan gives a complete set for one more seed)."""
+    return [Run(config, dataset, seed) for seed in seeds for dataset, config in plan]
+
+
+def estimate_wall_s(run: Run, finished: Sequence[Mapping]) -> tuple[float, bool]:
+    """(seconds, measured): mean wall_s of finished, not resumed runs of the same (config, dataset), else the
+    default DEFAULT_WALL_S[dataset] * CONFIG_COST[config]."""
+    walls = [r["wall_s"] for r in select(finished, run.dataset, run.config) if "wall_s" in r and not r.get("resumed")]
+    if walls:
+        return sum(walls) / len(walls), True
+    return DEFAULT_WALL_S.get(run.dataset, UNKNOWN_DATASET_WALL_S) * CONFIG_COST.get(run.config, 1.0), False
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def describe_plan(name: str, plan: Plan, seeds: Sequence[int], finished: Sequence[Mapping],
+                  zero_shot_todo: Sequence[str]) -> tuple[str, float]:
+    """A printable table of the plan (what is done, what is left, estimated time); returns (text, seconds left)."""
+    done = {Run(r["config"], r["dataset"], r["seed"]) for r in finished}
+    runs = expand(plan, seeds)
+    todo = [r for r in runs if r not in done]
+    lines = [f"plan {name}: {len(plan)} (dataset, config) x seeds {' '.join(map(str, seeds))} = {len(runs)} runs, "
+             f"{len(runs) - len(todo)} finished, {len(todo)} to run",
+             f"  {'dataset':<16}{'config':<40}{'seeds to run':<14}{'est. per run':>14}{'est.':>10}"]
+    total = 0.0
+    for dataset, config in plan:
+        left = [r.seed for r in todo if (r.dataset, r.config) == (dataset, config)]
+        per_run, measured = estimate_wall_s(Run(config, dataset, 0), finished)
+        total += per_run * len(left)
+        mark = "" if measured else "*"
+        lines.append(f"  {dataset:<16}{config:<40}{' '.join(map(str, left)) or '-':<14}"
+                     f"{per_run / 60:>12.1f}m{mark:1}{_duration(per_run * len(left)):>10}")
+    lines.append("  * no finished run of this (config, dataset) yet: DEFAULT_WALL_S[dataset] x CONFIG_COST[config]")
+    if zero_shot_todo:
+        total += ZERO_SHOT_WALL_S * len(zero_shot_todo)
+        lines.append(f"  zero-shot evaluations to run: {', '.join(zero_shot_todo)} (~{ZERO_SHOT_WALL_S / 60:.1f} min "
+                     f"each)")
+    lines.append(f"  estimated wall time left: {_duration(total)}")
+    return "\n".join(lines), total
+
+
+# ----------------------------------------------------------------------------------------- running
+
+
+def config_path(config: str) -> Path:
+    """configs/full.py for "full", configs/ablations/<config>.py for the others."""
+    return REPO / "configs" / "full.py" if config == "full" else REPO / "configs" / "ablations" / f"{config}.py"
+
+
+def synthetic_root(workdirs: Path) -> Path:
+    """<workdirs>/datasets/synthetic_ablation: the BEIR folder the synthetic runs read."""
+    return Path(workdirs).resolve() / "datasets" / f"{SYNTHETIC}_{SYNTHETIC_SIZE}"
+
+
+def prepare_synthetic(workdirs: Path) -> Path:
+    """Builds synthetic_near_dup/ablation (TFDS, array_record) once and exports it as a BEIR folder."""
+    root = synthetic_root(workdirs)
+    from hnm_jax.data.synthetic import PERTURBATIONS_FILE
+
+    if (root / PERTURBATIONS_FILE).is_file():
+        return root
+    from hnm_jax.data import tfds_builders
+
+    data_dir = Path(workdirs).resolve() / "tfds"
+    name = tfds_builders.prepare_synthetic(data_dir, SYNTHETIC_SIZE)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tfds_builders.beir_from_tfds(name, data_dir, tmp)
+    if not (tmp / PERTURBATIONS_FILE).is_file():
+        raise RuntimeError(f"{tmp}: the export wrote no {PERTURBATIONS_FILE}")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)  # only a complete export gets the final name
+    return root
+
+
+def data_source(dataset: str, workdirs: Path) -> str:
+    """What `hnm` gets for a dataset: the synthetic BEIR folder, or the benchmark name."""
+    return str(synthetic_root(workdirs)) if dataset == SYNTHETIC else dataset
+
+
+def train_command(run: Run, workdirs: Path) -> list[str]:
+    """`hnm train` for one run (the trainer resumes from the workdir's checkpoint if there is one)."""
+    key = "path" if run.dataset == SYNTHETIC else "name"
+    return [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(config_path(run.config)),
+            f"--config.data.{key}={data_source(run.dataset, workdirs)}", f"--config.seed={run.seed}",
+            "--workdir", str(Path(workdirs) / run.name)]  # fmt: skip
+
+
+def run_training(run: Run, workdirs: Path, runs_dir: Path) -> dict:
+    """Trains (or resumes) one run and writes results/runs/<name>.json."""
+    workdir = Path(workdirs) / run.name
+    resumed = (workdir / "checkpoints").exists()
+    start = time.time()
+    subprocess.run(train_command(run, workdirs), check=True)
+    result = {"config": run.config, "dataset": run.dataset, "seed": run.seed, "wall_s": time.time() - start,
+              "resumed": resumed, "metrics": json.loads((workdir / "eval_test.json").read_text()),
+              "curves": read_curves(workdir / "metrics.jsonl")}  # fmt: skip
+    write_json(Path(runs_dir) / f"{run.name}.json", result)
+    return result
+
+
+def run_zero_shot(dataset: str, workdirs: Path, runs_dir: Path) -> dict:
+    """Evaluates the untrained model on the test split once per dataset (results/runs/zero_shot-<dataset>.json)."""
+    metrics_path = Path(runs_dir) / f"{ZERO_SHOT}-{dataset}.metrics.json"
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "hnm_jax.main", "eval", "--model", ZERO_SHOT_MODEL,
+                    "--data", data_source(dataset, workdirs), "--split", "test", "--output", str(metrics_path)],
+                   check=True)  # fmt: skip
+    result = {"config": ZERO_SHOT, "dataset": dataset, "wall_s": time.time() - start,
+              "metrics": json.loads(metrics_path.read_text())}  # fmt: skip
+    metrics_path.unlink()
+    write_json(Path(runs_dir) / f"{ZERO_SHOT}-{dataset}.json", result)
+    return result
+
+
+def run_suite(runs: Sequence[Run], workdirs: Path, runs_dir: Path) -> list[str]:
+    """Runs what is missing (zero-shot evaluations first); returns the names of the runs that failed."""
+    from tqdm.auto import tqdm
+
+    finished = load_runs(runs_dir)
+    done = {Run(r["config"], r["dataset"], r["seed"]) for r in finished}
+    todo = [r for r in runs if r not in done]
+    zero_shot_todo = [d for d in dict.fromkeys(r.dataset for r in runs)
+                      if not (Path(runs_dir) / f"{ZERO_SHOT}-{d}.json").exists()]  # fmt: skip
+    if SYNTHETIC in zero_shot_todo or any(r.dataset == SYNTHETIC for r in todo):
+        print(f"synthetic benchmark: {prepare_synthetic(workdirs)}", flush=True)
+    left = {r: estimate_wall_s(r, finished)[0] for r in todo}
+    failed = []
+    total = len(runs) + len(dict.fromkeys(r.dataset for r in runs))
+    with tqdm(total=total, initial=total - len(todo) - len(zero_shot_todo), desc="ablation suite", unit="run",
+              dynamic_ncols=True) as bar:  # fmt: skip
+        for dataset in zero_shot_todo:
+            tqdm.write(f"== zero-shot {ZERO_SHOT_MODEL} on {dataset}")
+            try:
+                run_zero_shot(dataset, workdirs, runs_dir)
+            except subprocess.CalledProcessError as error:
+                tqdm.write(f"== zero-shot on {dataset} failed: {error}")
+                failed.append(f"{ZERO_SHOT}-{dataset}")
+            bar.update(1)
+        for run in todo:
+            bar.set_postfix_str(f"{run.name}; est. {_duration(sum(left.values()))} left")
+            if not config_path(run.config).is_file():
+                tqdm.write(f"== {run.name} skipped: no {config_path(run.config).relative_to(REPO)}")
+                failed.append(run.name)
+                left.pop(run)
+                bar.update(1)
+                continue
+            tqdm.write(f"== {run.name}: {' '.join(train_command(run, workdirs))}")
+            try:
+                result = run_training(run, workdirs, runs_dir)
+                tqdm.write(f"== {run.name}: {MAIN_METRIC} {result['metrics'][MAIN_METRIC]:.3f}, "
+                           f"{result['wall_s'] / 60:.1f} min")
+            except (subprocess.CalledProcessError, FileNotFoundError) as error:
+                tqdm.write(f"== {run.name} failed: {error}")
+                failed.append(run.name)
+            left.pop(run)
+            bar.update(1)
+    return failed
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def summary_table(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], dataset: str) -> str:
+    """One row per config (zero-shot first): n seeds, each metric as mean ± 95% CI, mean wall-clock."""
+    rows = [r for r in runs if r["dataset"] == dataset]
+    present = {k for r in rows for k in r["metrics"]}
+    metrics = [(k, label) for k, label in TABLE_METRICS if k in present]
+    lines = ["| config | n | " + " | ".join(label for _, label in metrics) + " | wall-clock |",
+             "|---|---|" + "---|" * len(metrics) + "---|"]  # fmt: skip
+    if dataset in zero_shot:
+        m = zero_shot[dataset]["metrics"]
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k, _ in metrics]
+        lines.append(f"| {ZERO_SHOT} | - | " + " | ".join(cells) + " | - |")
+    for config in configs_of(runs, dataset):
+        group = select(runs, dataset, config)
+        cells = [format_stat(mean_ci(metric_by_seed(group, dataset, config, k).values())) for k, _ in metrics]
+        walls = [r["wall_s"] for r in group if "wall_s" in r]
+        wall = f"{sum(walls) / len(walls) / 60:.1f} min" if walls else "-"
+        lines.append(f"| {config} | {len(group)} | " + " | ".join(cells) + f" | {wall} |")
+    return "\n".join(lines)
+
+
+def full_vs_baselines_table(runs: Sequence[Mapping]) -> str:
+    """Per dataset: paired (same seed) difference of accuracy@1, full - in_batch and full - offline."""
+    header = " | ".join(f"full − {b} | n" for b in BASELINES)
+    lines = [f"| dataset | {header} |", "|---|" + "---|---|" * len(BASELINES)]
+    for dataset in datasets_of(runs):
+        full = metric_by_seed(runs, dataset, "full", MAIN_METRIC)
+        if not full:
+            continue
+        cells = []
+        for baseline in BASELINES:
+            stat = paired_difference(full, metric_by_seed(runs, dataset, baseline, MAIN_METRIC))
+            cells += [format_stat(stat, signed=True), str(stat[2])]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else "No `full` runs yet."
+
+
+def per_type_table(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], dataset: str) -> str:
+    """pairwise_accuracy/<type> per config (mean ± 95% CI over seeds), zero-shot first; "" without such keys."""
+    rows = [r for r in runs if r["dataset"] == dataset]
+    zs = [zero_shot[dataset]["metrics"]] if dataset in zero_shot else []
+    types = perturbation_types([r["metrics"] for r in rows] + zs)
+    if not types:
+        return ""
+    lines = ["| config | n | " + " | ".join(types) + " |", "|---|---|" + "---|" * len(types)]
+    for m in zs:
+        lines.append(f"| {ZERO_SHOT} | - | " + " | ".join(f"{m.get(PER_TYPE_PREFIX + t, math.nan):.3f}"
+                                                        for t in types) + " |")  # fmt: skip
+    for config in configs_of(runs, dataset):
+        cells = [format_stat(mean_ci(metric_by_seed(runs, dataset, config, PER_TYPE_PREFIX + t).values()))
+                 for t in types]  # fmt: skip
+        lines.append(f"| {config} | {len(select(runs, dataset, config))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ablations_markdown(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], command: str,
+                       plots: Sequence[Path] = ()) -> str:
+    """results/ablations.md: per-dataset tables, full vs baselines, per-perturbation-type tables."""
+    datasets = datasets_of([*runs, *({"dataset": d} for d in zero_shot)])
+    out = ["# Ablations", "",
+           f"Made with `{command}` from results/runs/*.json ({len(runs)} training runs).", "",
+           "Each cell: mean ± 95% CI half-width over seeds (Student t, n − 1 dof); n=1 shows the single value. "
+           "Test split, evaluated over the whole corpus; wall-clock is the mean per run on 2 CPU cores (tokenization, "
+           "index refreshes and the final evaluation included). When a run re-ranks (`stages` in its metrics), the "
+           "metrics are those of the final stage.", ""]  # fmt: skip
+    for dataset in datasets:
+        out += [f"## {dataset}", "", summary_table(runs, zero_shot, dataset), ""]
+    out += ["## full vs baselines", "",
+            "Test accuracy@1, difference paired by seed (same seed for both configs; unpaired seeds are left out).",
+            "", full_vs_baselines_table(runs), ""]  # fmt: skip
+    for dataset in datasets:
+        table = per_type_table(runs, zero_shot, dataset)
+        if table:
+            out += [f"## {dataset}: pairwise accuracy per perturbation type", "",
+                    "Fraction of a query's labelled near-duplicates of each type scored below its match.", "",
+                    table, ""]  # fmt: skip
+    if plots:
+        out += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    return "\n".join(out)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], dataset: str, out: Path) -> Path:
+    """Bar chart of test accuracy@1 per config (mean, 95% CI error bars; zero-shot in grey)."""
+    plt = pyplot()
+    names, means, errors, colors = [], [], [], []
+    if dataset in zero_shot:
+        names.append(ZERO_SHOT)
+        means.append(zero_shot[dataset]["metrics"][MAIN_METRIC])
+        errors.append(0.0)
+        colors.append("grey")
+    for config in configs_of(runs, dataset):
+        mean, half, n = mean_ci(metric_by_seed(runs, dataset, config, MAIN_METRIC).values())
+        if n:
+            names.append(f"{config} (n={n})")
+            means.append(mean)
+            errors.append(0.0 if math.isnan(half) else half)
+            colors.append("tab:blue")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    ax.barh(range(len(names)), means, xerr=errors, color=colors, capsize=3)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    low = min((m - e for m, e in zip(means, errors, strict=True)), default=0.0)
+    ax.set_xlim(max(0.0, low - 0.05), 1.0)
+    ax.set_xlabel("test accuracy@1 (mean, 95% CI over seeds)")
+    ax.set_title(dataset)
+    for i, m in enumerate(means):
+        ax.text(m, i, f" {m:.3f}", va="bottom", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+CURRICULUM_CONFIGS = ("online_band", "online_band_margin_curriculum", "full")
+
+
+def curriculum_dataset(runs: Sequence[Mapping]) -> str | None:
+    """The dataset for the curriculum plot: the first of CLAIM_DATASETS (then any) with curriculum curves."""
+    with_curves = [r["dataset"] for r in runs if r["config"] == "online_band_margin_curriculum" and r.get("curves")]
+    for dataset in (*CLAIM_DATASETS, *datasets_of(runs)):
+        if dataset in with_curves:
+            return dataset
+    return None
+
+
+def plot_curriculum(runs: Sequence[Mapping], dataset: str, out: Path) -> Path:
+    """The curriculum's band and the hardness of the chosen negatives over training, mean over seeds.
+
+    Left: band lo/hi and mean chosen-negative cosine / mean positive cosine (all as fractions of the positive's
+    cosine); right: the raw cosines. One colour per config (online_band, the curriculum, and full if present).
+    """
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for config, color in zip(CURRICULUM_CONFIGS, ("tab:orange", "tab:blue", "tab:green"), strict=True):
+        group = select(runs, dataset, config)
+        if not any(r.get("curves") for r in group):
+            continue
+        label = f"{config} (n={len(group)})"
+        for key, style in (("train/band_lo", "--"), ("train/band_hi", ":")):
+            steps, values = mean_curve(group, key)
+            if steps:
+                left.plot(steps, values, style, color=color, label=f"{label}: {key.split('_')[-1]}")
+        neg_steps, neg = mean_curve(group, "train/explicit_negative_score")
+        pos = dict(zip(*mean_curve(group, "train/positive_score"), strict=True))
+        ratio = [(s, v / pos[s]) for s, v in zip(neg_steps, neg, strict=True) if pos.get(s)]
+        if ratio:
+            left.plot(*zip(*ratio, strict=True), "-", color=color, label=f"{label}: negatives / positives")
+        if neg_steps:
+            right.plot(neg_steps, neg, "-", color=color, label=f"{label}: chosen negatives")
+        if pos:
+            right.plot(list(pos), list(pos.values()), ":", color=color, label=f"{label}: positives")
+    left.set_title(f"{dataset}: band and chosen-negative hardness (x positive cosine)")
+    right.set_title(f"{dataset}: mean cosine")
+    for ax in (left, right):
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_report(runs_dir: Path, results: Path, command: str) -> Path:
+    """results/ablations.md and its plots, from every run JSON in ``runs_dir``."""
+    runs, zero_shot = load_runs(runs_dir), load_zero_shot(runs_dir)
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    plots = [plot_accuracy(runs, zero_shot, d, results / f"ablations_{d}.png")
+             for d in datasets_of(runs) if configs_of(runs, d)]  # fmt: skip
+    dataset = curriculum_dataset(runs)
+    if dataset is not None:
+        plots.append(plot_curriculum(runs, dataset, results / "ablations_curriculum.png"))
+    out = results / "ablations.md"
+    out.write_text(ablations_markdown(runs, zero_shot, command, plots))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", choices=sorted(PLANS), default="default")
+    parser.add_argument("--runs", action="append", default=[], help="DATASET:CONFIG1,CONFIG2 (replaces --plan)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--workdirs", default=str(REPO / "workdirs" / "ablations"))
+    parser.add_argument("--runs-dir", default=str(REPO / "results" / "runs"))
+    parser.add_argument("--results", default=str(REPO / "results"), help="where ablations.md and the plots go")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, run nothing")
+    parser.add_argument("--report", action="store_true", help="only rebuild ablations.md and the plots")
+    args = parser.parse_args(argv)
+    command = " ".join(["python experiments/ablate.py", *(sys.argv[1:] if argv is None else argv)])
+    runs_dir, workdirs = Path(args.runs_dir), Path(args.workdirs)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for name in backfill_curves(runs_dir, workdirs):
+        print(f"curves backfilled: {name}")
+    failed: list[str] = []
+    if not args.report:
+        name = "--runs" if args.runs else args.plan
+        plan = parse_runs(args.runs) if args.runs else PLANS[args.plan]
+        runs = expand(plan, args.seeds)
+        zero_shot_todo = [d for d in dict.fromkeys(d for d, _ in plan)
+                          if not (runs_dir / f"{ZERO_SHOT}-{d}.json").exists()]  # fmt: skip
+        text, seconds = describe_plan(name, plan, args.seeds, load_runs(runs_dir), zero_shot_todo)
+        print(text, flush=True)
+        if name == "default" and seconds > DEFAULT_BUDGET_S:
+            print(f"  note: over the {_duration(DEFAULT_BUDGET_S)} the default plan is meant to fit")
+        if args.dry_run:
+            return 0
+        failed = run_suite(runs, workdirs, runs_dir)
+    out = write_report(runs_dir, Path(args.results), command)
+    print(f"wrote {out}")
+    if failed:
+        print(f"failed runs (rerun the same command to retry): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Tests for experiments/ablate.py: statistics, run files, plans, resumability and the report (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _load(name: str) -> ModuleType:
+    """experiments/<name>.py as module ``name`` (reproduce.py imports ablate by that name)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ablate = _load("ablate")
+
+T_2 = 4.302653  # t(0.975, 2)
+T_1 = 12.706205  # t(0.975, 1)
+
+
+def fake_metrics(acc: float, types: bool = False) -> dict:
+    m = {"accuracy@1": acc, "recall@1": acc - 0.01, "mrr@10": acc + 0.02, "ndcg@10": acc + 0.03,
+         "pairwise_accuracy": 0.95 + acc / 100, "num_queries": 200}  # fmt: skip
+    if types:
+        m |= {"pairwise_accuracy/single_token": acc - 0.1, "pairwise_accuracy/format": acc - 0.05,
+              "pairwise_accuracy/semantic": acc}  # fmt: skip
+    return m
+
+
+def fake_curves(shift: float = 0.0, band: bool = False) -> dict:
+    curves = {"train/loss": [[10, 0.3 + shift], [20, 0.2], [30, 0.1]],
+              "train/in_batch_accuracy": [[10, 0.9 - shift], [20, 0.95], [30, 0.97]],
+              "train/positive_score": [[10, 0.8], [20, 0.78], [30, 0.77]],
+              "train/hardest_negative_score": [[10, 0.5 + shift], [20, 0.5], [30, 0.5]],
+              "refresh/pool_score_mean": [[0, 0.6], [15, 0.4 + shift]]}  # fmt: skip
+    if band:
+        curves |= {"train/band_lo": [[10, 0.3], [20, 0.4], [30, 0.5]],
+                   "train/band_hi": [[10, 0.8], [20, 0.9], [30, 0.95]],
+                   "train/explicit_negative_score": [[10, 0.35], [20, 0.4], [30, 0.45]]}  # fmt: skip
+    return curves
+
+
+def write_run(runs_dir: Path, config: str, dataset: str, seed: int, acc: float, **extra) -> dict:
+    result = {"config": config, "dataset": dataset, "seed": seed, "wall_s": 60.0 * (seed + 1),
+              "metrics": fake_metrics(acc, types=dataset == "synthetic")} | extra  # fmt: skip
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    ablate.write_json(runs_dir / f"{config}-{dataset}-{seed}.json", result)
+    return result
+
+
+ACC = {"in_batch": (0.80, 0.82, 0.81), "offline": (0.83, 0.84, 0.82), "full": (0.86, 0.88, 0.87),
+       "online_band": (0.85, 0.86, 0.84), "online_band_margin_curriculum": (0.85, 0.87, 0.86)}  # fmt: skip
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """Fake run JSONs: 5 configs x 3 seeds on abt_buy and synthetic, zero-shot files and a stray retriever file."""
+    runs = tmp_path / "runs"
+    for dataset in ("abt_buy", "synthetic"):
+        for config, accs in ACC.items():
+            for seed, acc in enumerate(accs):
+                band = config in ("online_band", "online_band_margin_curriculum", "full")
+                write_run(runs, config, dataset, seed, acc, curves=fake_curves(0.01 * seed, band=band))
+        zero_shot = {"config": "zero_shot", "dataset": dataset, "metrics": fake_metrics(0.7, dataset == "synthetic")}
+        ablate.write_json(runs / f"zero_shot-{dataset}.json", zero_shot)
+    (runs / "retriever_dense-full-abt_buy-0.json").write_text(json.dumps(fake_metrics(0.5)))
+    return runs
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+def test_mean_ci_by_hand():
+    mean, half, n = ablate.mean_ci([1.0, 2.0, 3.0])  # sd 1
+    assert (mean, n) == (2.0, 3)
+    assert half == pytest.approx(T_2 / math.sqrt(3), abs=1e-5)
+
+
+def test_mean_ci_without_scipy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # `from scipy import stats` raises ImportError
+    assert ablate.t_quantile(2) == T_2
+    assert ablate.t_quantile(50) == ablate.T_975[10]  # past the table: the largest dof below (conservative)
+    assert ablate.mean_ci([1.0, 2.0, 3.0])[1] == pytest.approx(T_2 / math.sqrt(3), abs=1e-6)
+
+
+def test_mean_ci_small_n_and_format():
+    assert ablate.mean_ci([0.5])[::2] == (0.5, 1) and math.isnan(ablate.mean_ci([0.5])[1])
+    assert ablate.mean_ci([])[2] == 0 and ablate.mean_ci([math.nan, 1.0])[2] == 1
+    assert ablate.format_stat((0.8976, 0.0123, 3)) == "0.898 ± 0.012"
+    assert ablate.format_stat((0.8976, math.nan, 1)) == "0.898 (n=1)"
+    assert ablate.format_stat((0.01, 0.02, 2), signed=True) == "+0.010 ± 0.020"
+    assert ablate.format_stat((math.nan, math.nan, 0)) == "-"
+
+
+def test_paired_difference_pairs_by_seed_and_ignores_unpaired():
+    a = {0: 0.9, 1: 0.8, 2: 0.7}
+    b = {0: 0.8, 1: 0.8, 5: 0.1}
+    assert ablate.paired_values(a, b) == pytest.approx({0: 0.1, 1: 0.0})
+    mean, half, n = ablate.paired_difference(a, b)
+    assert n == 2 and mean == pytest.approx(0.05)
+    assert half == pytest.approx(T_1 * math.sqrt(0.005) / math.sqrt(2), abs=1e-6)  # sd of [0.1, 0] = sqrt(0.005)
+    assert ablate.paired_difference(a, {7: 1.0})[2] == 0
+
+
+# ----------------------------------------------------------------------------------------- run files
+
+
+def test_read_curves(tmp_path):
+    lines = [{"step": 0, "refresh/total_s": 3.0, "refresh/pool_dense_scores": {"bins": [1, 2]}},
+             {"step": 10, "train/loss": 0.5, "train/epoch": 0.5, "eval_test/accuracy@1": 0.9},
+             {"step": 10, "train/loss": 0.4},  # a resumed run logs step 10 again: the last value wins
+             {"step": 20, "train/loss": 0.3, "train/flag": True}]  # fmt: skip
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 30, "train/lo')  # truncated line
+    assert ablate.read_curves(path) == {"refresh/total_s": [[0, 3.0]], "train/epoch": [[10, 0.5]],
+                                        "train/loss": [[10, 0.4], [20, 0.3]]}  # fmt: skip
+
+
+def test_load_runs_skips_other_files_and_backfills_curves(runs_dir, tmp_path):
+    runs = ablate.load_runs(runs_dir)
+    assert len(runs) == 2 * 5 * 3 and {r["config"] for r in runs} == set(ACC)
+    assert set(ablate.load_zero_shot(runs_dir)) == {"abt_buy", "synthetic"}
+    write_run(runs_dir, "random", "abt_buy", 0, 0.8)  # no curves
+    workdirs = tmp_path / "workdirs"
+    (workdirs / "random-abt_buy-0").mkdir(parents=True)
+    (workdirs / "random-abt_buy-0" / "metrics.jsonl").write_text('{"step": 10, "train/loss": 0.25}\n')
+    assert ablate.backfill_curves(runs_dir, workdirs) == ["random-abt_buy-0.json"]
+    backfilled = json.loads((runs_dir / "random-abt_buy-0.json").read_text())
+    assert backfilled["curves"] == {"train/loss": [[10, 0.25]]} and backfilled["metrics"]["accuracy@1"] == 0.8
+    assert ablate.backfill_curves(runs_dir, workdirs) == []
+
+
+# ----------------------------------------------------------------------------------------- plans
+
+
+def test_plans():
+    assert set(ablate.PLANS["default"]) == {(d, c) for d in ("abt_buy", "synthetic") for c in ("full", "in_batch",
+                                                                                              "offline")}  # fmt: skip
+    assert {c for _, c in ablate.PLANS["claims"]} == set(ablate.CLAIM_CONFIGS)
+    assert set(ablate.PLANS["default"]) | set(ablate.PLANS["claims"]) <= set(ablate.PLANS["all"])
+    assert ("walmart_amazon", "full") in ablate.PLANS["all"]
+    assert ablate.parse_runs(["abt_buy:in_batch,full", "synthetic:full", "abt_buy:full"]) == [
+        ("abt_buy", "in_batch"), ("abt_buy", "full"), ("synthetic", "full")]
+    runs = ablate.expand([("abt_buy", "a"), ("x", "b")], [0, 1])
+    assert [r.name for r in runs] == ["a-abt_buy-0", "b-x-0", "a-abt_buy-1", "b-x-1"]
+    assert ablate.config_path("full").name == "full.py" and ablate.config_path("offline").parent.name == "ablations"
+
+
+def test_estimates_use_measured_runs_else_the_defaults():
+    finished = [{"config": "offline", "dataset": "abt_buy", "seed": s, "wall_s": w, "metrics": {}}
+                for s, w in ((0, 100.0), (1, 200.0))]  # fmt: skip
+    finished.append({"config": "offline", "dataset": "abt_buy", "seed": 2, "wall_s": 5.0, "resumed": True,
+                     "metrics": {}})  # fmt: skip
+    assert ablate.estimate_wall_s(ablate.Run("offline", "abt_buy", 3), finished) == (150.0, True)
+    seconds, measured = ablate.estimate_wall_s(ablate.Run("full", "synthetic", 0), finished)
+    assert not measured and seconds == ablate.DEFAULT_WALL_S["synthetic"] * ablate.CONFIG_COST["full"]
+    text, total = ablate.describe_plan("p", [("abt_buy", "offline")], [0, 1, 2, 3], finished, ["abt_buy"])
+    assert total == 150.0 + ablate.ZERO_SHOT_WALL_S and "3 finished, 1 to run" in text
+
+
+def test_synthetic_ablation_size_and_builder_config():
+    from hnm_jax.data import synthetic, tfds_builders
+
+    bench = synthetic.generate(synthetic.SIZES[ablate.SYNTHETIC_SIZE])
+    assert 1000 <= len(bench.corpus) <= 3000 and len(bench.split_queries("train")) == 600
+    assert ablate.SYNTHETIC_SIZE in {c.name for c in tfds_builders.SyntheticNearDup.BUILDER_CONFIGS}
+
+
+def test_prepare_synthetic_exports_beir_with_perturbations(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "SYNTHETIC_SIZE", "tiny")  # same path as "ablation", 300 records
+    root = ablate.prepare_synthetic(tmp_path)
+    assert root == tmp_path.resolve() / "datasets" / "synthetic_tiny"
+    assert {p.name for p in root.iterdir()} >= {"corpus.jsonl", "queries.jsonl", "qrels", "perturbations.tsv"}
+    assert (tmp_path / "tfds" / "synthetic_near_dup" / "tiny").is_dir()
+    assert ablate.prepare_synthetic(tmp_path) == root  # done once
+    command = ablate.train_command(ablate.Run("full", "synthetic", 1), tmp_path)
+    assert f"--config.data.path={root}" in command and "--config.seed=1" in command
+
+
+# ----------------------------------------------------------------------------------------- running
+
+
+def test_a_plan_whose_runs_exist_runs_nothing(runs_dir, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"subprocess called: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    monkeypatch.setattr(ablate, "prepare_synthetic", no_training)
+    runs = ablate.expand([(d, c) for d in ("abt_buy", "synthetic") for c in ("full", "in_batch")], [0, 1, 2])
+    assert ablate.run_suite(runs, tmp_path / "workdirs", runs_dir) == []
+
+
+def test_missing_runs_are_trained_and_recorded(runs_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(command, check):
+        calls.append(command)
+        if command[3] == "eval":  # zero-shot: writes --output
+            Path(command[command.index("--output") + 1]).write_text(json.dumps(fake_metrics(0.6)))
+            return
+        workdir = Path(command[command.index("--workdir") + 1])
+        workdir.mkdir(parents=True)
+        (workdir / "eval_test.json").write_text(json.dumps(fake_metrics(0.9)))
+        (workdir / "metrics.jsonl").write_text('{"step": 10, "train/loss": 0.5, "train/band_lo": 0.3}\n')
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    runs = ablate.expand([("abt_buy", "full"), ("amazon_google", "in_batch")], [0, 1])
+    assert ablate.run_suite(runs, tmp_path / "workdirs", runs_dir) == []
+    assert [c[3] for c in calls] == ["eval", "train", "train"]  # zero-shot amazon_google, then the 2 missing runs
+    assert "--config.data.name=amazon_google" in calls[1] and str(ablate.config_path("in_batch")) in calls[1]
+    result = json.loads((runs_dir / "in_batch-amazon_google-1.json").read_text())
+    assert result["curves"] == {"train/band_lo": [[10, 0.3]], "train/loss": [[10, 0.5]]}
+    assert result["metrics"]["accuracy@1"] == 0.9 and result["resumed"] is False
+    assert json.loads((runs_dir / "zero_shot-amazon_google.json").read_text())["metrics"]["accuracy@1"] == 0.6
+    assert not list(runs_dir.glob("*.tmp")) and not list(runs_dir.glob("*.metrics.json"))
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def test_report_tables_and_plots(runs_dir, tmp_path):
+    write_run(runs_dir, "random", "abt_buy", 0, 0.8,
+              metrics=fake_metrics(0.8) | {"stages": {"retrieve": {"accuracy@1": 0.7}, "rerank": {}}})  # fmt: skip
+    out = ablate.write_report(runs_dir, tmp_path / "results", "python experiments/ablate.py --report")
+    text = out.read_text()
+    assert "`python experiments/ablate.py --report`" in text
+    abt = text[text.index("## abt_buy"):text.index("## synthetic")]
+    rows = [line for line in abt.splitlines() if line.startswith("| ") and not line.startswith("| config")]
+    assert rows[0].startswith("| zero_shot | - | 0.700 |")
+    assert [r.split(" | ")[0][2:] for r in rows[1:]] == ["in_batch", "random", "offline", "online_band",
+                                                          "online_band_margin_curriculum", "full"]  # fmt: skip
+    in_batch = ablate.mean_ci(ACC["in_batch"])
+    assert f"| in_batch | 3 | {ablate.format_stat(in_batch)} |" in abt and "| random | 1 | 0.800 (n=1) |" in abt
+    assert "| 2.0 min |" in abt  # mean wall of seeds 0..2: 60, 120, 180 s
+    section = text[text.index("## full vs baselines"):]
+    diff = ablate.mean_ci([f - b for f, b in zip(ACC["full"], ACC["in_batch"], strict=True)])
+    assert f"| abt_buy | {ablate.format_stat(diff, signed=True)} | 3 |" in section
+    per_type = text[text.index("## synthetic: pairwise accuracy per perturbation type"):]
+    assert "| config | n | format | semantic | single_token |" in per_type
+    assert "## abt_buy: pairwise" not in text
+    for name in ("ablations_abt_buy.png", "ablations_synthetic.png", "ablations_curriculum.png"):
+        assert (tmp_path / "results" / name).stat().st_size > 1000
+    assert ablate.curriculum_dataset(ablate.load_runs(runs_dir)) == "synthetic"
