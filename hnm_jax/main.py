@@ -6,6 +6,10 @@
     hnm eval --model all-MiniLM-L6-v2 --data abt_buy --split test          # zero-shot, no training
     hnm eval ... --rerank DIR/ce/model [--rerank-depth 10]                 # + cross-encoder re-ranking stage
     hnm export --workdir DIR --out EXPORT_DIR [--cross-encoder]            # Hugging Face / sentence-transformers layout
+
+Multi-process (train, train-ce, eval): run the same command once per process with
+    --coordinator HOST:PORT --num-processes N --process-id I
+(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); HOST:PORT is process 0's address.
 """
 
 import argparse
@@ -16,6 +20,51 @@ import sys
 from pathlib import Path
 
 USAGE = __doc__
+DISTRIBUTED_ENV = {"--coordinator": "JAX_COORDINATOR_ADDRESS", "--num-processes": "JAX_NUM_PROCESSES",
+                   "--process-id": "JAX_PROCESS_ID"}
+
+
+def _env_int(flag: str) -> int | None:
+    """The integer in the environment variable standing in for `flag`, None when unset or empty."""
+    name = DISTRIBUTED_ENV[flag]
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer (like {flag})") from None
+
+
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> int:
+    """Joins a multi-process run (`jax.distributed.initialize`) when there is more than one process.
+
+    Each argument that is None falls back to its environment variable (DISTRIBUTED_ENV). With no process count,
+    or a count of 1, the run is single-process and nothing is initialized. Must run before any JAX computation.
+    Returns the process count; raises ValueError naming the flag that is missing or wrong.
+    """
+    coordinator = coordinator or os.environ.get(DISTRIBUTED_ENV["--coordinator"]) or None
+    num_processes = num_processes if num_processes is not None else _env_int("--num-processes")
+    process_id = process_id if process_id is not None else _env_int("--process-id")
+    if num_processes is None:
+        if coordinator is not None or process_id is not None:
+            raise ValueError("--num-processes (or JAX_NUM_PROCESSES) is required with --coordinator / --process-id")
+        return 1
+    if num_processes < 1:
+        raise ValueError(f"--num-processes: expected a positive count, got {num_processes}")
+    if num_processes == 1:
+        return 1
+    if coordinator is None or process_id is None:
+        raise ValueError(f"--num-processes {num_processes} needs --coordinator HOST:PORT (JAX_COORDINATOR_ADDRESS) "
+                         "and --process-id I (JAX_PROCESS_ID)")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"--process-id: expected 0..{num_processes - 1}, got {process_id}")
+    import jax
+
+    # Cross-process collectives of the CPU backend (the default has none); GPU and TPU backends ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    return num_processes
 
 
 def _train(argv: list[str], command: str = "train") -> int:
@@ -29,6 +78,9 @@ def _train(argv: list[str], command: str = "train") -> int:
     config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
                                     flag_values=flag_values, lock_config=True, sys_argv=[prog, *argv])
     flags.DEFINE_string("workdir", None, "Where checkpoints, logs and eval results go.", flag_values=flag_values)
+    flags.DEFINE_string("coordinator", None, "Multi-process: HOST:PORT of process 0.", flag_values=flag_values)
+    flags.DEFINE_integer("num-processes", None, "Multi-process: how many processes.", flag_values=flag_values)
+    flags.DEFINE_integer("process-id", None, "Multi-process: this process, 0..N-1.", flag_values=flag_values)
     try:
         flag_values([prog, *argv])
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:  # bad flag or --config.* override
@@ -37,6 +89,12 @@ def _train(argv: list[str], command: str = "train") -> int:
         return 2
     if flag_values.config is None or flag_values.workdir is None:
         print(f"{prog}: --config and --workdir are required\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        init_distributed(flag_values.coordinator, flag_values["num-processes"].value,
+                         flag_values["process-id"].value)
+    except ValueError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
         return 2
     run = train_cross_encoder_run if command == "train-ce" else train_and_evaluate
     run(flag_values.config, flag_values.workdir)
@@ -62,7 +120,16 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--rerank", help="cross-encoder folder: re-rank the retriever's top k (default: the "
                                          "workdir's DIR/ce/model when its config sets ce.rerank_depth)")
     parser.add_argument("--rerank-depth", type=int, help="k (default: the config's ce.rerank_depth, else 10)")
+    parser.add_argument("--coordinator", help="multi-process: HOST:PORT of process 0")
+    parser.add_argument("--num-processes", type=int, help="multi-process: how many processes")
+    parser.add_argument("--process-id", type=int, help="multi-process: this process, 0..N-1")
     args = parser.parse_args(argv)
+    try:
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as error:
+        parser.error(str(error))
+
+    import jax
 
     from hnm_jax import sharding
     from hnm_jax.config import spec_from_config
@@ -97,6 +164,8 @@ def _eval(argv: list[str]) -> int:
                        batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh),
                        retriever_spec=retriever_spec, doc_types=corpus_perturbations(root, beir.corpus),
                        reranker=reranker)
+    if jax.process_index() != 0:  # every process computed the same metrics; one writes them
+        return 0
     output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
                                                      else None)
     if output is not None:
@@ -133,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("jax", "absl", "bm25s", "tensorboardX"):  # keep our INFO lines, not every library's
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Importing these (hnm_jax.train included) must run no JAX computation: `init_distributed` comes later.
     from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError
     from hnm_jax.data.beir import DataError

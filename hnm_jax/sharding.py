@@ -1,6 +1,7 @@
 """A 1-D 'data' mesh over every device; batches sharded on their leading axis, parameters replicated."""
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,3 +43,22 @@ def to_global(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     """Host-local arrays (this process's rows) -> global arrays sharded over the 'data' axis."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+
+
+def to_replicated(tree: Any, mesh: Mesh) -> Any:
+    """Arrays (the same values in every process) -> arrays replicated over `mesh`; leaves already so are kept.
+
+    One process: `jax.device_put`. Several: each process builds the global array from its own copy with
+    `jax.make_array_from_process_local_data`, since a committed single-device array (e.g. restored by orbax)
+    cannot be `device_put` to devices of other processes.
+    """
+    sharding = replicated(mesh)
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+    return jax.tree.map(put, tree)

@@ -1,8 +1,8 @@
 """train_and_evaluate(config, workdir): the only place in training with side effects.
 
-Loads data and the pretrained encoder, runs the jitted train step over a 1-D 'data' mesh, logs on process 0,
-checkpoints every K steps (rerunning the same command resumes), stops on a non-finite loss with the step
-range, and evaluates on the eval split at the end.
+Loads data and the pretrained encoder, runs the jitted train step over a 1-D 'data' mesh (the next batch is built
+on the host while a step runs, see BatchBuilder), logs on process 0, checkpoints every K steps (rerunning the same
+command resumes), stops on a non-finite loss with the step range, and evaluates on the eval split at the end.
 """
 
 import dataclasses
@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -316,12 +317,73 @@ class Miner:
         return Candidates(positives=self.split.positives[rows], num_docs=self.num_docs, pool=pool, band=band,
                           band_relative=self.spec.band.relative)
 
+    def reads_params(self) -> bool:
+        """Whether `candidates` depends on the parameters of the step it feeds (an online pool re-queries with
+        them; a pool not mined yet is mined with them); False: a function of (rows, step) alone."""
+        return self.enabled and (self.spec.mining.pool == "online" or self.pool is None)
+
     def lexical_columns(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """[B, C] per-query min-max normalized BM25 score of every (query, candidate column) pair."""
         texts = [self.query_texts[r] for r in rows]
         scores = self.lexical.score_pairs(texts, np.broadcast_to(columns, (len(rows), len(columns))))
         normalized = normalize_per_query(scores)
         return np.where(np.isfinite(normalized), normalized, 0.0).astype(np.float32)
+
+
+@dataclasses.dataclass
+class StepInputs:
+    """The host-side inputs of one step; `batch` is None until its negatives are drawn (see BatchBuilder)."""
+
+    step: int
+    rows: np.ndarray  # [B] split rows of the batch's queries
+    pos_doc: np.ndarray  # [B] corpus row of each query's positive
+    rng: np.random.Generator  # the step's generator, after drawing the positives
+    batch: dict[str, np.ndarray] | None = None  # the global batch (train_step.BATCH_KEYS, + lexical, guide)
+
+
+class BatchBuilder:
+    """Builds each step's global batch on the host, a pure function of (seed, step, params of that step).
+
+    `start(step)` does what no parameters decide: rows, positives and, when the miner's candidates do not read
+    the parameters (no pool, or an offline one), the negatives, token arrays and lexical/guide columns too. It
+    runs in a background thread while the previous step runs on the device. `finish(inputs, params)` completes
+    an online-mined batch with the parameters of the step it feeds: the queries are re-encoded with them and
+    re-queried against the index (the only part of mining that waits for the previous step).
+    """
+
+    def __init__(self, spec: ExperimentSpec, miner: Miner, query_tokens: TokenizedTexts,
+                 doc_tokens: TokenizedTexts, steps_per_epoch: int):
+        self.spec, self.miner, self.steps_per_epoch = spec, miner, steps_per_epoch
+        self.query_tokens, self.doc_tokens = query_tokens, doc_tokens
+        self.strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]
+        mining = spec.mining
+        self.select = SelectSpec(mining.num_negatives, mining.sampling, mining.simans_a, mining.simans_b)
+
+    def start(self, step: int) -> StepInputs:
+        """Rows and positives of `step` (and the whole batch when the miner does not read the parameters)."""
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        split = self.miner.split
+        rng = batches.step_rng(self.spec.seed, epoch, in_epoch)
+        rows = batches.batch_rows(self.spec.seed, epoch, in_epoch, len(split), self.spec.train.batch_size)
+        inputs = StepInputs(step, rows, batches.sample_positives(split.positives[rows], rng), rng)
+        if not self.miner.reads_params():
+            self.finish(inputs, params=None)
+        return inputs
+
+    def finish(self, inputs: StepInputs, params) -> dict[str, np.ndarray]:
+        """The global batch of `inputs`, drawing its negatives with `params` (the state the step will update)."""
+        if inputs.batch is None:
+            miner, rows, pos_doc = self.miner, inputs.rows, inputs.pos_doc
+            neg_doc = self.strategy(miner.candidates(rows, params, inputs.step), self.select, inputs.rng)
+            batch = batches.make_batch(rows, miner.split, self.query_tokens, self.doc_tokens, pos_doc, neg_doc,
+                                       miner.canonical)
+            columns = np.concatenate([pos_doc, neg_doc.reshape(-1)])
+            if self.spec.loss.hybrid_beta > 0:
+                batch["lexical"] = miner.lexical_columns(rows, columns)
+            if self.spec.ce.guide_in_batch:
+                batch["guide"] = miner.guide(rows, columns)
+            inputs.batch = batch
+        return inputs.batch
 
 
 def _make_miner(spec: ExperimentSpec, workdir: Path, encoder: Encoder, corpus: Texts, queries: Texts, split: Split,
@@ -459,7 +521,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     encoder = build_encoder(spec.model, spec.seed)
     miner, query_tokens, doc_tokens = _make_miner(spec, workdir, encoder, corpus, queries, train_split,
                                                   batch_sharding)
-    canonical = miner.canonical
 
     steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
     total_steps = spec.train.max_steps or spec.train.num_epochs * steps_per_epoch
@@ -479,14 +540,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     band_in_step = spec.band if spec.mining.band_in_step and spec.mining.strategy == "band" else None
     step_fn = jit_train_step(tx, spec.loss, band_in_step, encoder.pooling, spec.model.dropout > 0, state_sharding,
                              batch_sharding, fault_step=spec.train.inject_nan_at_step)
-    strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]
-    select = SelectSpec(spec.mining.num_negatives, spec.mining.sampling, spec.mining.simans_a, spec.mining.simans_b)
+    builder = BatchBuilder(spec, miner, query_tokens, doc_tokens, steps_per_epoch)
     local_rows = sharding.process_rows(spec.train.batch_size)
 
     writer = MetricWriter(workdir)
     ce = _cross_encoder_phase(spec, workdir, miner, state.params, mesh, writer)
     window: list[tuple[int, dict]] = []
     start = int(jax.device_get(state.step))
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hnm-batch")  # the next batch's host work
+    ahead: Future[StepInputs] | None = None
+    logged_at = time.perf_counter()
     try:
         with tqdm(total=total_steps, initial=start, desc="train", unit="step",
                   disable=jax.process_index() != 0) as bar:
@@ -495,16 +558,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if miner.due(step, steps_per_epoch):
                     writer.write(step, miner.refresh(state.params, step), prefix="refresh/")
                     writer.write_histogram(step, "refresh/pool_dense_scores", miner.pool.dense)
-                rng = batches.step_rng(spec.seed, epoch, in_epoch)
-                rows = batches.batch_rows(spec.seed, epoch, in_epoch, len(train_split), spec.train.batch_size)
-                pos_doc = batches.sample_positives(train_split.positives[rows], rng)
-                neg_doc = strategy(miner.candidates(rows, state.params, step), select, rng)
-                batch = batches.make_batch(rows, train_split, query_tokens, doc_tokens, pos_doc, neg_doc, canonical)
-                columns = np.concatenate([pos_doc, neg_doc.reshape(-1)])
-                if spec.loss.hybrid_beta > 0:
-                    batch["lexical"] = miner.lexical_columns(rows, columns)
-                if spec.ce.guide_in_batch:
-                    batch["guide"] = miner.guide(rows, columns)
+                inputs = ahead.result() if ahead is not None else builder.start(step)
+                batch = builder.finish(inputs, state.params)
+                ahead = prefetch.submit(builder.start, step + 1) if step + 1 < total_steps else None
                 local = {k: v[local_rows] for k, v in batch.items()}
                 state, metrics = step_fn(state, sharding.to_global(local, mesh))
                 window.append((step, metrics))
@@ -516,6 +572,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
                     means["learning_rate"] = float(lr_at(step))
                     means["epoch"] = epoch + in_epoch / steps_per_epoch
+                    now = time.perf_counter()  # wall-clock s/step of the window: refresh, compiles, saves included
+                    means["step_s"], logged_at = (now - logged_at) / len(fetched), now
                     if miner.enabled:
                         means["index_staleness_steps"] = step - miner.pool_step
                     writer.write(done, means, prefix="train/")
@@ -527,6 +585,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                 "pool_step": miner.pool_step}
                     checkpointer.save(state, position=position, pool=miner.checkpoint_arrays())
     finally:
+        prefetch.shutdown(cancel_futures=True)
         checkpointer.close()
 
     eval_split = read_split(root, spec.data.eval_split, corpus, queries)

@@ -1,7 +1,10 @@
-"""One process of the multi-host test: `python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR`.
+"""One process of the multi-host tests: `python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR [MODE OUT]`.
 
-Initializes jax.distributed on localhost with gloo CPU collectives (2 fake CPU devices per process), builds the
-same deterministic global batch in every process, feeds only this process's rows, and prints the loss.
+Initializes jax.distributed on localhost with gloo CPU collectives (2 fake CPU devices per process), then:
+  loss (default): builds the same deterministic global batch in every process, feeds only this process's rows,
+    and prints the loss;
+  encode OUT: encodes the tiny corpus with a tiny random encoder over the global mesh (each process feeds its
+    share of every batch; params start on one local device) and saves this process's [N, D] embeddings to OUT.
 """
 
 import os
@@ -9,19 +12,16 @@ import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
+ENCODE_BATCH = 20  # divides by the 4 global devices; 144 tiny docs -> the last batch is padded
 
-def main() -> None:
-    process_id, num_processes, port, data_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    if num_processes > 1:
-        jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=num_processes,
-                                   process_id=process_id)
-    jax.devices()  # start the backend now: importing conftest below must not change the device count
-    sys.path.insert(0, os.path.dirname(__file__))
+
+def loss(data_dir: str) -> None:
     import numpy as np
     from conftest import tiny_config
     from test_train import make_tiny_batch
@@ -38,8 +38,44 @@ def main() -> None:
     local = {k: v[sharding.process_rows(len(v))] for k, v in batch.items()}
     fn = jax.jit(lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0],
                  out_shardings=replicated)
-    loss = fn(params, sharding.to_global(local, mesh))
-    print(f"devices={jax.device_count()} processes={jax.process_count()} loss={float(loss):.8f}", flush=True)
+    value = fn(params, sharding.to_global(local, mesh))
+    print(f"devices={jax.device_count()} processes={jax.process_count()} loss={float(value):.8f}", flush=True)
+
+
+def encode(data_dir: str, out: str) -> None:
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from hnm_jax import sharding
+    from hnm_jax.data.beir import load_beir
+    from hnm_jax.data.tokenize import tokenize_texts
+    from hnm_jax.models.encoder import BertConfig
+    from hnm_jax.models.pretrained import random_encoder, resolve_model_dir
+    from hnm_jax.train import TINY_TOKENIZER
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
+    encoder = random_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=0)
+    # params committed to one local device, as orbax restores them (`hnm eval --workdir`)
+    encoder.state = jax.device_put(encoder.state, jax.local_devices()[0])
+    tokens = tokenize_texts(tokenizer, load_beir(data_dir, "train").corpus.texts, 16)
+    mesh = sharding.make_mesh()
+    emb = encoder.encode_tokens(tokens, ENCODE_BATCH, sharding=sharding.batch_sharding(mesh))
+    np.save(out, emb)
+    print(f"devices={jax.device_count()} processes={jax.process_count()} encoded={emb.shape}", flush=True)
+
+
+def main() -> None:
+    process_id, num_processes, port, data_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    mode = sys.argv[5] if len(sys.argv) > 5 else "loss"
+    if num_processes > 1:
+        jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=num_processes,
+                                   process_id=process_id)
+    jax.devices()  # start the backend now: importing conftest below must not change the device count
+    sys.path.insert(0, os.path.dirname(__file__))
+    if mode == "encode":
+        encode(data_dir, sys.argv[6])
+    else:
+        loss(data_dir)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 reuses the checkpointed pool, and empty negative slots stay NaN-free."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -86,6 +87,33 @@ def test_empty_negative_slots_give_finite_loss_and_gradients(tiny_beir):
         lambda p: contrastive_loss(p, encoder.graphdef, batch, spec.loss, encoder.pooling, None)[0])(encoder.state)
     assert np.isfinite(float(loss))
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def make_builder(tiny_beir, config_file):
+    miner, encoder, data = make_miner(tiny_beir, config_file)
+    spec = miner.spec
+    query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, spec.data.query_max_length)
+    steps = batches.steps_per_epoch(len(data.split), spec.train.batch_size)
+    return train.BatchBuilder(spec, miner, query_tokens, miner.doc_tokens, steps), encoder
+
+
+@pytest.mark.parametrize("config_file", ["configs/ablations/offline.py", ONLINE])
+def test_next_batch_is_built_ahead_unless_it_needs_the_step_params(tiny_beir, config_file):
+    builder, encoder = make_builder(tiny_beir, config_file)
+    builder.miner.refresh(encoder.state, step=0)
+    online = config_file == ONLINE
+    assert builder.miner.reads_params() == online
+    with ThreadPoolExecutor(max_workers=1) as worker:  # as the train loop prefetches: in a background thread
+        ahead = worker.submit(builder.start, 1).result()
+    assert (ahead.batch is None) == online  # online: negatives wait for the params of the step they feed
+    seen, candidates = [], builder.miner.candidates
+    builder.miner.candidates = lambda rows, params, step: seen.append(params) or candidates(rows, params, step)
+    moved = jax.tree.map(lambda p: p * 1.5, encoder.state)
+    batch = builder.finish(ahead, moved)
+    assert [p is moved for p in seen] == ([True] if online else [])  # online: re-queried with finish()'s params
+    again = builder.start(1)  # the same step built in the main thread: the same batch
+    for key, value in builder.finish(again, moved).items():
+        np.testing.assert_array_equal(value, batch[key], err_msg=key)
 
 
 class Crash(RuntimeError):

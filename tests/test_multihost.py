@@ -1,12 +1,16 @@
-"""Two local CPU processes (gloo collectives, 2 devices each) give the same loss as one process."""
+"""Two local CPU processes (gloo collectives, 2 devices each) give the same numbers as one process."""
 
+import json
+import os
 import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import REPO
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
@@ -17,27 +21,98 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_workers(num_processes: int, data_dir: Path) -> list[str]:
-    port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(num_processes), port, str(data_dir)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(num_processes)]
+def run_all(commands: list[list[str]], env: dict[str, str] | None = None) -> list[str]:
+    """Starts every command at once (the processes of one run), waits for all; returns their stdouts."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for c in commands]
     outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
-        outputs.append(out)
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+            outputs.append(out)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     return outputs
+
+
+def run_workers(num_processes: int, data_dir: Path, *mode: str) -> list[str]:
+    """The worker in `num_processes` processes; `mode` ("encode", OUT) adds the process id to OUT."""
+    port = str(free_port())
+    extra = lambda i: [mode[0], f"{mode[1]}.{i}.npy"] if mode else []  # noqa: E731
+    return run_all([[sys.executable, str(WORKER), str(i), str(num_processes), port, str(data_dir), *extra(i)]
+                    for i in range(num_processes)])
 
 
 @pytest.mark.slow
 def test_two_processes_match_one(tiny_beir):
     two = run_workers(2, tiny_beir)
     one = run_workers(1, tiny_beir)
-    parse = lambda out: re.search(r"devices=(\d+) processes=(\d+) loss=([-\d.]+)", out).groups()
+    parse = lambda out: re.search(r"devices=(\d+) processes=(\d+) loss=([-\d.]+)", out).groups()  # noqa: E731
     (d1, p1, loss1), = [parse(o) for o in one]
     two_parsed = [parse(o) for o in two]
     assert (d1, p1) == ("2", "1")
     assert all(d == "4" and p == "2" for d, p, _ in two_parsed)
     assert two_parsed[0][2] == two_parsed[1][2]
     assert abs(float(two_parsed[0][2]) - float(loss1)) <= 1e-5
+
+
+@pytest.mark.slow
+def test_two_processes_encode_the_corpus_like_one(tiny_beir, tmp_path):
+    two = run_workers(2, tiny_beir, "encode", str(tmp_path / "two"))
+    run_workers(1, tiny_beir, "encode", str(tmp_path / "one"))
+    assert all("devices=4 processes=2" in out for out in two)
+    one = np.load(tmp_path / "one.0.npy")
+    assert one.shape == (144, 32) and np.all(np.abs(np.linalg.norm(one, axis=1) - 1) < 1e-5)
+    for i in range(2):  # every process holds every row
+        np.testing.assert_allclose(np.load(tmp_path / f"two.{i}.npy"), one, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_cli_train_in_two_processes_matches_one(tiny_beir, tmp_path):
+    def train(workdir: Path, num_processes: int, devices_per_process: int) -> dict:
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+        base = [sys.executable, "-m", "hnm_jax.main", "train", "--config", "configs/base.py:tiny",
+                f"--config.data.path={tiny_beir}", "--config.train.max_steps=2", f"--workdir={workdir}"]
+        port = free_port()
+        distributed = lambda i: (["--coordinator", f"localhost:{port}", "--num-processes", str(num_processes),  # noqa: E731
+                                  "--process-id", str(i)] if num_processes > 1 else [])
+        run_all([base + distributed(i) for i in range(num_processes)], env=env)
+        lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        losses = [line["train/loss"] for line in lines if "train/loss" in line]
+        return {"loss": losses, "eval": json.loads((workdir / "eval_test.json").read_text())}
+
+    two = train(tmp_path / "two", 2, 2)
+    one = train(tmp_path / "one", 1, 4)  # the same 4 global devices in one process
+    assert len(one["loss"]) == len(two["loss"]) == 2
+    np.testing.assert_allclose(two["loss"], one["loss"], atol=1e-5, rtol=0)
+    for key in ("accuracy@1", "mrr@10", "pairwise_accuracy"):
+        assert abs(two["eval"][key] - one["eval"][key]) <= 1e-5, key
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["1", "2"]
+
+
+def test_init_distributed_single_process_and_bad_flags(monkeypatch, tmp_path):
+    from hnm_jax.main import init_distributed, main
+
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_distributed(None, None, None) == 1
+    assert init_distributed("localhost:1234", 1, 0) == 1
+    with pytest.raises(ValueError, match="--num-processes"):
+        init_distributed("localhost:1234", None, None)
+    with pytest.raises(ValueError, match="--coordinator"):
+        init_distributed(None, 2, 0)
+    with pytest.raises(ValueError, match="--process-id: expected 0..1, got 2"):
+        init_distributed("localhost:1234", 2, 2)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
+        init_distributed(None, None, None)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    with pytest.raises(ValueError, match="--coordinator"):  # the env vars are read, and checked like the flags
+        init_distributed(None, None, None)
+    code = main(["train", "--config", str(REPO / "configs/base.py:tiny"), "--workdir", str(tmp_path), "--process-id=1"])
+    assert code == 2 and not any(tmp_path.iterdir())

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_config
 
-from hnm_jax import sharding
+from hnm_jax import sharding, train
 from hnm_jax.config import spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import load_beir
-from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.data.tokenize import bucket_length, tokenize_texts
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.train import build_encoder, load_trained, train_and_evaluate
-from hnm_jax.train_step import contrastive_loss
+from hnm_jax.train_step import contrastive_loss, jit_train_step
 
 
 def test_batch_rows_deterministic_and_cover_epoch():
@@ -38,12 +38,12 @@ def test_random_negatives_never_known_positives():
             assert not set(neg[row].tolist()) & set(positives[row].tolist()) - {-1}
 
 
-def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8):
+def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8, max_length=16):
     data = load_beir(tiny_beir, "train")
     spec = spec_from_config(tiny_config(tiny_beir))
     encoder = build_encoder(spec.model, seed=0)
-    doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, 16)
-    query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, 16)
+    doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, max_length)
+    query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, max_length)
     rng = batches.step_rng(0, 0, 0)
     rows = batches.batch_rows(0, 0, 0, len(data.split), batch_size)
     pos = batches.sample_positives(data.split.positives[rows], rng)
@@ -74,6 +74,48 @@ def test_same_loss_and_grads_on_1_2_4_devices(tiny_beir, num_devices):
     assert abs(float(loss1) - float(loss_n)) <= 1e-5
     diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads1, grads_n))
     assert max(diffs) <= 1e-5
+
+
+TOKEN_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask")
+
+
+def test_bucketed_batch_gives_the_loss_and_gradients_of_max_length_padding(tiny_beir):
+    encoder, batch = make_tiny_batch(tiny_beir, max_length=64)
+    assert batch["query_ids"].shape[1] < 64 and batch["pos_ids"].shape[1] < 64  # cut to their length buckets
+    longest_doc = max(int(batch["pos_mask"].sum(-1).max()), int(batch["neg_mask"].sum(-1).max()))
+    assert batch["query_ids"].shape[1] == bucket_length(int(batch["query_mask"].sum(-1).max()), 64)
+    assert batch["pos_ids"].shape[1] == batch["neg_ids"].shape[2] == bucket_length(longest_doc, 64)
+    padded = {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, 64 - v.shape[-1])]) if k in TOKEN_KEYS else v
+              for k, v in batch.items()}  # pad id 0, mask 0: what fixed max-length shapes carried
+    loss_spec = spec_from_config(tiny_config(tiny_beir)).loss
+    fn = jax.jit(jax.value_and_grad(
+        lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0]))
+    (loss_b, grads_b), (loss_m, grads_m) = jax.device_get(fn(encoder.state, batch)), jax.device_get(
+        fn(encoder.state, padded))
+    assert abs(float(loss_b) - float(loss_m)) <= 1e-5
+    assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads_b, grads_m))) <= 1e-5
+
+
+def test_tiny_run_compiles_one_step_per_length_bucket_pair(tiny_beir, tmp_path, monkeypatch):
+    compiled, shapes = [], set()
+
+    def recording_jit_train_step(*args, **kwargs):
+        step_fn = jit_train_step(*args, **kwargs)
+        compiled.append(step_fn)
+
+        def step(state, batch):
+            shapes.add((batch["query_ids"].shape[1], batch["pos_ids"].shape[1]))
+            return step_fn(state, batch)
+
+        return step
+
+    monkeypatch.setattr(train, "jit_train_step", recording_jit_train_step)
+    config = tiny_config(tiny_beir, "configs/ablations/random.py", data__query_max_length=64,
+                         data__doc_max_length=64, train__max_steps=8)
+    train_and_evaluate(config, tmp_path)
+    buckets = {bucket_length(n, 64) for n in range(1, 65)}
+    assert len(compiled) == 1 and compiled[0]._cache_size() == len(shapes) <= len(buckets) ** 2  # jax private API
+    assert max(length for shape in shapes for length in shape) < 64  # short texts: no max-length padding
 
 
 def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):

@@ -7,7 +7,7 @@ numbers on 1 or many hosts. Empty negative slots carry doc -1 and an all-zero ma
 import numpy as np
 
 from hnm_jax.data.beir import Split
-from hnm_jax.data.tokenize import TokenizedTexts
+from hnm_jax.data.tokenize import TokenizedTexts, bucket_length
 
 
 def steps_per_epoch(num_queries: int, batch_size: int) -> int:
@@ -49,17 +49,23 @@ def make_batch(rows: np.ndarray, split: Split, query_tokens: TokenizedTexts, doc
                pos_doc: np.ndarray, neg_doc: np.ndarray, canonical: np.ndarray) -> dict[str, np.ndarray]:
     """Token arrays and doc ids of one batch (see train_step.BATCH_KEYS for shapes).
 
+    The query tensors are cut to Lq = `bucket_length` of the batch's longest query, the document tensors
+    (positives and negatives together) to Ld = `bucket_length` of its longest document, so a run compiles its
+    step for a few (Lq, Ld) pairs only; padding is masked, so the loss is that of max-length padding.
     Doc ids in the batch are canonical rows (see `canonical_rows`); -1 stays -1.
     """
     def ids(rows_: np.ndarray) -> np.ndarray:
         return np.where(rows_ >= 0, canonical[np.maximum(rows_, 0)], -1).astype(np.int32)
 
-    query_ids, query_mask = query_tokens.take(split.query_rows[rows])
-    pos_ids, pos_mask = doc_tokens.take(pos_doc)
+    query_rows = split.query_rows[rows]
+    query_length = bucket_length(int(query_tokens.lengths[query_rows].max()), query_tokens.max_length)
+    docs = np.concatenate([pos_doc, neg_doc.reshape(-1)])
+    length = bucket_length(int(doc_tokens.lengths[docs[docs >= 0]].max()), doc_tokens.max_length)
+    query_ids, query_mask = query_tokens.take(query_rows, query_length)
+    pos_ids, pos_mask = doc_tokens.take(pos_doc, length)
     b, n = neg_doc.shape
-    neg_ids, neg_mask = doc_tokens.take(np.maximum(neg_doc.reshape(-1), 0))
+    neg_ids, neg_mask = doc_tokens.take(np.maximum(neg_doc.reshape(-1), 0), length)
     neg_mask = neg_mask * (neg_doc.reshape(-1, 1) >= 0)
-    length = doc_tokens.max_length
     return {
         "query_ids": query_ids, "query_mask": query_mask,
         "pos_ids": pos_ids, "pos_mask": pos_mask,

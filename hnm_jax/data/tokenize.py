@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
-LENGTH_BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+LENGTH_BUCKETS: tuple[int, ...] = (16, 32, 48, 64, 128, 256, 512)  # 48: records here are ~20-60 tokens
 CHUNK_SIZE = 4096  # texts per tokenizer call: bounds the memory of the Python token lists
 _CACHE_VERSION = b"hnm_jax.tokenize.v1"
 
@@ -123,6 +123,17 @@ def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
+def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def tokenize_texts(
     tokenizer: Any,
     texts: Sequence[str],
@@ -183,7 +194,9 @@ def _tokenize_to_memmap(tokenizer: Any, texts: list[str], max_length: int, cache
     pad_id = _pad_id(tokenizer)
     if not (ids_path.exists() and lengths_path.exists()):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ids_path.with_suffix(".tmp.npy")
+        # Own temporary names: the processes of a multi-process run may write the same cache at once.
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=ids_path.name, suffix=".tmp.npy")
+        os.close(fd)
         ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(len(texts), max_length))
         lengths = np.zeros((len(texts),), dtype=np.int32)
         with tqdm.tqdm(total=len(texts), disable=not show_progress, desc="tokenize (to disk)", unit="text") as bar:
@@ -197,10 +210,8 @@ def _tokenize_to_memmap(tokenizer: Any, texts: list[str], max_length: int, cache
                 bar.update(len(chunk))
         ids.flush()
         del ids
-        tmp_lengths = lengths_path.with_suffix(".tmp.npy")
-        np.save(tmp_lengths, lengths)
+        _write_npy_atomic(lengths_path, lengths)
         os.replace(tmp, ids_path)
-        os.replace(tmp_lengths, lengths_path)
     return TokenizedTexts(np.load(ids_path, mmap_mode="r"), np.load(lengths_path), pad_id)
 
 

@@ -16,12 +16,23 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
+
+if TYPE_CHECKING:
+    import bm25s
 
 _TOKEN_RE = re.compile(r"\w+")
 _FORMAT_VERSION = 1
+
+
+def _bm25s():
+    """The bm25s module, imported on first use: importing it runs a JAX computation, which starts the JAX
+    backend, and `jax.distributed.initialize` (multi-process runs) must come before that."""
+    import bm25s
+
+    return bm25s
 
 
 def tokenize(text: str) -> list[str]:
@@ -63,7 +74,7 @@ class LexicalIndex:
         """Index ``texts`` (one string per corpus row) with BM25 parameters k1, b."""
         if len(texts) == 0:
             raise ValueError("LexicalIndex.build: the corpus is empty")
-        bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+        bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
         bm25.index([tokenize(t) for t in texts], show_progress=False)
         return cls(bm25, len(texts))
 
@@ -131,7 +142,7 @@ class LexicalIndex:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != _FORMAT_VERSION or meta.get("tokenizer") != _TOKEN_RE.pattern:
             raise ValueError(f"{meta_path}: saved with another format/tokenizer ({meta}); rebuild the index")
-        bm25 = bm25s.BM25.load(str(directory / "bm25s"), show_progress=False, verbosity=0)
+        bm25 = _bm25s().BM25.load(str(directory / "bm25s"), show_progress=False, verbosity=0)
         return cls(bm25, int(meta["num_docs"]))
 
 

@@ -9,6 +9,7 @@ optionally sharded over a 1-D 'data' mesh. `load_cross_encoder` does the same fo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -20,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_pairs, tokenize_texts
 from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder, PoolingSpec, embed
 from hnm_jax.models.hf_weights import export_hf, export_hf_cross_encoder, load_hf_weights
+from hnm_jax.sharding import process_rows, to_replicated
 
 
 class ModelNotFoundError(OSError, ValueError):
@@ -99,6 +101,12 @@ def read_pooling(model_dir: Path) -> PoolingSpec:
     )
 
 
+@functools.cache
+def _replicate_fn(mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
+    """Jitted identity whose output is replicated over `mesh`: an all-gather of a batch sharded across processes."""
+    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
 def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: TokenizedTexts,
                  extra: np.ndarray | None, batch_size: int, max_positions: int, out_shape: tuple[int, ...],
                  sharding: NamedSharding | None, desc: str, show_progress: bool) -> np.ndarray:
@@ -108,14 +116,21 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
     after) and to their bucket length, so `fn` compiles at most once per bucket. `extra` ([N, L], e.g. token
     type ids) is cut and padded like the ids. `sharding` (batch NamedSharding over a 1-D 'data' mesh) splits
     each batch over devices with `state` replicated. Batch i is fetched while batch i+1 computes.
+
+    Multi-process (a mesh over the devices of several processes): every process must call this with the same
+    tokens, so all compute the same batch plan; each feeds only its contiguous share of every batch's rows
+    (`sharding.process_rows`), and each batch's [B, *out_shape] result is all-gathered, so every process
+    returns the whole [N, *out_shape] array.
     """
     if tokens.max_length > max_positions:
         raise ValueError(f"tokens are {tokens.max_length} wide but the model has only {max_positions} positions")
+    multi_process = sharding is not None and not sharding.is_fully_addressable
     if sharding is not None:
         devices = sharding.mesh.size
         if batch_size % devices:
             raise ValueError(f"batch_size={batch_size} must be divisible by the {devices} devices of the mesh")
-        state = jax.device_put(state, NamedSharding(sharding.mesh, PartitionSpec()))
+        state = to_replicated(state, sharding.mesh)
+    local_rows = process_rows(batch_size) if multi_process else slice(None)
     out = np.zeros((len(tokens), *out_shape), dtype=np.float32)
     pending: tuple[np.ndarray, jax.Array] | None = None
     with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc=desc, unit="text") as bar:
@@ -127,9 +142,13 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
                 fills = [tokens.pad_id, 0, 0][: len(arrays)]  # ids, mask, extra
                 arrays = [np.concatenate([a, np.full((pad, length), f, a.dtype)])
                           for a, f in zip(arrays, fills, strict=True)]
-            if sharding is not None:
+            if multi_process:  # this process's rows of the global batch
+                arrays = [jax.make_array_from_process_local_data(sharding, a[local_rows], a.shape) for a in arrays]
+            elif sharding is not None:
                 arrays = [jax.device_put(a, sharding) for a in arrays]
             result = fn(state, *arrays)
+            if multi_process:
+                result = _replicate_fn(sharding.mesh)(result)
             if pending is not None:
                 out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
             pending = (rows, result)
