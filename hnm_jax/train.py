@@ -253,8 +253,7 @@ class Miner:
         rows = np.arange(len(self.split))
         top = self.pool.indices[:, :self.spec.ce.rescore_top or None]
         positives = self.split.positives
-        self._score_pairs([(int(r), int(d)) for r, docs in ((r, top[r]) for r in rows) for d in docs if d >= 0]
-                          + [(int(r), int(d)) for r in rows for d in positives[r] if d >= 0])
+        self._score_pairs([(int(r), int(d)) for r in rows for d in (*top[r], *positives[r]) if d >= 0])
         positive = self.cached_ce(rows, positives)
         self.ce_positive = np.where(np.isnan(positive), -np.inf, positive).max(axis=1)
         self.ce_positive[~np.isfinite(self.ce_positive)] = np.nan
