@@ -12,7 +12,8 @@ contender. Training contenders, alternated A B C A B C within each round:
 A round runs batches 0..K of each contender and times batches 1..K, each step including its own batch building
 (the trainer: between consecutive on_step_end callbacks). Round 0 is warm-up (hnm_jax compiles each length-bucket
 shape there) and is not reported. Encoding: `Encoder.encode` vs `SentenceTransformer.encode` at batch 256 on 2,048
-texts (8 full batches), tokenization included, alternated the same way.
+texts (8 full batches), tokenization included, alternated the same way; on CPU `Encoder.encode` computes each batch of
+256 in calls of `CPU_ROWS_PER_DEVICE` rows (hnm_jax/models/pretrained.py), which stay in cache.
 
 Writes results/bench_vs_peers.json (every timing, medians, ratios, load averages) and results/bench_vs_peers.md.
 Targets (issue #5): training >= 2.5x st_trainer and >= 1.3x torch_loop at 32x32 and 64x64; encoding >= 1.2x.

@@ -269,6 +269,31 @@ def test_encode_tokens_bucketed_matches_direct_and_compiles_once_per_bucket(conf
     assert encoder.encode_tokens(tokenize_texts(tokenizer, [], 16)).shape == (0, config.hidden_size)
 
 
+def test_compute_batch_size_caps_rows_per_device_only_on_cpu():
+    cap = pretrained.CPU_ROWS_PER_DEVICE
+    assert pretrained.compute_batch_size(4 * cap, 1, "cpu") == cap
+    assert pretrained.compute_batch_size(4 * cap, 2, "cpu") == 2 * cap
+    assert pretrained.compute_batch_size(cap // 2, 1, "cpu") == cap // 2
+    assert pretrained.compute_batch_size(4 * cap, 1, "gpu") == 4 * cap
+
+
+def test_encode_tokens_large_batch_on_cpu_runs_capped_rows_with_same_embeddings(config, tokenizer, monkeypatch):
+    rows_seen = []
+
+    def counting_embed(*args, **kwargs):
+        rows_seen.append(args[1].shape[0])
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(pretrained, "embed", counting_embed)
+    monkeypatch.setattr(pretrained, "CPU_ROWS_PER_DEVICE", 4)
+    encoder = random_encoder(config, tokenizer, seed=0)
+    tokens = mixed_tokens(tokenizer)
+    out = encoder.encode_tokens(tokens, batch_size=64)
+    assert rows_seen and set(rows_seen) == {4}  # 64 requested, 4 computed per call on CPU
+    direct = embed(encoder.module(), tokens.input_ids, tokens.attention_mask(), encoder.pooling)
+    np.testing.assert_allclose(out, direct, atol=1e-5)
+
+
 def test_encode_tokens_sharded_equals_single_device(config, tokenizer):
     if jax.device_count() < 4:
         pytest.skip(f"needs 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4), have {jax.device_count()}")
