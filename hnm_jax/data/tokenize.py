@@ -11,9 +11,9 @@ import dataclasses
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import tqdm
@@ -112,22 +112,13 @@ def _cache_key(tokenizer: Any, texts: Sequence[str], max_length: int) -> str:
     return digest.hexdigest()
 
 
-def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Calls `write(file)` on a temporary file beside `path`, then renames it: readers never see a partial file,
+    and processes writing the same cache at once each use their own temporary name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -182,7 +173,8 @@ def tokenize_texts(
     tokens = TokenizedTexts(input_ids, lengths, pad_id)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_npz_atomic(cache_path, input_ids=input_ids, lengths=lengths, pad_id=np.int64(pad_id))
+        _write_atomic(cache_path, lambda f: np.savez(f, input_ids=input_ids, lengths=lengths,
+                                                     pad_id=np.int64(pad_id)))
     return tokens
 
 
@@ -210,7 +202,7 @@ def _tokenize_to_memmap(tokenizer: Any, texts: list[str], max_length: int, cache
                 bar.update(len(chunk))
         ids.flush()
         del ids
-        _write_npy_atomic(lengths_path, lengths)
+        _write_atomic(lengths_path, lambda f: np.save(f, lengths))
         os.replace(tmp, ids_path)
     return TokenizedTexts(np.load(ids_path, mmap_mode="r"), np.load(lengths_path), pad_id)
 
