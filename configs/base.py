@@ -24,8 +24,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.path = ""  # any BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     c.data.train_split = "train"  # qrels split used for training
     c.data.eval_split = "test"  # qrels split evaluated at the end of training
-    c.data.query_max_length = 64  # tokens per query while training (records here are short: median ~26)
-    c.data.doc_max_length = 64  # tokens per document while training
+    c.data.query_max_length = 0  # tokens per query in training (0: auto, covers length_coverage of the queries)
+    c.data.doc_max_length = 0  # tokens per document in training and mining (0: auto, as above for the corpus)
+    c.data.max_length_cap = 256  # upper bound of every auto length (sentence-transformers' MiniLM max_seq_length)
+    c.data.length_coverage = 0.95  # auto lengths cover this share of a side's records (measured at load, logged)
     c.data.skip_empty = False  # skip (and count) records with empty text instead of failing
     c.data.memory_budget_mb = 0.0  # token arrays larger than this stream to memory-mapped files in the workdir (0: none)
 
@@ -34,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.num_epochs = 1  # passes over the training queries
     c.train.max_steps = 0  # stop after this many steps (0: num_epochs full epochs)
     c.train.learning_rate = 2e-5  # peak AdamW learning rate
-    c.train.warmup_fraction = 0.1  # linear warm-up over this fraction of the steps, then linear decay to 0
+    c.train.warmup_fraction = 0.1  # linear warm-up over this fraction of the steps, then the lr_schedule
+    c.train.lr_schedule = "linear"  # after warm-up: linear (decay to 0 at the end) | constant (the peak rate)
     c.train.weight_decay = 0.01  # AdamW decoupled weight decay
     c.train.grad_clip = 1.0  # global-norm gradient clipping (0 turns it off)
     c.train.checkpoint_every = 50  # save an orbax checkpoint every K steps (and always at the end)
@@ -45,10 +48,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.temperature = 0.05  # InfoNCE temperature (0.05 = the sentence-transformers scale of 20)
     c.loss.infonce_weight = 1.0  # weight of InfoNCE over [B, B*(1+N)] logits (0 = margin loss alone)
-    c.loss.margin_weight = 0.0  # weight of the hardness-adaptive margin loss (0 = off)
-    c.loss.margin = 0.1  # m0: minimum gap between the positive's and a negative's score
-    c.loss.margin_alpha = 0.0  # alpha in m(h) = m0 + alpha * h: the margin grows with the negative's hardness h
-    c.loss.margin_relative = False  # h = s_neg - s_pos (relative to the positive) instead of s_neg
+    c.loss.margin_kind = "none"  # none | additive (negative logits raised by m(h)/t in InfoNCE) | hinge (a loss beside)
+    c.loss.margin_weight = 0.0  # weight of the hinge margin loss (margin_kind = hinge only)
+    c.loss.margin = 0.1  # m0 in m(h) = max(0, m0 + alpha * h): the score gap asked between positive and negative
+    c.loss.margin_alpha = 0.0  # alpha: the margin grows with the negative's hardness h (0 = constant margin)
+    c.loss.margin_relative = True  # h = s_neg - s_pos (hardness relative to the positive) instead of s_neg
     c.loss.uniformity_weight = 0.0  # weight of the uniformity regularizer on the batch's documents (anti-collapse)
     c.loss.hybrid_beta = 0.0  # hybrid logits: dense + beta * per-query min-max normalized BM25 of the same pair
 
@@ -64,13 +68,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mining.refresh_every_epochs = 1  # online pool: re-encode the corpus and rebuild the index every K epochs
 
     c.band = ml_collections.ConfigDict()
-    c.band.lo = -1.0  # lower bound of the kept similarity band (after the curriculum)
-    c.band.hi = 1.0  # upper bound of the kept band (drops likely false negatives above it)
-    c.band.relative = False  # bounds are fractions of the positive's score instead of absolute cosines
+    c.band.mode = "gap"  # gap: keep s_pos + lo <= s_neg <= s_pos + hi | relative: lo*s_pos..hi*s_pos | absolute: lo..hi
+    c.band.lo = -2.0  # lower bound of the kept band after the curriculum (gap: -d_hi, how easy a negative may be)
+    c.band.hi = 2.0  # upper bound (gap: -d_lo; > 0 keeps negatives scoring above the positive, the model's errors)
     c.band.curriculum = "none"  # none | linear | cosine | step: move the band from (start_lo, start_hi) to (lo, hi)
-    c.band.start_lo = -1.0  # lower bound at step 0
-    c.band.start_hi = 0.5  # upper bound at step 0 (easy negatives first)
-    c.band.curriculum_steps = 1000  # steps over which the band moves
+    c.band.start_lo = -2.0  # lower bound at step 0
+    c.band.start_hi = 0.0  # upper bound at step 0 (easy negatives first)
+    c.band.curriculum_steps = 0  # steps over which the band moves (0: curriculum_fraction of the run's steps)
+    c.band.curriculum_fraction = 0.7  # the band reaches its end after this fraction of the run
     c.band.num_stages = 4  # stages of the "step" curriculum
 
     c.retriever = ml_collections.ConfigDict()
@@ -90,8 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.index.anisotropic_threshold = 0.2  # ScaNN anisotropic quantization threshold
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.max_length = 128  # tokens per query and document at evaluation (the zero-shot reference used 128)
+    c.eval.max_length = 0  # tokens per query and document at evaluation (0: auto, the wider of the two data lengths)
     c.eval.batch_size = 128  # encoding batch at evaluation
+    c.eval.search = "exact"  # exact (dense top-k over the whole corpus) | ann (ScaNN with the index.* settings)
 
     c.ce = ml_collections.ConfigDict()
     c.ce.model = ""  # trained cross-encoder folder; "" = train one from model.name in <workdir>/ce when needed
@@ -101,11 +107,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ce.threshold = 0.9  # likely positive when sigmoid(CE logit) > threshold (1 = rule off)
     c.ce.margin = 0.1  # ... or when its logit is within this margin of the query's positive (-inf = rule off)
     c.ce.prefer_top = 0  # move the k highest-CE kept candidates to the front of the pool (0 = pool order)
-    c.ce.rescore_top = 10  # the CE scores the first k pool candidates of each query (0 = all; cost: Q*k pairs)
-    c.ce.max_length = 64  # tokens of a `[CLS] query [SEP] doc [SEP]` pair
+    c.ce.rescore_top = 0  # the CE scores the first k pool candidates of each query (0 = all; cost: Q*k pairs)
+    c.ce.cross_fit = True  # two CEs, each trained on half the queries, each filters the other half's pools
+    c.ce.require_better = True  # skip CE filtering when its dev re-ranking accuracy@1 does not beat the bi-encoder's
+    c.ce.max_length = 0  # tokens of a `[CLS] query [SEP] doc [SEP]` pair (0: auto, query + document lengths)
     c.ce.train_steps = 60  # optimizer steps of cross-encoder training (on positives + mined negatives)
     c.ce.batch_size = 16  # queries per CE step, each with its positive and num_negatives negatives
-    c.ce.num_negatives = 3  # mined negatives per query in CE training, drawn from the first rescore_top of the pool
+    c.ce.num_negatives = 3  # mined negatives per query in CE training, drawn from the first negatives_top of the pool
+    c.ce.negatives_top = 10  # CE training draws its negatives from the first k pool candidates (0 = the whole pool)
     c.ce.learning_rate = 1e-4  # peak AdamW rate of CE training (its head starts random; 3e-5 learnt only the bias)
     c.ce.loss = "listwise"  # listwise (softmax over positive + negatives) | binary (sigmoid BCE per pair)
 

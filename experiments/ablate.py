@@ -251,11 +251,15 @@ def mean_curve(runs: Iterable[Mapping], key: str) -> tuple[list[int], list[float
 
 
 def dumps_run(data: Mapping) -> str:
-    """JSON with 2-space indents, except that each curve takes one line."""
+    """JSON with 2-space indents, except that each curve and each per-query list of the metrics takes one line."""
     parts = []
     for key, value in data.items():
         if key == "curves" and value:
             body = "{\n" + ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()) + "\n  }"
+        elif key == "metrics" and len(value) > 1 and value.get("per_query"):  # as evaluate.dumps_metrics
+            rest = json.dumps({k: v for k, v in value.items() if k != "per_query"}, indent=2).replace("\n", "\n  ")
+            lists = ",\n".join(f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in value["per_query"].items())
+            body = rest[: -len("\n  }")] + ',\n    "per_query": {\n' + lists + "\n    }\n  }"
         else:
             body = json.dumps(value, indent=2).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {body}")
@@ -407,7 +411,8 @@ def run_zero_shot(dataset: str, workdirs: Path, runs_dir: Path) -> dict:
     metrics_path = Path(runs_dir) / f"{ZERO_SHOT}-{dataset}.metrics.json"
     start = time.time()
     subprocess.run([sys.executable, "-m", "hnm_jax.main", "eval", "--model", ZERO_SHOT_MODEL,
-                    "--data", data_source(dataset, workdirs), "--split", "test", "--output", str(metrics_path)],
+                    "--data", data_source(dataset, workdirs), "--split", "test", "--max-length", "0",
+                    "--output", str(metrics_path)],
                    check=True)  # fmt: skip
     result = {"config": ZERO_SHOT, "dataset": dataset, "wall_s": time.time() - start,
               "metrics": json.loads(metrics_path.read_text())}  # fmt: skip

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from hnm_jax import sharding
 from hnm_jax.config import load_config_file, spec_from_config
-from hnm_jax.data.beir import read_split
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.models.pretrained import load_encoder
 from hnm_jax.train import load_texts, train_and_evaluate
@@ -36,12 +35,9 @@ def main() -> None:
     if zero_shot_path.exists():
         zero_shot = json.loads(zero_shot_path.read_text())
     else:
-        root, corpus, queries = load_texts(spec)
-        split = read_split(root, spec.data.eval_split, corpus, queries)
         mesh = sharding.make_mesh()
-        zero_shot = evaluate(load_encoder(spec.model.name), corpus, queries, split, max_length=spec.eval.max_length,
-                             batch_size=spec.eval.batch_size, sharding=sharding.batch_sharding(mesh),
-                             cache_dir=workdir / "cache")
+        zero_shot = evaluate(spec, load_encoder(spec.model.name), load_texts(spec), spec.data.eval_split,
+                             sharding=sharding.batch_sharding(mesh), cache_dir=workdir / "cache")
         write_metrics(zero_shot, zero_shot_path)
     fine_tuned = train_and_evaluate(config, workdir / "quickstart")
 

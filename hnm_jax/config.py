@@ -49,6 +49,8 @@ class DataSpec:
     eval_split: str
     query_max_length: int
     doc_max_length: int
+    max_length_cap: int
+    length_coverage: float
     skip_empty: bool
     memory_budget_mb: float
 
@@ -58,9 +60,12 @@ class DataSpec:
         if not (self.name or self.path):
             _fail("data.name", "set data.name (a benchmark) or data.path (a BEIR folder)")
         for key in ("query_max_length", "doc_max_length"):
-            if not 4 <= getattr(self, key) <= 512:
-                _fail(f"data.{key}", f"must be in [4, 512], got {getattr(self, key)}")
-
+            if getattr(self, key) != 0 and not 4 <= getattr(self, key) <= 512:
+                _fail(f"data.{key}", f"must be 0 (auto: from the data) or in [4, 512], got {getattr(self, key)}")
+        if not 8 <= self.max_length_cap <= 512:
+            _fail("data.max_length_cap", f"must be in [8, 512], got {self.max_length_cap}")
+        if not 0.5 <= self.length_coverage <= 1.0:
+            _fail("data.length_coverage", f"must be in [0.5, 1], got {self.length_coverage}")
 
     @property
     def memory_budget_bytes(self) -> int | None:
@@ -74,6 +79,7 @@ class TrainSpec:
     max_steps: int
     learning_rate: float
     warmup_fraction: float
+    lr_schedule: str
     weight_decay: float
     grad_clip: float
     checkpoint_every: int
@@ -92,6 +98,8 @@ class TrainSpec:
             _fail("train.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             _fail("train.warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            _fail("train.lr_schedule", f"unknown {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             _fail("train.weight_decay" if self.weight_decay < 0 else "train.grad_clip", "must be >= 0")
         for key in ("checkpoint_every", "keep_checkpoints", "log_every"):
@@ -101,10 +109,15 @@ class TrainSpec:
             _fail("train.inject_nan_at_step", f"must be -1 (off) or a step >= 1, got {self.inject_nan_at_step}")
 
 
+MARGIN_KINDS = ("none", "additive", "hinge")
+LR_SCHEDULES = ("linear", "constant")
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
     temperature: float
     infonce_weight: float
+    margin_kind: str
     margin_weight: float
     margin: float
     margin_alpha: float
@@ -118,6 +131,14 @@ class LossSpec:
         for key in ("infonce_weight", "margin_weight", "uniformity_weight", "hybrid_beta"):
             if not 0.0 <= getattr(self, key) <= 100.0:
                 _fail(f"loss.{key}", f"must be in [0, 100], got {getattr(self, key)}")
+        if self.margin_kind not in MARGIN_KINDS:
+            _fail("loss.margin_kind", f"unknown {self.margin_kind!r}; valid: {', '.join(MARGIN_KINDS)}")
+        if self.margin_weight and self.margin_kind != "hinge":
+            _fail("loss.margin_weight", "weights the hinge margin loss: set loss.margin_kind = 'hinge' (or 0 here)")
+        if self.margin_kind == "hinge" and not self.margin_weight:
+            _fail("loss.margin_weight", "must be > 0 with loss.margin_kind = 'hinge'")
+        if self.margin_kind == "additive" and not self.infonce_weight:
+            _fail("loss.infonce_weight", "the additive margin acts inside InfoNCE: infonce_weight must be > 0")
         if self.infonce_weight == 0 and self.margin_weight == 0:
             _fail("loss.infonce_weight", "infonce_weight and margin_weight are both 0: nothing to train")
         if not 0.0 <= self.margin <= 2.0:
@@ -175,10 +196,13 @@ class CESpec:
     margin: float
     prefer_top: int
     rescore_top: int
+    cross_fit: bool
+    require_better: bool
     max_length: int
     train_steps: int
     batch_size: int
     num_negatives: int
+    negatives_top: int
     learning_rate: float
     loss: str
 
@@ -195,8 +219,10 @@ class CESpec:
             _fail("ce.rerank_depth", f"must be >= 0 (0: no re-ranking), got {self.rerank_depth}")
         if self.rescore_top < 0:
             _fail("ce.rescore_top", f"must be >= 0 (0: the whole pool), got {self.rescore_top}")
-        if not 8 <= self.max_length <= 512:
-            _fail("ce.max_length", f"must be in [8, 512], got {self.max_length}")
+        if self.negatives_top < 0:
+            _fail("ce.negatives_top", f"must be >= 0 (0: the whole pool), got {self.negatives_top}")
+        if self.max_length != 0 and not 8 <= self.max_length <= 512:
+            _fail("ce.max_length", f"must be 0 (auto: from the data) or in [8, 512], got {self.max_length}")
         for key in ("train_steps", "batch_size", "num_negatives"):
             if getattr(self, key) < 1:
                 _fail(f"ce.{key}", f"must be >= 1, got {getattr(self, key)}")
@@ -215,14 +241,20 @@ class CESpec:
         return CEFilterSpec(self.threshold, self.margin, self.prefer_top)
 
 
+EVAL_SEARCHES = ("exact", "ann")  # eval.search: dense top-k over the whole corpus | ScaNN with the index.* settings
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
     max_length: int
     batch_size: int
+    search: str
 
     def __post_init__(self):
-        if not 4 <= self.max_length <= 512:
-            _fail("eval.max_length", f"must be in [4, 512], got {self.max_length}")
+        if self.search not in EVAL_SEARCHES:
+            _fail("eval.search", f"unknown {self.search!r}; valid: {', '.join(EVAL_SEARCHES)}")
+        if self.max_length != 0 and not 4 <= self.max_length <= 512:
+            _fail("eval.max_length", f"must be 0 (auto: from the data) or in [4, 512], got {self.max_length}")
         if self.batch_size < 1:
             _fail("eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
@@ -304,10 +336,34 @@ SECTIONS = {
 }
 
 
+def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Reads configs saved before the gap band and the margin kinds (a workdir's config.json) as they meant.
+
+    band.relative (bool) -> band.mode "relative" | "absolute"; a loss with margin_weight > 0 and no margin_kind was a
+    hinge. Keys added since get the value that reproduces the old behaviour (one cross-encoder, exact evaluation).
+    """
+    config = {name: dict(value) if isinstance(value, Mapping) else value for name, value in config.items()}
+    band, loss = config.get("band", {}), config.get("loss", {})
+    if "relative" in band and "mode" not in band:
+        band["mode"] = "relative" if band.pop("relative") else "absolute"
+    if "margin_kind" not in loss and "margin_weight" in loss:
+        loss["margin_kind"] = "hinge" if loss["margin_weight"] else "none"
+    ce = config.get("ce", {})
+    added = {"data": {"max_length_cap": 256, "length_coverage": 0.95}, "train": {"lr_schedule": "linear"},
+             "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact"},
+             "ce": {"cross_fit": False, "require_better": False, "negatives_top": ce.get("rescore_top", 10)}}
+    for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour
+        if isinstance(config.get(section), dict):
+            for key, value in keys.items():
+                config[section].setdefault(key, value)
+    return config
+
+
 def spec_from_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ExperimentSpec:
     """Validates `config` and returns the frozen ExperimentSpec, or raises ConfigError naming the key."""
     if isinstance(config, ml_collections.ConfigDict):
         config = config.to_dict()
+    config = _migrate_legacy(config)
     known = set(SECTIONS) | {"seed"}
     for key in config:
         if key not in known:

@@ -1,10 +1,18 @@
-"""Evaluation: encode the corpus and the split's queries, retrieve over the whole corpus, compute metrics.
+"""Evaluation: ONE `evaluate(spec, encoder, data, split)` for every caller (`hnm eval`, the end of training,
+`hnm train-ce`, experiments), every `eval.*`, `index.*`, `data.*` and `ce.*` key honoured.
 
-Retrieval goes through the same `Retriever` that mining uses, so evaluation measures the pipeline a trained
-model is deployed with (exact dense top-k by default: a jitted, chunked matmul).
+Encodes the corpus and the split's queries at `eval.max_length` (0: measured on the data, see
+`data/lengths.py`), batches of `eval.batch_size`, and retrieves over the whole corpus through the same
+`Retriever` that mining uses. Dense search is EXACT (jitted, chunked matmul + top-k over every document) unless
+`eval.search = "ann"` asks for ScaNN with the `index.*` settings; the JSON records which ("search").
+Every run reports the dense retriever and, whenever BM25 (bm25s) works, the hybrid one ("retrievers"), the
+deployed one (`retriever.mode`, then the cross-encoder re-ranking stage when asked) at the top level, and the
+1-based rank of each query's first relevant document per retriever ("per_query"), for paired statistics.
 """
 
+import dataclasses
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,21 +20,28 @@ from typing import Any
 import jax
 import numpy as np
 
-from hnm_jax.data.beir import Split, Texts
+from hnm_jax import sharding as shardings
+from hnm_jax.config import ConfigError, ExperimentSpec
+from hnm_jax.data.beir import Split, Texts, read_split
 from hnm_jax.data.tokenize import tokenize_texts
 from hnm_jax.metrics import (
     best_negative_scores,
+    first_relevant_rank,
     near_duplicate_collapse,
     pairwise_accuracy,
     ranking_instability,
     retrieval_metrics,
     score_gap_stats,
 )
-from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.retriever import Retriever, RetrieverSpec
+from hnm_jax.mining.dense_index import MIN_SCANN_DOCS, DenseIndex, scann_params
+from hnm_jax.mining.retriever import Retrieved, Retriever
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
-RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10
+log = logging.getLogger(__name__)
+
+RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-query ranks go this deep
+
+EvalData = tuple[Path | None, Texts, Texts]  # (dataset root or None, corpus, queries), as `train.load_texts` gives
 
 
 def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -35,49 +50,89 @@ def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: 
     return np.max(np.where(positives >= 0, scores, -np.inf), axis=1)
 
 
-def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, max_length: int, batch_size: int,
-             state=None, sharding: jax.sharding.NamedSharding | None = None,
-             retriever_spec: RetrieverSpec | None = None, cache_dir: Path | None = None,
-             show_progress: bool = True, doc_types: np.ndarray | None = None,
-             memory_budget_bytes: int | None = None,
-             reranker: tuple[CrossEncoderModel, int] | None = None) -> dict[str, Any]:
+def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str | Split, *, state=None,
+             sharding: jax.sharding.NamedSharding | None = None, cache_dir: Path | None = None,
+             reranker: CrossEncoderModel | None = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Metrics of `encoder` (or of `state`, its parameters while training) on `split` over the whole corpus.
 
-    doc_types: [N] str, the perturbation type of each corpus row ("" for none; see `corpus_perturbations`);
-    adds `pairwise_accuracy/<type>` for the labelled near-duplicates of each type.
-    reranker: (cross-encoder, k): a second stage re-ranks the retriever's top k by CE logit.
-    The ranking metrics at the top level are those of the final stage; `stages` holds each stage's
-    ({"retrieve": {...}} or {"retrieve": {...}, "rerank": {...}}). The other metrics (score gaps, pairwise
-    accuracy, collapse) are the bi-encoder's.
+    spec: the run's ExperimentSpec; eval.max_length (0: resolved from the data), eval.batch_size, eval.search,
+      index.* (ANN only), retriever.* (the deployed mode and the hybrid fusion), data.memory_budget_mb (corpus
+      tokens over it stream to `cache_dir`), ce.rerank_depth and ce.max_length (with `reranker`). data.skip_empty
+      applies where `data` is read (`train.load_texts`, `load_beir(..., skip_empty=...)`).
+    data: (root, corpus, queries); `root/perturbations.tsv` (synthetic benchmark) adds `pairwise_accuracy/<type>`
+      for the labelled near-duplicates of each perturbation type. root may be None.
+    split: a split name (read from `root`) or a read Split.
+    sharding: batch NamedSharding over a 1-D 'data' mesh (default: every device).
+    reranker: a cross-encoder re-ranking the deployed retriever's top `ce.rerank_depth` by logit.
+    show_progress: progress bars (default: on process 0).
+
+    Returns the JSON-ready metrics: the deployed pipeline's final-stage ranking metrics at the top level
+    (accuracy@k, recall@k, mrr@10, ndcg@10); "stages" ({"retrieve": {...}[, "rerank": {...}]}); "retrievers"
+    ({"dense": {...}, "hybrid": {...}[, "lexical": {...}]}: each retrieval's ranking metrics); "per_query"
+    ({"query_ids": [...], "rank_<retriever>": [...][, "rank_rerank": [...]]}: 1-based rank of the first relevant
+    document within the top RETRIEVE_K, 0 when not retrieved); the bi-encoder's (dense) score gaps, near-tie
+    rate, pairwise accuracy and collapse; and the settings used ("retriever", "search", "max_length",
+    "batch_size", "rerank").
     """
+    root, corpus, queries = data
+    if isinstance(split, str):
+        split = read_split(root, split, corpus, queries)
+    show_progress = jax.process_index() == 0 if show_progress is None else show_progress
+    if spec.eval.max_length == 0 or (reranker is not None and spec.ce.max_length == 0):
+        from hnm_jax.data.lengths import resolve_lengths
+
+        resolved = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
+        spec = resolved[0] if isinstance(resolved, tuple) else resolved
+    if sharding is None:
+        sharding = shardings.batch_sharding(shardings.make_mesh())
+    try:
+        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if reranker is not None and spec.ce.rerank_depth < 1:
+        raise ConfigError("ce.rerank_depth: must be >= 1 to re-rank with a cross-encoder")
+    max_length, batch_size = spec.eval.max_length, spec.eval.batch_size
+
     query_texts = [queries.texts[i] for i in split.query_rows]
     corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir,
-                                   memory_budget_bytes=memory_budget_bytes)
+                                   memory_budget_bytes=spec.data.memory_budget_bytes)
     query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
     encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
     doc_emb = encoder.encode_tokens(corpus_tokens, **encode)
     query_emb = encoder.encode_tokens(query_tokens, **encode)
-    retriever_spec = retriever_spec or RetrieverSpec()
-    retriever = build_retriever(retriever_spec, doc_emb, corpus.texts)
-    retrieved = retriever.retrieve(query_emb, query_texts, k=min(RETRIEVE_K, len(corpus)))
-    ranked = retrieved.indices
-    if ranked.shape[1] < 10:  # tiny corpora: pad so @10 metrics are defined
-        ranked = np.pad(ranked, ((0, 0), (0, 10 - ranked.shape[1])), constant_values=-1)
-    metrics = retrieval_metrics(ranked, split.positives)
+
+    k = min(RETRIEVE_K, len(corpus))
+    dense_index, search = build_dense_index(spec, doc_emb, k)
+    lexical = build_lexical_index(corpus.texts, required=spec.retriever.mode != "dense")
+    deployed = spec.retriever.mode
+    modes = dict.fromkeys(["dense", *(["hybrid"] if lexical is not None else []), deployed])
+    retrieved: dict[str, Retrieved] = {}
+    for mode in modes:
+        retriever = Retriever(dataclasses.replace(spec.retriever, mode=mode), dense_index, lexical)
+        retrieved[mode] = retriever.retrieve(query_emb, query_texts, k=k)
+    ranked = {mode: _at_least_10(r.indices) for mode, r in retrieved.items()}
+    retrievers = {mode: retrieval_metrics(rows, split.positives) for mode, rows in ranked.items()}
+    ranks = {f"rank_{mode}": first_relevant_rank(rows, split.positives) for mode, rows in ranked.items()}
+
+    metrics: dict[str, Any] = dict(retrievers[deployed])
     stages = {"retrieve": dict(metrics)}
     if reranker is not None:
-        cross_encoder, depth = reranker
-        ranked = rerank(ranked, query_texts, corpus.texts, cross_encoder, depth, batch_size, show_progress)
-        stages["rerank"] = retrieval_metrics(ranked, split.positives)
+        depth = spec.ce.rerank_depth
+        final = rerank(ranked[deployed], query_texts, corpus.texts, reranker, depth, batch_size, show_progress,
+                       max_length=spec.ce.max_length)
+        stages["rerank"] = retrieval_metrics(final, split.positives)
         metrics.update(stages["rerank"])
-    metrics["stages"] = stages
+        ranks["rank_rerank"] = first_relevant_rank(final, split.positives)
+        metrics["rerank"] = {"depth": depth, "max_length": spec.ce.max_length, "model": reranker.source}
+    metrics.update(stages=stages, retriever=deployed, retrievers=retrievers)
+
+    dense = retrieved["dense"]  # the bi-encoder's own figures, whatever the deployed pipeline
     best_positive = best_positive_scores(query_emb, doc_emb, split.positives)
-    if retriever_spec.mode != "lexical":
-        best_negative = best_negative_scores(retrieved.indices, retrieved.dense, split.positives)
-        metrics.update(score_gap_stats(best_positive, best_negative))
-    metrics.update(ranking_instability(retrieved.fused))
+    metrics.update(score_gap_stats(best_positive, best_negative_scores(dense.indices, dense.dense, split.positives)))
+    metrics.update(ranking_instability(dense.dense))
     if split.candidates is not None:
         cand = split.candidates
+        doc_types = corpus_perturbations(root, corpus) if root is not None else None
         cand_scores = np.sum(query_emb[cand.query] * doc_emb[cand.doc], axis=-1)
         metrics.update(pairwise_accuracy(cand.query, cand_scores, cand.label, best_positive))
         for kind in sorted(set(doc_types[cand.doc]) - {""}) if doc_types is not None else ():
@@ -85,20 +140,66 @@ def evaluate(encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *, m
             per_kind = pairwise_accuracy(cand.query[of_kind], cand_scores[of_kind], cand.label[of_kind], best_positive)
             metrics.update({f"{name}/{kind}": value for name, value in per_kind.items()})
         metrics.update(near_duplicate_collapse(doc_emb, cand.query, cand.doc, cand.label, split.positives))
-    metrics["num_queries"] = len(split)
-    metrics["num_docs"] = len(corpus)
+    metrics.update(num_queries=len(split), num_docs=len(corpus), split=split.name, search=search,
+                   max_length=max_length, batch_size=batch_size, skipped_docs=corpus.skipped,
+                   skipped_queries=queries.skipped)
+    metrics["per_query"] = {"query_ids": [queries.ids[r] for r in split.query_rows],
+                            **{name: rank.tolist() for name, rank in ranks.items()}}
     return metrics
 
 
+def _at_least_10(ranked: np.ndarray) -> np.ndarray:
+    """[Q, K] ranked rows padded with -1 to K >= 10, so the @10 metrics are defined on tiny corpora."""
+    return np.pad(ranked, ((0, 0), (0, max(0, 10 - ranked.shape[1]))), constant_values=-1)
+
+
+def build_dense_index(spec: ExperimentSpec, doc_emb: np.ndarray, k: int) -> tuple[DenseIndex, str | dict[str, Any]]:
+    """The dense index evaluation searches, and its record for the JSON ("search").
+
+    eval.search = "exact": exact top-k over the whole corpus, whatever its size -> "exact". "ann": ScaNN with the
+    `index.*` settings (corpora below index.exact_threshold, or below ScaNN's minimum, are still searched exactly
+    and recorded "exact") -> {"ann": "scann", num_leaves, leaves_to_search, training_sample_size, reorder (for a
+    top-k search), dims_per_block, anisotropic_threshold}.
+    """
+    n = doc_emb.shape[0]
+    if spec.eval.search == "exact":
+        return DenseIndex.build(doc_emb, dataclasses.replace(spec.index, exact_threshold=n + 1)), "exact"
+    index = DenseIndex.build(doc_emb, spec.index)
+    if index.is_exact:
+        log.info("eval.search = ann, but %d docs < index.exact_threshold %d (or ScaNN's minimum %d): exact search",
+                 n, spec.index.exact_threshold, MIN_SCANN_DOCS)
+        return index, "exact"
+    return index, {"ann": "scann", **scann_params(n, spec.index),
+                   "reorder": max(spec.index.reorder or max(10 * k, 100), k),
+                   "dims_per_block": spec.index.dims_per_block,
+                   "anisotropic_threshold": spec.index.anisotropic_threshold}
+
+
+def build_lexical_index(doc_texts, required: bool):
+    """BM25 over the corpus (`mining.lexical.LexicalIndex`), or None when bm25s cannot be imported and the
+    deployed retriever does not need it (`required`)."""
+    from hnm_jax.mining.lexical import LexicalIndex
+
+    try:
+        return LexicalIndex.build(list(doc_texts))
+    except ImportError:
+        if required:
+            raise
+        log.warning("bm25s cannot be imported: evaluation reports no hybrid retriever")
+        return None
+
+
 def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel, depth: int,
-           batch_size: int, show_progress: bool = False) -> np.ndarray:
-    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first."""
+           batch_size: int, show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
+    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first.
+
+    Pairs are tokenized at `max_length` (default: the cross-encoder's own max_length)."""
     top = ranked[:, :depth]
     query, column = np.nonzero(top >= 0)
     logits = np.full(top.shape, -np.inf, np.float32)
     logits[query, column] = cross_encoder.score([query_texts[q] for q in query],
                                                 [doc_texts[d] for d in top[query, column]], batch_size=batch_size,
-                                                show_progress=show_progress)
+                                                max_length=max_length, show_progress=show_progress)
     order = np.argsort(-logits, axis=1, kind="stable")
     return np.concatenate([np.take_along_axis(top, order, axis=1), ranked[:, depth:]], axis=1)
 
@@ -113,20 +214,22 @@ def corpus_perturbations(root: Path, corpus: Texts) -> np.ndarray | None:
     return np.asarray([types.get(doc_id, "") for doc_id in corpus.ids], dtype=object)
 
 
-def build_retriever(spec: RetrieverSpec, doc_emb: np.ndarray, doc_texts) -> Retriever:
-    """The deployed retrieval pipeline over one corpus: dense index and/or BM25, as `spec.mode` asks."""
-    from hnm_jax.mining.lexical import LexicalIndex
-
-    dense = DenseIndex.build(doc_emb) if spec.mode in ("dense", "hybrid") else None
-    lexical = LexicalIndex.build(list(doc_texts)) if spec.mode in ("lexical", "hybrid") else None
-    return Retriever(spec, dense, lexical)
+def dumps_metrics(metrics: Mapping) -> str:
+    """JSON with sorted keys and 2-space indents, except that each "per_query" list takes one line (last)."""
+    metrics = dict(metrics)
+    per_query = metrics.pop("per_query", None)
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    if per_query is not None:
+        lists = ",\n".join(f"    {json.dumps(name)}: {json.dumps(values)}" for name, values in per_query.items())
+        text = (text[:-2] + ",\n" if metrics else "{\n") + f'  "per_query": {{\n{lists}\n  }}\n}}'
+    return text + "\n"
 
 
 def write_metrics(metrics: Mapping, path: Path) -> None:
-    """JSON with sorted keys, written atomically."""
+    """`dumps_metrics` JSON, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(dumps_metrics(metrics))
     tmp.replace(path)
 
 

@@ -44,18 +44,25 @@ def candidate_mask(pos_doc: jax.Array, neg_doc: jax.Array, query_positives: jax.
     return own | (usable_columns(pos_doc, neg_doc)[None, :] & ~known_positive)
 
 
-def infonce_loss(scores: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
+def infonce_loss(scores: jax.Array, mask: jax.Array, temperature: float,
+                 margins: jax.Array | None = None) -> jax.Array:
     """InfoNCE (multiple-negatives ranking loss) with the positive of query i in column i.
 
-    loss = mean_i [ -s_ii / t + log sum_{j: mask_ij} exp(s_ij / t) ]
+    loss = mean_i [ -s_ii / t + log sum_{j: mask_ij} exp((s_ij + m_ij) / t) ]
+
+    with m_ij the additive margin of negative j (`additive_margins`; m_ii = 0, none when `margins` is None):
+    a negative's logit is raised by m_ij / t, so the loss asks s_ii > s_ij + m_ij (AM-softmax / CosFace).
 
     Args:
       scores: [B, C] similarities (cosine for normalized embeddings), C >= B.
       mask: [B, C] bool, True = column j is a candidate for query i (column i must be True).
       temperature: t > 0.
+      margins: optional [B, C] additive margins in score units (zero on the diagonal).
     Returns:
       scalar float32 loss; masked entries get exactly zero gradient.
     """
+    if margins is not None:
+        scores = scores + margins
     logits = jnp.where(mask, scores / temperature, NEG_INF)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     own = jnp.arange(scores.shape[0])
@@ -66,6 +73,42 @@ def in_batch_accuracy(scores: jax.Array, mask: jax.Array) -> jax.Array:
     """Fraction of queries whose own positive has the highest score among their candidates: scalar."""
     masked = jnp.where(mask, scores, -jnp.inf)
     return jnp.mean(jnp.argmax(masked, axis=-1) == jnp.arange(scores.shape[0]))
+
+
+def additive_margins(scores: jax.Array, margin: float, alpha: float, relative: bool) -> jax.Array:
+    """Hardness-growing additive margins m_ij for InfoNCE logits: [B, C] -> [B, C], zero on the diagonal.
+
+        h_ij = s_ij - s_ii   (relative: the negative's hardness relative to its query's positive; > 0 = an error)
+        h_ij = s_ij          (relative=False)
+        m_ij = max(0, margin + alpha * stop_gradient(h_ij))   for j != i,   m_ii = 0
+
+    The margin is a target, not optimized (stop-gradient); alpha > 0 gives harder negatives larger margins.
+    """
+    scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+    num_queries, num_cols = scores.shape
+    own = jnp.arange(num_cols)[None, :] == jnp.arange(num_queries)[:, None]
+    positive = jnp.diagonal(scores)[:, None]
+    hardness = jax.lax.stop_gradient(jnp.where(relative, scores - positive, scores))
+    return jnp.where(own, 0.0, jnp.maximum(0.0, margin + alpha * hardness))
+
+
+def margin_diagnostics(scores: jax.Array, mask: jax.Array, margins: jax.Array, temperature: float) -> dict:
+    """How much an additive margin changes the InfoNCE loss of one batch (for logging; scalars).
+
+    active_fraction: share of the (query, negative) candidate pairs with m_ij > 0.
+    loss_delta: InfoNCE with the margins minus InfoNCE without them.
+    grad_share: ||G_m - G_0||_F / ||G_m||_F, with G the gradient of the loss w.r.t. the [B, C] scores, with (m)
+      and without (0) margins: the margin's share of the gradient that reaches the encoder.
+    """
+    num_queries, num_cols = scores.shape
+    own = jnp.arange(num_cols)[None, :] == jnp.arange(num_queries)[:, None]
+    negative = mask & ~own
+    active = jnp.sum(negative & (margins > 0)) / jnp.maximum(jnp.sum(negative), 1)
+    with_margin = jax.grad(infonce_loss)(scores, mask, temperature, margins)
+    without = jax.grad(infonce_loss)(scores, mask, temperature)
+    share = jnp.linalg.norm(with_margin - without) / jnp.maximum(jnp.linalg.norm(with_margin), 1e-12)
+    delta = infonce_loss(scores, mask, temperature, margins) - infonce_loss(scores, mask, temperature)
+    return {"margin_active_fraction": active, "margin_loss_delta": delta, "margin_grad_share": share}
 
 
 def margin_loss(scores: jax.Array, mask: jax.Array, margin: float, alpha: float, relative: bool) -> jax.Array:
@@ -102,6 +145,18 @@ def margin_loss(scores: jax.Array, mask: jax.Array, margin: float, alpha: float,
     per_pair = jnp.where(negative, jnp.maximum(0.0, target - (positive - safe)), 0.0)  # [B, C]
     count = jnp.maximum(1.0, jnp.sum(negative, axis=-1))  # [B]
     return jnp.mean(jnp.sum(per_pair, axis=-1) / count)
+
+
+def hinge_active_fraction(scores: jax.Array, mask: jax.Array, margin: float, alpha: float,
+                          relative: bool) -> jax.Array:
+    """Share of the (query, negative) candidate pairs whose hinge in `margin_loss` is active (> 0): scalar."""
+    num_queries, num_cols = scores.shape
+    own = jnp.arange(num_cols)[None, :] == jnp.arange(num_queries)[:, None]
+    negative = mask & ~own
+    positive = jnp.diagonal(scores)[:, None]
+    hardness = jnp.where(relative, scores - positive, scores)
+    active = negative & (margin + alpha * hardness - (positive - scores) > 0)
+    return jnp.sum(active) / jnp.maximum(jnp.sum(negative), 1)
 
 
 def uniformity_loss(embeddings: jax.Array, valid: jax.Array, t: float = 2.0) -> jax.Array:

@@ -2,7 +2,8 @@
 
     hnm train --config configs/quickstart.py [--config.train.batch_size=16 ...] --workdir DIR
     hnm train-ce --config configs/full.py --workdir DIR                    # the cross-encoder only (DIR/ce/model)
-    hnm eval --workdir DIR [--data NAME_OR_PATH] [--split test] [--output FILE] [--max-length 128]
+    hnm eval --workdir DIR [--data NAME_OR_PATH] [--split test] [--output FILE]    # the workdir's config keys
+    hnm eval ... [--max-length N] [--batch-size B] [--search exact|ann] [--retriever dense|lexical|hybrid]
     hnm eval --model all-MiniLM-L6-v2 --data abt_buy --split test          # zero-shot, no training
     hnm eval ... --rerank DIR/ce/model [--rerank-depth 10]                 # + cross-encoder re-ranking stage
     hnm export --workdir DIR --out EXPORT_DIR [--cross-encoder]            # Hugging Face / sentence-transformers layout
@@ -106,17 +107,24 @@ def _train_ce(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="hnm eval", description="Evaluate a trained workdir or a model.")
+    parser = argparse.ArgumentParser(
+        prog="hnm eval", description="Evaluate a trained workdir (with its config: every eval.*, index.*, data.* and "
+                                     "ce.* key) or a model zero-shot (configs/base.py settings). Flags override.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workdir", help="a training workdir (its newest checkpoint)")
+    source.add_argument("--workdir", help="a training workdir (its newest checkpoint and config.json)")
     source.add_argument("--model", help="a model folder, packaged name or hub id (zero-shot)")
     parser.add_argument("--data", help="benchmark name or BEIR folder (default: the workdir's dataset)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", help="metrics JSON (default: WORKDIR/eval_<split>.json)")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per query and document")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--max-length", type=int,
+                        help=f"tokens per query and document, 0 = auto from the data (default: the workdir's "
+                             f"eval.max_length, {ZERO_SHOT_MAX_LENGTH} for --model)")
+    parser.add_argument("--batch-size", type=int, help="encoding batch (default: eval.batch_size)")
+    parser.add_argument("--search", choices=("exact", "ann"),
+                        help="dense search: exact top-k over the whole corpus, or ScaNN with the index.* settings "
+                             "(default: eval.search, exact)")
     parser.add_argument("--retriever", choices=("dense", "lexical", "hybrid"),
-                        help="retrieval mode (default: the workdir's retriever config, dense for --model)")
+                        help="deployed retrieval mode (default: the workdir's retriever.mode, dense for --model)")
     parser.add_argument("--rerank", help="cross-encoder folder: re-rank the retriever's top k (default: the "
                                          "workdir's DIR/ce/model when its config sets ce.rerank_depth)")
     parser.add_argument("--rerank-depth", type=int, help="k (default: the config's ce.rerank_depth, else 10)")
@@ -124,6 +132,8 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--num-processes", type=int, help="multi-process: how many processes")
     parser.add_argument("--process-id", type=int, help="multi-process: this process, 0..N-1")
     args = parser.parse_args(argv)
+    if args.model and not args.data:
+        parser.error("--data is required with --model")
     try:
         init_distributed(args.coordinator, args.num_processes, args.process_id)
     except ValueError as error:
@@ -134,36 +144,48 @@ def _eval(argv: list[str]) -> int:
     from hnm_jax import sharding
     from hnm_jax.config import spec_from_config
     from hnm_jax.data.beir import load_beir, resolve_dataset_path
-    from hnm_jax.evaluate import corpus_perturbations, evaluate, format_table, write_metrics
-    from hnm_jax.mining.retriever import RetrieverSpec
-    from hnm_jax.models.pretrained import load_cross_encoder, load_encoder
-    from hnm_jax.train import CE_DIR, load_trained, load_trained_config
+    from hnm_jax.evaluate import evaluate, format_table, write_metrics
+    from hnm_jax.models.pretrained import load_cross_encoder
 
-    config = None
     if args.workdir:
-        config = load_trained_config(args.workdir)
-        data = args.data or config.data.path or config.data.name
+        from hnm_jax.train import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
+
+        spec = spec_from_config(load_trained_config(args.workdir))
+        data = args.data or spec.data.path or spec.data.name
         label = f"{Path(args.workdir).name} ({args.split})"
     else:
-        if not args.data:
-            parser.error("--data is required with --model")
+        from configs.base import get_config
+
+        config = get_config()
+        config.model.name = args.model
+        config.eval.max_length = ZERO_SHOT_MAX_LENGTH
+        spec = spec_from_config(config)
         data, label = args.data, f"{args.model} ({args.split})"
+    spec = eval_overrides(spec, args)
     root = resolve_dataset_path(path=data) if Path(data).is_dir() else resolve_dataset_path(name=data)
-    beir = load_beir(root, args.split)  # bad data fails here, before any model is loaded
-    encoder = load_trained(args.workdir)[0] if args.workdir else load_encoder(args.model)
-    retriever_spec = spec_from_config(config).retriever if args.workdir else RetrieverSpec()
-    if args.retriever:
-        retriever_spec = dataclasses.replace(retriever_spec, mode=args.retriever)
-    depth = args.rerank_depth or (spec_from_config(config).ce.rerank_depth if args.workdir else 0) or 10
+    beir = load_beir(root, args.split, skip_empty=spec.data.skip_empty)  # bad data fails here, before any model
+    depth = spec.ce.rerank_depth if args.rerank_depth is None else args.rerank_depth
     rerank = args.rerank
-    if rerank is None and args.workdir and spec_from_config(config).ce.rerank_depth:
-        rerank = str(Path(args.workdir) / CE_DIR / "model")
-    reranker = (load_cross_encoder(rerank, max_length=args.max_length), depth) if rerank else None
-    mesh = sharding.make_mesh()
-    metrics = evaluate(encoder, beir.corpus, beir.queries, beir.split, max_length=args.max_length,
-                       batch_size=args.batch_size, sharding=sharding.batch_sharding(mesh),
-                       retriever_spec=retriever_spec, doc_types=corpus_perturbations(root, beir.corpus),
-                       reranker=reranker)
+    if rerank is None and args.workdir and depth:  # the run's cross-encoder, as training used it (cross-fitted: fold 0)
+        exports = [Path(args.workdir) / CE_DIR / sub / "model" for sub in ("", CE_FOLD_DIR.format(0))]
+        rerank = spec.ce.model or str(next((p for p in exports if p.is_dir()), exports[0]))
+    if rerank:
+        spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, model=rerank,
+                                                                rerank_depth=depth or DEFAULT_RERANK_DEPTH))
+    if args.workdir:
+        encoder = load_trained(args.workdir)[0]
+    else:
+        from hnm_jax.models.pretrained import load_encoder
+
+        encoder = load_encoder(args.model)
+    dtype = jax.numpy.dtype(spec.model.dtype)
+    reranker = None
+    if rerank:  # ce.max_length 0 (auto) is resolved by `evaluate`; load at the model's own default meanwhile
+        reranker = load_cross_encoder(rerank, dtype=dtype, **({"max_length": spec.ce.max_length}
+                                                             if spec.ce.max_length else {}))
+    metrics = evaluate(spec, encoder, (beir.root, beir.corpus, beir.queries), beir.split,
+                       sharding=sharding.batch_sharding(sharding.make_mesh()),
+                       cache_dir=Path(args.workdir) / "cache" if args.workdir else None, reranker=reranker)
     if jax.process_index() != 0:  # every process computed the same metrics; one writes them
         return 0
     output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
@@ -172,6 +194,21 @@ def _eval(argv: list[str]) -> int:
         write_metrics(metrics, output)
     print(format_table({label: metrics}))
     return 0
+
+
+ZERO_SHOT_MAX_LENGTH = 128  # `hnm eval --model`: tokens per query and document (the zero-shot reference's)
+DEFAULT_RERANK_DEPTH = 10  # `--rerank` with no ce.rerank_depth and no --rerank-depth
+
+
+def eval_overrides(spec, args: argparse.Namespace):
+    """`spec` with the `hnm eval` flags that were given (--max-length, --batch-size, --search, --retriever) in
+    place of its keys; bad values raise ConfigError naming the key."""
+    evals = {key: value for key, value in (("max_length", args.max_length), ("batch_size", args.batch_size),
+                                           ("search", args.search)) if value is not None}
+    spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, **evals))
+    if args.retriever:
+        spec = dataclasses.replace(spec, retriever=dataclasses.replace(spec.retriever, mode=args.retriever))
+    return spec
 
 
 def _export(argv: list[str]) -> int:
@@ -202,18 +239,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("jax", "absl", "bm25s", "tensorboardX"):  # keep our INFO lines, not every library's
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Importing these (hnm_jax.train included) must run no JAX computation: `init_distributed` comes later.
+    # Importing these (and hnm_jax.train) must run no JAX computation: `init_distributed` comes later.
     from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError
     from hnm_jax.data.beir import DataError
-    from hnm_jax.train import TrainingDiverged
 
+    failed: tuple[type[Exception], ...] = (CheckpointError,)
+    if argv[0] in ("train", "train-ce"):  # `hnm eval --model` never imports the trainer
+        from hnm_jax.train import TrainingDiverged
+
+        failed += (TrainingDiverged,)
     try:
         return COMMANDS[argv[0]](argv[1:])
     except (ConfigError, DataError) as error:  # bad input: fix it and rerun
         print(f"hnm {argv[0]}: {error}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, CheckpointError) as error:  # the run failed; what was saved is kept
+    except failed as error:  # the run failed; what was saved is kept
         print(f"hnm {argv[0]}: {error}", file=sys.stderr)
         return 1
 

@@ -47,6 +47,24 @@ def retrieval_metrics(ranked: jnp.ndarray, positives: jnp.ndarray, ks: tuple[int
     return {name: float(value) for name, value in out.items()}
 
 
+def first_relevant_rank(ranked: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """1-based rank of each query's first relevant document in its ranked list, 0 when none is retrieved.
+
+    rank_q = 1 + min { r : ranked[q, r] in positives[q] }  (0 if the set is empty), so that
+    accuracy@k = mean_q [1 <= rank_q <= k] and mrr@10 = mean_q [1 <= rank_q <= 10] / rank_q.
+
+    Args:
+      ranked: [Q, K] int corpus rows, best first (-1 = empty slot).
+      positives: [Q, P] int, -1 padded.
+    Returns:
+      [Q] int64.
+    """
+    ranked, positives = np.asarray(ranked), np.asarray(positives)
+    hit = np.any((ranked[:, :, None] == positives[:, None, :]) & (positives[:, None, :] >= 0), axis=-1)
+    hit &= ranked >= 0
+    return np.where(hit.any(axis=1), np.argmax(hit, axis=1) + 1, 0).astype(np.int64)
+
+
 def pairwise_accuracy(candidate_query: np.ndarray, candidate_scores: np.ndarray, candidate_label: np.ndarray,
                       best_positive_score: np.ndarray) -> dict:
     """Discrimination between each query's positive and its labelled near-duplicates.

@@ -1,4 +1,4 @@
-"""The optax chain: global-norm clipping, AdamW with linear warm-up then linear decay to zero."""
+"""The optax chain: global-norm clipping, AdamW with linear warm-up, then linear decay to zero or constant."""
 
 import jax
 import optax
@@ -7,9 +7,14 @@ from hnm_jax.config import TrainSpec
 
 
 def learning_rate_schedule(spec: TrainSpec, total_steps: int) -> optax.Schedule:
-    """Linear warm-up from 0 over warmup_fraction * total_steps, then linear decay to 0 at total_steps."""
+    """Linear warm-up from 0 over warmup_fraction * total_steps, then linear decay to 0 at total_steps
+    (`lr_schedule = "linear"`) or the peak rate to the end (`"constant"`, so a curriculum's hard end is trained on).
+    """
     warmup = int(round(spec.warmup_fraction * total_steps))
-    decay = optax.linear_schedule(spec.learning_rate, 0.0, max(total_steps - warmup, 1))
+    if spec.lr_schedule == "constant":
+        decay = optax.constant_schedule(spec.learning_rate)
+    else:
+        decay = optax.linear_schedule(spec.learning_rate, 0.0, max(total_steps - warmup, 1))
     if not warmup:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, spec.learning_rate, warmup), decay], [warmup])

@@ -27,11 +27,27 @@ from hnm_jax.ce_train_step import jit_ce_train_step
 from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, spec_from_config
 from hnm_jax.data import batches
-from hnm_jax.data.beir import DataError, Split, Texts, read_corpus, read_queries, read_split, resolve_dataset_path
+from hnm_jax.data.beir import (
+    DataError,
+    Split,
+    Texts,
+    list_splits,
+    read_corpus,
+    read_queries,
+    read_split,
+    resolve_dataset_path,
+)
+from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
-from hnm_jax.evaluate import best_positive_scores, corpus_perturbations, evaluate, format_table, write_metrics
+from hnm_jax.evaluate import (
+    best_positive_scores,
+    evaluate,
+    format_table,
+    rerank,
+    write_metrics,
+)
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.metrics import pool_statistics
+from hnm_jax.metrics import pool_statistics, retrieval_metrics
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.lexical import LexicalIndex, normalize_per_query
 from hnm_jax.mining.negatives import (
@@ -40,6 +56,8 @@ from hnm_jax.mining.negatives import (
     Pool,
     SelectSpec,
     ce_filter,
+    cross_fit_folds,
+    dropped_share,
     guide_mask,
     mine_pool,
 )
@@ -62,6 +80,8 @@ log = logging.getLogger(__name__)
 
 TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
 CE_DIR = "ce"  # <workdir>/ce: the cross-encoder's checkpoints, logs and exported HF folder ("model")
+CE_FOLD_DIR = "fold{}"  # cross-fitting: <workdir>/ce/fold0, <workdir>/ce/fold1, each laid out like <workdir>/ce
+DEV_SPLIT = "dev"  # the split the cross-encoder must do well on before it may filter (see Miner.apply_cross_encoder)
 
 
 class TrainingDiverged(RuntimeError):
@@ -140,6 +160,25 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
     os.replace(partial, path)
 
 
+@dataclasses.dataclass(frozen=True)
+class DevSet:
+    """The dev split the cross-encoder gate measures on: qrels (+ labelled candidates), query texts and tokens."""
+
+    split: Split
+    query_texts: list[str]
+    query_tokens: TokenizedTexts
+
+
+def load_dev_set(spec: ExperimentSpec, root: Path, corpus: Texts, queries: Texts, tokenizer: Any,
+                 cache_dir: Path | None = None) -> DevSet | None:
+    """The `DEV_SPLIT` of the dataset (queries tokenized like the training queries), or None when it has none."""
+    if DEV_SPLIT not in list_splits(root) or spec.data.train_split == DEV_SPLIT:
+        return None
+    split = read_split(root, DEV_SPLIT, corpus, queries)
+    texts = [queries.texts[r] for r in split.query_rows]
+    return DevSet(split, texts, tokenize_texts(tokenizer, texts, spec.data.query_max_length, cache_dir=cache_dir))
+
+
 class Miner:
     """Host-side mining state of a run: the deployed retriever over the corpus and the pool of candidates.
 
@@ -148,10 +187,12 @@ class Miner:
     configured), known positives and exact-text twins removed. candidates(): this step's candidates; with an
     online pool the batch's queries are re-encoded with the current parameters and re-queried against the index.
 
-    With a cross-encoder (`ce`, set by the cross-encoder phase), each refresh scores the first `ce.rescore_top`
-    pool entries and the labelled positives of every query (scores cached per (query, doc) pair for the run),
-    and `ce_filter` drops the likely positives (when `ce.filter`); the per-step re-queried pools are filtered
-    on the cached scores. `guide()` gives the loss a mask of batch columns the CE calls likely positives.
+    With cross-encoders (`use_cross_encoders`, called by the cross-encoder phase), each refresh first checks them
+    on the dev split (`check_cross_encoders`), then scores the first `ce.rescore_top` pool entries (0: all) and
+    the labelled positives of every query, each query by its own CE (`scorer`: with cross-fitting the CE trained
+    on the other half of the queries; scores cached per (query, doc) pair for the run), and `ce_filter` drops the
+    likely positives (when `ce.filter`); the per-step re-queried pools are filtered on the cached scores.
+    `guide()` gives the loss a mask of batch columns the CE calls likely positives.
     """
 
     def __init__(self, spec: ExperimentSpec, encoder: Encoder, corpus: Texts, query_texts: list[str],
@@ -170,9 +211,14 @@ class Miner:
         self.pool: Pool | None = None
         self.doc_emb: np.ndarray | None = None
         self.pool_step = -1  # step at which the pool was mined
-        self.ce: CrossEncoderModel | None = None
-        self.ce_scores: dict[tuple[int, int], float] = {}  # (split row, corpus row) -> CE logit
+        self.ces: tuple[CrossEncoderModel, ...] = ()  # the run's cross-encoders (two when cross-fitted)
+        self.scorer: np.ndarray | None = None  # [Q] index into `ces` of the CE that scores each query's pairs
+        self.ce_scores: dict[tuple[int, int], float] = {}  # (split row, corpus row) -> CE logit (by its scorer)
         self.ce_positive: np.ndarray | None = None  # [Q] CE logit of each query and its best labelled positive
+        self.ce_filter_on = True  # the last dev check let the CEs filter and guide (`check_cross_encoders`)
+        self.dev: DevSet | None = None  # the split of that check (None: no check, the CEs filter)
+        self._dev_dropped: dict[int, float] = {}  # CE index -> share of dev negatives its rules drop (fixed)
+        self._warned_no_dev = False
 
     @property
     def enabled(self) -> bool:
@@ -214,24 +260,36 @@ class Miner:
         t3 = time.perf_counter()
         self.pool_step = step
         stats = {"encode_s": t1 - t0, "build_s": t2 - t1, "search_s": t3 - t2}
-        if self.ce is not None:
-            stats.update(self.apply_cross_encoder())
+        if self.ces:
+            stats.update(self.apply_cross_encoder(params))
         stats["total_s"] = time.perf_counter() - t0
         kept = np.asarray(band_mask(self.pool.dense, self.pool.positive, band_at(step, self.spec.band),
-                                    self.spec.band.relative)) & (self.pool.indices >= 0)
+                                    self.spec.band.mode)) & (self.pool.indices >= 0)
         stats.update({k: v for k, v in pool_statistics(self.pool.dense, self.pool.positive, kept).items()
                       if isinstance(v, float)})
         return stats
 
+    def use_cross_encoders(self, ces: list[CrossEncoderModel], scorer: np.ndarray | None = None) -> None:
+        """Hands the miner its cross-encoders. scorer [Q]: index into `ces` of the CE that scores each training
+        query's pairs (cross-fitting: the CE that did not train on the query); None: ces[0] scores every query."""
+        scorer = np.zeros(len(self.split), np.int32) if scorer is None else np.asarray(scorer, np.int32)
+        if not ces or scorer.shape != (len(self.split),) or scorer.min() < 0 or scorer.max() >= len(ces):
+            raise ValueError(f"use_cross_encoders: {len(ces)} CEs need a scorer [{len(self.split)}] of indices in "
+                             f"[0, {len(ces)}), got shape {scorer.shape}")
+        self.ces, self.scorer = tuple(ces), scorer
+        self._dev_dropped = {}
+
     def _score_pairs(self, pairs: list[tuple[int, int]]) -> None:
-        """CE-scores the (split row, corpus row) pairs not cached yet."""
+        """CE-scores the (split row, corpus row) pairs not cached yet, each by the CE `scorer` assigns its query."""
         new = [pair for pair in dict.fromkeys(pairs) if pair not in self.ce_scores]
-        if not new:
-            return
-        logits = self.ce.score([self.query_texts[q] for q, _ in new], [self.doc_texts[d] for _, d in new],
-                               batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length,
-                               show_progress=jax.process_index() == 0)
-        self.ce_scores.update(zip(new, logits.tolist(), strict=True))
+        by = self.scorer[np.asarray([q for q, _ in new], np.int64)] if new else np.zeros(0, np.int32)
+        for index, ce in enumerate(self.ces):
+            group = [pair for pair, k in zip(new, by, strict=True) if k == index]
+            if group:
+                logits = ce.score([self.query_texts[q] for q, _ in group], [self.doc_texts[d] for _, d in group],
+                                  batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length,
+                                  show_progress=jax.process_index() == 0)
+                self.ce_scores.update(zip(group, logits.tolist(), strict=True))
 
     def cached_ce(self, rows: np.ndarray, docs: np.ndarray) -> np.ndarray:
         """[R, C] cached CE logits of (split row rows[i], corpus row docs[i, j]); NaN = not scored or doc -1."""
@@ -240,36 +298,118 @@ class Miner:
                           np.float32).reshape(docs.shape)
 
     def _filter(self, pool: Pool, rows: np.ndarray) -> tuple[Pool, dict[str, int]]:
-        """`ce_filter` of a pool on the cached scores (the pool with its `ce` column unfiltered when not ce.filter)."""
+        """`ce_filter` of a pool on the cached scores; the pool unfiltered, with its `ce` column, when not
+        ce.filter (counts still computed) or when the dev check turned the CEs off (no counts)."""
         scores = self.cached_ce(rows, pool.indices)
+        unfiltered = dataclasses.replace(pool, ce=np.where(pool.indices >= 0, scores, -np.inf).astype(np.float32))
+        if not self.ce_filter_on:
+            return unfiltered, {}
         filtered, counts = ce_filter(pool, scores, self.ce_positive[rows], self.spec.ce.filter_spec())
-        if not self.spec.ce.filter:
-            filtered = dataclasses.replace(pool, ce=np.where(pool.indices >= 0, scores, -np.inf).astype(np.float32))
-        return filtered, counts
+        return (filtered if self.spec.ce.filter else unfiltered), counts
 
-    def apply_cross_encoder(self) -> dict[str, float]:
-        """Scores the pool's first `ce.rescore_top` entries and the positives, then filters; returns counts."""
+    def apply_cross_encoder(self, params) -> dict[str, float]:
+        """The dev check (`check_cross_encoders`, with the bi-encoder at `params`); when it passes, CE scores of the
+        pool's first `ce.rescore_top` entries (0: all) and of every query's positives, then `ce_filter`. Returns
+        the check's figures, the filter's counts and the time taken.
+
+        When the check fails, nothing is scored or dropped: the pool keeps every candidate (its `ce` column from
+        the cache, NaN where unscored) and `guide()` masks nothing, until a later refresh passes the check.
+        """
         t0 = time.perf_counter()
+        stats = self.check_cross_encoders(params)
         rows = np.arange(len(self.split))
-        top = self.pool.indices[:, :self.spec.ce.rescore_top or None]
         positives = self.split.positives
-        self._score_pairs([(int(r), int(d)) for r in rows for d in (*top[r], *positives[r]) if d >= 0])
+        if self.ce_filter_on:
+            top = self.pool.indices[:, :self.spec.ce.rescore_top or None]
+            self._score_pairs([(int(r), int(d)) for r in rows for d in (*top[r], *positives[r]) if d >= 0])
         positive = self.cached_ce(rows, positives)
         self.ce_positive = np.where(np.isnan(positive), -np.inf, positive).max(axis=1)
         self.ce_positive[~np.isfinite(self.ce_positive)] = np.nan
         self.pool, counts = self._filter(self.pool, rows)
-        return {**{f"ce_{k}": float(v) for k, v in counts.items()}, "ce_s": time.perf_counter() - t0}
+        return {**stats, **{f"ce_{k}": float(v) for k, v in counts.items()}, "ce_s": time.perf_counter() - t0}
+
+    def check_cross_encoders(self, params) -> dict[str, float]:
+        """Whether the CEs earn the right to filter: sets `ce_filter_on` and returns the figures behind it.
+
+        On the dev split, the bi-encoder at `params` (with this refresh's corpus index) retrieves each query's top k
+        (k = ce.rerank_depth, 10 when 0); `ce_dev_biencoder_acc1` is its accuracy@1 and `ce_dev_rerank_acc1` the
+        accuracy@1 after a CE re-ranks that top k. With two cross-fitted CEs EACH must beat the bi-encoder: the
+        figure is the lower of the two (`..._fold0`, `..._fold1` give both). `ce_dev_negatives_dropped` is the
+        share of the dev split's labelled negatives (candidates label 0) the `ce_filter` rules would drop (mean over
+        the CEs). Filtering and guide masking stay on when re-ranking accuracy@1 > the bi-encoder's (or when not
+        `ce.require_better`); otherwise they are skipped with one warning naming both figures. A dataset without a
+        dev split skips the check (one warning per run) and filters.
+        """
+        if self.dev is None:
+            if not self._warned_no_dev:
+                log.warning("the dataset has no %r split: the cross-encoder filters without the dev check", DEV_SPLIT)
+                self._warned_no_dev = True
+            self.ce_filter_on = True
+            return {"ce_filter_on": 1.0}
+        t0, dev, depth = time.perf_counter(), self.dev, self.spec.ce.rerank_depth or 10
+        query_emb = self._encode(dev.query_tokens, params)
+        ranked = self.retriever.retrieve(query_emb, dev.query_texts, k=min(max(depth, 10), self.num_docs)).indices
+        ranked = np.pad(ranked, ((0, 0), (0, max(0, 10 - ranked.shape[1]))), constant_values=-1)
+        biencoder = retrieval_metrics(ranked, dev.split.positives)["accuracy@1"]
+        reranked = [retrieval_metrics(rerank(ranked, dev.query_texts, self.doc_texts, ce, depth,
+                                             self.spec.eval.batch_size, max_length=self.spec.ce.max_length or None),
+                                      dev.split.positives)["accuracy@1"]
+                    for ce in self.ces]
+        dropped = [self._dev_dropped_share(index) for index in range(len(self.ces))]
+        worst = min(reranked)
+        self.ce_filter_on = worst > biencoder or not self.spec.ce.require_better
+        if not self.ce_filter_on:
+            log.warning("cross-encoder filtering and guide masking skipped: its dev re-ranking accuracy@1 %.4f%s does "
+                        "not beat the bi-encoder's dev accuracy@1 %.4f", worst,
+                        f" (the lower of {len(self.ces)} cross-fitted CEs)" if len(self.ces) > 1 else "", biencoder)
+        stats = {"ce_dev_rerank_acc1": worst, "ce_dev_biencoder_acc1": biencoder,
+                 "ce_filter_on": float(self.ce_filter_on)}
+        if not np.isnan(dropped).all():
+            stats["ce_dev_negatives_dropped"] = float(np.nanmean(dropped))
+        if len(self.ces) > 1:
+            stats.update({f"ce_dev_rerank_acc1_fold{k}": value for k, value in enumerate(reranked)})
+            stats.update({f"ce_dev_negatives_dropped_fold{k}": value for k, value in enumerate(dropped)
+                          if not np.isnan(value)})
+        stats["ce_dev_s"] = time.perf_counter() - t0
+        return stats
+
+    def _dev_dropped_share(self, index: int) -> float:
+        """`dropped_share` of CE `index` on the dev split's labelled candidates (NaN without any); cached per CE."""
+        if index not in self._dev_dropped:
+            split, texts = self.dev.split, self.dev.query_texts
+            candidates = split.candidates
+            if candidates is None or not np.any(candidates.label == 0):
+                self._dev_dropped[index] = float("nan")
+                return self._dev_dropped[index]
+            negative = candidates.label == 0
+            pos_query, pos_column = np.nonzero(split.positives >= 0)
+            query = np.concatenate([candidates.query[negative], pos_query])
+            doc = np.concatenate([candidates.doc[negative], split.positives[pos_query, pos_column]])
+            logits = self.ces[index].score([texts[q] for q in query], [self.doc_texts[d] for d in doc],
+                                           batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length)
+            num_negatives = int(negative.sum())
+            positive_ce = np.full(len(split), -np.inf)
+            np.maximum.at(positive_ce, pos_query, logits[num_negatives:])
+            self._dev_dropped[index] = dropped_share(candidates.query[negative], logits[:num_negatives],
+                                                     candidates.label[negative], positive_ce,
+                                                     self.spec.ce.filter_spec())
+        return self._dev_dropped[index]
 
     def guide(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """[B, C] bool guide-model mask (`guide_mask`) of the batch's columns (corpus rows, -1 = empty)."""
+        """[B, C] bool guide-model mask (`guide_mask`) of the batch's columns (corpus rows, -1 = empty); all True
+        while the dev check has the CEs off."""
+        if not self.ce_filter_on:
+            return np.ones((len(rows), len(columns)), bool)
         scores = self.cached_ce(rows, np.broadcast_to(columns, (len(rows), len(columns))))
         return guide_mask(scores, self.ce_positive[rows], self.spec.ce.filter_spec())
 
-    def restore(self, arrays: dict[str, np.ndarray], pool_step: int) -> None:
-        """Reinstates a checkpointed pool and the corpus embeddings its index was built from (no re-mining)."""
+    def restore(self, arrays: dict[str, np.ndarray], pool_step: int, ce_filter_on: bool = True) -> None:
+        """Reinstates a checkpointed pool and the corpus embeddings its index was built from (no re-mining), and
+        whether the dev check of that refresh let the CEs filter (saved in the checkpoint's position)."""
         self._build_retriever(np.asarray(arrays["doc_emb"]))
         self.pool = Pool(**{k: np.asarray(v) for k, v in arrays.items() if k not in ("doc_emb", "ce_positive")})
         self.pool_step = pool_step
+        self.ce_filter_on = bool(ce_filter_on)
         if "ce_positive" in arrays:  # the CE cache of the pool, so per-step filtering needs no re-scoring
             self.ce_positive = np.asarray(arrays["ce_positive"])
             scored = np.argwhere((self.pool.indices >= 0) & np.isfinite(self.pool.ce))
@@ -308,13 +448,13 @@ class Miner:
             if self.spec.mining.pool == "online" and self.pool_step < step:
                 query_emb = self._encode(self.query_tokens.subset(rows), params)
                 pool = self._mine(query_emb, rows)
-                if self.ce is not None:
+                if self.ces:
                     pool = self._filter(pool, rows)[0]
             else:
                 pool = self.pool.take(rows)
         band = tuple(float(b) for b in band_at(step, self.spec.band))
         return Candidates(positives=self.split.positives[rows], num_docs=self.num_docs, pool=pool, band=band,
-                          band_relative=self.spec.band.relative)
+                          band_mode=self.spec.band.mode)
 
     def reads_params(self) -> bool:
         """Whether `candidates` depends on the parameters of the step it feeds (an online pool re-queries with
@@ -415,22 +555,25 @@ def make_ce_batch(ce: CrossEncoderModel, query_texts: list[str], doc_texts: tupl
             "token_type_ids": type_ids.reshape(b, c, max_length), "valid": docs >= 0}
 
 
-def train_cross_encoder(spec: ExperimentSpec, workdir: Path, miner: Miner,
-                        mesh: jax.sharding.Mesh) -> CrossEncoderModel:
-    """Trains the cross-encoder on the split's positives and negatives drawn from `miner.pool` (its first
-    `ce.rescore_top` entries), checkpointing in <workdir>/ce (rerunning resumes); exports the HF folder
-    <workdir>/ce/model at the end. Loads that folder instead when it exists.
+def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: jax.sharding.Mesh,
+                        rows: np.ndarray | None = None) -> CrossEncoderModel:
+    """Trains a cross-encoder on the positives of the split rows `rows` (None: every query) and negatives drawn
+    from those rows' `miner.pool` entries (the first `ce.negatives_top`, 0: all), checkpointing in `ce_dir`
+    (<workdir>/ce, or <workdir>/ce/fold<k> when cross-fitted; rerunning resumes); exports the HF folder
+    <ce_dir>/model at the end. Loads that folder instead when it exists.
     """
-    ce_dir = workdir / CE_DIR
+    rows = np.arange(len(miner.split)) if rows is None else np.asarray(rows)
     export_dir = ce_dir / "model"
     if (export_dir / "config.json").is_file():  # the export is renamed into place last: it is complete
         return load_cross_encoder(str(export_dir), max_length=spec.ce.max_length,
                                   dtype=jax.numpy.dtype(spec.model.dtype))
     try:
         sharding.check_batch_size(spec.ce.batch_size, mesh, key="ce.batch_size")
-        per_epoch = batches.steps_per_epoch(len(miner.split), spec.ce.batch_size)
+        per_epoch = batches.steps_per_epoch(len(rows), spec.ce.batch_size)
     except ValueError as error:
-        raise ConfigError(str(error).replace("train.batch_size", "ce.batch_size")) from None
+        raise ConfigError(str(error).replace("train.batch_size", "ce.batch_size")
+                          + (" (cross-fitting: each CE trains on half of them)" if len(rows) < len(miner.split)
+                             else "")) from None
     model = build_cross_encoder(spec)
     tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.learning_rate), spec.ce.train_steps)
     state = create_train_state(model.graphdef, model.state, tx, spec.seed)
@@ -442,7 +585,7 @@ def train_cross_encoder(spec: ExperimentSpec, workdir: Path, miner: Miner,
         state = jax.device_put(restored[0], state_sharding)
     step_fn = jit_ce_train_step(tx, spec.ce.loss, spec.model.dropout > 0, state_sharding,
                                 sharding.batch_sharding(mesh))
-    top = spec.ce.rescore_top or miner.pool.indices.shape[1]
+    top = spec.ce.negatives_top or miner.pool.indices.shape[1]
     pool = Pool(**{k: v[:, :top] if v.ndim == 2 else v for k, v in miner.pool.arrays().items()})
     select, local_rows = SelectSpec(spec.ce.num_negatives), sharding.process_rows(spec.ce.batch_size)
     split, seed = miner.split, spec.seed + 1  # its own batch order, not the bi-encoder's
@@ -453,11 +596,13 @@ def train_cross_encoder(spec: ExperimentSpec, workdir: Path, miner: Miner,
                          disable=jax.process_index() != 0):
             epoch, in_epoch = divmod(step, per_epoch)
             rng = batches.step_rng(seed, epoch, in_epoch)
-            rows = batches.batch_rows(seed, epoch, in_epoch, len(split), spec.ce.batch_size)
-            candidates = Candidates(split.positives[rows], miner.num_docs, pool.take(rows), (-np.inf, np.inf), False)
+            batch_rows = rows[batches.batch_rows(seed, epoch, in_epoch, len(rows), spec.ce.batch_size)]
+            candidates = Candidates(split.positives[batch_rows], miner.num_docs, pool.take(batch_rows),
+                                    (-np.inf, np.inf), "absolute")
             neg_doc = NEGATIVE_STRATEGIES["uniform"](candidates, select, rng)
-            batch = make_ce_batch(model, miner.query_texts, miner.doc_texts, rows,
-                                  batches.sample_positives(split.positives[rows], rng), neg_doc, spec.ce.max_length)
+            batch = make_ce_batch(model, miner.query_texts, miner.doc_texts, batch_rows,
+                                  batches.sample_positives(split.positives[batch_rows], rng), neg_doc,
+                                  spec.ce.max_length)
             state, metrics = step_fn(state, sharding.to_global({k: v[local_rows] for k, v in batch.items()}, mesh))
             window.append((step, metrics))
             done = step + 1
@@ -483,22 +628,40 @@ def train_cross_encoder(spec: ExperimentSpec, workdir: Path, miner: Miner,
 
 def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, params, mesh: jax.sharding.Mesh,
                          writer: MetricWriter) -> CrossEncoderModel | None:
-    """The run's cross-encoder (`ce.model`, or trained in <workdir>/ce), handed to the miner when it guides
-    mining; None when the config uses none. A missing pool is mined first with the current parameters.
+    """The run's cross-encoders (`ce.model`, or trained in <workdir>/ce), handed to the miner when it guides
+    mining; returns the one evaluation re-ranks with, None when the config uses none. A missing pool is mined
+    first with the current parameters.
+
+    Cross-fitting (`ce.cross_fit`, when the CE is trained here and guides mining): the training queries split in
+    two halves (`cross_fit_folds`), a CE trained on each (<workdir>/ce/fold0, fold1), and each scores only the
+    other half's pools and batch rows, so no CE judges a query it was trained on. Evaluation re-ranks with the
+    fold-0 CE. Otherwise one CE, trained on every query (<workdir>/ce), scores every query.
     """
     if not spec.ce.needed:
         return None
+    scorer = None
     if spec.ce.model:
-        ce = build_cross_encoder(spec)
+        ces = [build_cross_encoder(spec)]
     else:
         if miner.pool is None:
             writer.write(0, miner.refresh(params, 0), prefix="refresh/")
-        ce = train_cross_encoder(spec, workdir, miner, mesh)
+        if cross_fitted(spec, miner):
+            folds = cross_fit_folds(len(miner.split), spec.seed)
+            ces = [train_cross_encoder(spec, workdir / CE_DIR / CE_FOLD_DIR.format(k), miner, mesh,
+                                       rows=np.flatnonzero(folds == k)) for k in (0, 1)]
+            scorer = 1 - folds  # the CE of the other fold
+        else:
+            ces = [train_cross_encoder(spec, workdir / CE_DIR, miner, mesh)]
     if miner.guided:
-        miner.ce = ce
+        miner.use_cross_encoders(ces, scorer)
         if miner.pool is not None and miner.pool.ce is None:
-            writer.write(miner.pool_step, miner.apply_cross_encoder(), prefix="refresh/")
-    return ce
+            writer.write(miner.pool_step, miner.apply_cross_encoder(params), prefix="refresh/")
+    return ces[0]
+
+
+def cross_fitted(spec: ExperimentSpec, miner: Miner) -> bool:
+    """Whether the run trains two cross-fitted CEs (`ce.cross_fit`, no given `ce.model`, a CE-guided pool)."""
+    return spec.ce.cross_fit and not spec.ce.model and miner.guided
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
@@ -517,12 +680,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     root, corpus, queries = load_texts(spec)
     train_split = read_split(root, spec.data.train_split, corpus, queries)
-    encoder = build_encoder(spec.model, spec.seed)
-    miner, query_tokens, doc_tokens = _make_miner(spec, workdir, encoder, corpus, queries, train_split,
-                                                  batch_sharding)
-
     steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
     total_steps = spec.train.max_steps or spec.train.num_epochs * steps_per_epoch
+    spec = dataclasses.replace(spec, band=spec.band.for_run(total_steps))  # the curriculum spans a share of the run
+    encoder = build_encoder(spec.model, spec.seed)
+    spec, length_stats = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
+    miner, query_tokens, doc_tokens = _make_miner(spec, workdir, encoder, corpus, queries, train_split,
+                                                  batch_sharding)
+    if miner.guided:  # the split the CEs must do well on before they filter
+        miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer, cache_dir=workdir / "cache")
     tx = make_optimizer(spec.train, total_steps)
     lr_at = learning_rate_schedule(spec.train, total_steps)
     replicated = sharding.replicated(mesh)
@@ -534,7 +700,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if restored is not None:
         state = jax.device_put(restored[0], state_sharding)
         if restored[2] is not None:
-            miner.restore(restored[2], restored[1]["pool_step"])
+            miner.restore(restored[2], restored[1]["pool_step"], restored[1].get("ce_filter_on", True))
         log.info("resumed from step %d", int(state.step))
     band_in_step = spec.band if spec.mining.band_in_step and spec.mining.strategy == "band" else None
     step_fn = jit_train_step(tx, spec.loss, band_in_step, encoder.pooling, spec.model.dropout > 0, state_sharding,
@@ -543,6 +709,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     local_rows = sharding.process_rows(spec.train.batch_size)
 
     writer = MetricWriter(workdir)
+    writer.write(0, {**lengths_summary(length_stats), "band/curriculum_steps": float(spec.band.curriculum_steps)},
+                 prefix="setup/")
     ce = _cross_encoder_phase(spec, workdir, miner, state.params, mesh, writer)
     window: list[tuple[int, dict]] = []
     start = int(jax.device_get(state.step))
@@ -581,19 +749,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if done % spec.train.checkpoint_every == 0 or last:
                     _finite_or_raise(window)
                     position = {"step": done, "epoch": epoch, "step_in_epoch": in_epoch + 1,
-                                "pool_step": miner.pool_step}
+                                "pool_step": miner.pool_step, "ce_filter_on": miner.ce_filter_on}
                     checkpointer.save(state, position=position, pool=miner.checkpoint_arrays())
     finally:
         prefetch.shutdown(cancel_futures=True)
         checkpointer.close()
 
-    eval_split = read_split(root, spec.data.eval_split, corpus, queries)
-    metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
-                       batch_size=spec.eval.batch_size, state=state.params, sharding=batch_sharding,
-                       retriever_spec=spec.retriever, cache_dir=workdir / "cache",
-                       show_progress=jax.process_index() == 0, memory_budget_bytes=spec.data.memory_budget_bytes,
-                       doc_types=corpus_perturbations(root, corpus),
-                       reranker=(ce, spec.ce.rerank_depth) if spec.ce.rerank_depth else None)
+    metrics = evaluate(spec, encoder, (root, corpus, queries), spec.data.eval_split, state=state.params,
+                       sharding=batch_sharding, cache_dir=workdir / "cache",
+                       reranker=ce if spec.ce.rerank_depth else None)
     metrics["train_steps"] = total_steps
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")
@@ -610,7 +774,8 @@ def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Pa
     Its negatives are mined by `model.name` with the configured retriever (a pool of `mining.pool_size`, mined
     once, whatever `mining.pool` says). Then it re-ranks that retriever's top `ce.rerank_depth` (10 when 0) on
     the eval split; returns those metrics (both stages) and writes them to <workdir>/ce/eval_<split>.json.
-    A later `hnm train` with the same workdir uses this cross-encoder.
+    It is one CE trained on every training query (no cross-fitting). A later `hnm train` with the same workdir
+    uses it unless that run cross-fits (`ce.cross_fit` with a CE-guided pool: it trains <workdir>/ce/fold0, fold1).
     """
     spec = spec_from_config(config)
     mining = dataclasses.replace(spec.mining, strategy="uniform", pool="offline",
@@ -624,16 +789,16 @@ def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Pa
     batch_sharding = sharding.batch_sharding(mesh)
     root, corpus, queries = load_texts(spec)
     train_split = read_split(root, spec.data.train_split, corpus, queries)
+    spec = dataclasses.replace(spec, band=spec.band.for_run(1))  # no bi-encoder steps: the final band throughout
     encoder = build_encoder(spec.model, spec.seed)
+    spec = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)[0]
     miner = _make_miner(spec, workdir, encoder, corpus, queries, train_split, batch_sharding)[0]
     if not (workdir / CE_DIR / "model" / "config.json").is_file():
         miner.refresh(encoder.state, 0)
-    ce = train_cross_encoder(spec, workdir, miner, mesh)
-    eval_split = read_split(root, spec.data.eval_split, corpus, queries)
-    metrics = evaluate(encoder, corpus, queries, eval_split, max_length=spec.eval.max_length,
-                       batch_size=spec.eval.batch_size, sharding=batch_sharding, retriever_spec=spec.retriever,
-                       cache_dir=workdir / "cache", show_progress=jax.process_index() == 0,
-                       doc_types=corpus_perturbations(root, corpus), reranker=(ce, spec.ce.rerank_depth or 10))
+    ce = train_cross_encoder(spec, workdir / CE_DIR, miner, mesh)
+    eval_spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, rerank_depth=spec.ce.rerank_depth or 10))
+    metrics = evaluate(eval_spec, encoder, (root, corpus, queries), spec.data.eval_split, sharding=batch_sharding,
+                       cache_dir=workdir / "cache", reranker=ce)
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / CE_DIR / f"eval_{spec.data.eval_split}.json")
         print(format_table({stage: values for stage, values in metrics["stages"].items()}))
@@ -673,8 +838,13 @@ def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDic
 
 
 def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
-    """The cross-encoder of a training workdir (<workdir>/ce) with the parameters of its newest checkpoint."""
+    """The cross-encoder of a training workdir (<workdir>/ce) with the parameters of its newest checkpoint; of a
+    cross-fitted run without <workdir>/ce/checkpoints, the fold-0 CE (<workdir>/ce/fold0, the one its evaluation
+    re-ranked with)."""
     spec = spec_from_config(load_trained_config(workdir))
     model = build_cross_encoder(spec)
-    params = _newest_params(Path(workdir) / CE_DIR / "checkpoints", model.graphdef, model.state, spec)
+    ce_dir = Path(workdir) / CE_DIR
+    if not (ce_dir / "checkpoints").is_dir() and (ce_dir / CE_FOLD_DIR.format(0) / "checkpoints").is_dir():
+        ce_dir = ce_dir / CE_FOLD_DIR.format(0)
+    params = _newest_params(ce_dir / "checkpoints", model.graphdef, model.state, spec)
     return dataclasses.replace(model, state=params)

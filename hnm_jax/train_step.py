@@ -23,10 +23,13 @@ from flax import nnx
 
 from hnm_jax.config import LossSpec
 from hnm_jax.losses import (
+    additive_margins,
     candidate_mask,
+    hinge_active_fraction,
     hybrid_scores,
     in_batch_accuracy,
     infonce_loss,
+    margin_diagnostics,
     margin_loss,
     uniformity_loss,
     usable_columns,
@@ -68,35 +71,70 @@ def encode_pair_batch(graphdef: Any, params: Any, batch: dict, pooling: PoolingS
     return queries, docs
 
 
+def own_negative_columns(num_queries: int, num_negatives: int) -> jax.Array:
+    """bool [B, B*(1+N)]: column j holds one of query i's own explicit negatives (columns B + i*N .. B + i*N + N-1)."""
+    cols = jnp.arange(num_queries * (1 + num_negatives))
+    owner = jnp.where(cols >= num_queries, (cols - num_queries) // max(num_negatives, 1), -1)
+    return owner[None, :] == jnp.arange(num_queries)[:, None]
+
+
+def apply_step_band(dense: jax.Array, mask: jax.Array, band: tuple[jax.Array, jax.Array], mode: str,
+                    num_negatives: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The in-step band: masks each query's own explicit negatives whose fresh score lies outside `band`.
+
+    dense, mask: [B, B*(1+N)]. In-batch columns (the positives) and other queries' negatives are untouched.
+    Returns (new mask, own [B, C] = the query's own unmasked explicit negatives before the band, kept = own & in band).
+    """
+    b = dense.shape[0]
+    in_band = band_mask(dense, jnp.diagonal(dense), band, mode)
+    own = own_negative_columns(b, num_negatives) & mask
+    return mask & (~own | in_band), own, own & in_band
+
+
 def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpec, pooling: PoolingSpec,
                      dropout_rng: jax.Array | None, band: tuple[jax.Array, jax.Array] | None = None,
-                     band_relative: bool = False) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """The weighted training loss of one batch and its (scores [B, C], candidate mask [B, C]), C = B*(1+N).
+                     band_mode: str = "gap") -> tuple[jax.Array, tuple[jax.Array, jax.Array, dict]]:
+    """The weighted training loss of one batch, its (scores [B, C], candidate mask [B, C]) and diagnostics.
 
-    loss = w_nce * InfoNCE + w_margin * margin loss + w_unif * uniformity(documents), on scores that are the
-    cosine plus, when hybrid_beta > 0, beta times the normalized BM25 of the same pair (`batch["lexical"]`).
-    `band` (lo, hi), when given, masks explicit negatives whose fresh cosine lies outside it.
+    loss = w_nce * InfoNCE (+ additive margins) + w_margin * hinge margin loss + w_unif * uniformity(documents), on
+    scores that are the cosine plus, when hybrid_beta > 0, beta times the normalized BM25 of the same pair
+    (`batch["lexical"]`). `band` (lo, hi), when given, masks each query's OWN explicit negatives whose fresh cosine
+    lies outside it (`band_mode`); in-batch columns and other queries' negatives are untouched. C = B*(1+N).
     """
     queries, docs = encode_pair_batch(graphdef, params, batch, pooling, dropout_rng)
     dense = queries @ docs.T  # global matmul: in-batch negatives span every device
     mask = candidate_mask(batch["pos_doc"], batch["neg_doc"], batch["query_positives"])
     if "guide" in batch:
         mask = mask & batch["guide"]
-    b = dense.shape[0]
+    b, n = batch["neg_doc"].shape
+    diagnostics = {}
     if band is not None:
-        in_band = band_mask(dense[:, b:], jnp.diagonal(dense), band, band_relative)
-        mask = mask & jnp.concatenate([jnp.ones((b, b), bool), in_band], axis=1)
+        mask, own_negative, kept = apply_step_band(dense, mask, band, band_mode, n)
+        gap = jax.lax.stop_gradient(jnp.diagonal(dense)[:, None] - dense)
+        diagnostics["band_kept_per_query"] = jnp.mean(jnp.sum(kept, axis=-1).astype(jnp.float32))
+        diagnostics["band_kept_fraction"] = jnp.sum(kept) / jnp.maximum(jnp.sum(own_negative), 1)
+        diagnostics["band_kept_gap_mean"] = jnp.sum(jnp.where(kept, gap, 0.0)) / jnp.maximum(jnp.sum(kept), 1)
     scores = hybrid_scores(dense, batch["lexical"], loss_spec.hybrid_beta) if "lexical" in batch else dense
+    margins = None
+    if loss_spec.margin_kind == "additive":
+        margins = additive_margins(scores, loss_spec.margin, loss_spec.margin_alpha, loss_spec.margin_relative)
+        diagnostics.update(margin_diagnostics(jax.lax.stop_gradient(scores), mask, margins, loss_spec.temperature))
     loss = jnp.zeros((), jnp.float32)
     if loss_spec.infonce_weight:
-        loss += loss_spec.infonce_weight * infonce_loss(scores, mask, loss_spec.temperature)
-    if loss_spec.margin_weight:
-        loss += loss_spec.margin_weight * margin_loss(scores, mask, loss_spec.margin, loss_spec.margin_alpha,
-                                                      loss_spec.margin_relative)
+        loss += loss_spec.infonce_weight * infonce_loss(scores, mask, loss_spec.temperature, margins)
+    if loss_spec.margin_kind == "hinge":
+        hinge = margin_loss(scores, mask, loss_spec.margin, loss_spec.margin_alpha, loss_spec.margin_relative)
+        diagnostics["margin_active_fraction"] = hinge_active_fraction(jax.lax.stop_gradient(scores), mask,
+                                                                      loss_spec.margin, loss_spec.margin_alpha,
+                                                                      loss_spec.margin_relative)
+        diagnostics["margin_loss_delta"] = loss_spec.margin_weight * hinge
+        loss += loss_spec.margin_weight * hinge
     if loss_spec.uniformity_weight:
         usable = usable_columns(batch["pos_doc"], batch["neg_doc"])
-        loss += loss_spec.uniformity_weight * uniformity_loss(docs, usable)
-    return loss, (dense, mask)
+        uniformity = uniformity_loss(docs, usable)
+        diagnostics["uniformity"] = uniformity
+        loss += loss_spec.uniformity_weight * uniformity
+    return loss, (dense, mask, diagnostics)
 
 
 def _with_fault(loss_fn: Any, now: jax.Array, value: float) -> Any:
@@ -121,10 +159,10 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
     band = None if band_spec is None else band_at(state.step, band_spec)
     loss_fn = functools.partial(contrastive_loss, graphdef=state.graphdef, batch=batch, loss_spec=loss_spec,
                                 pooling=pooling, dropout_rng=step_rng, band=band,
-                                band_relative=band_spec is not None and band_spec.relative)
+                                band_mode="gap" if band_spec is None else band_spec.mode)
     if fault_step >= 1:
         loss_fn = _with_fault(loss_fn, state.step + 1 == fault_step, fault_value)
-    (loss, (scores, mask)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (scores, mask, diagnostics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     diag = jnp.diagonal(scores)
@@ -138,12 +176,13 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
         "hardest_negative_score": jnp.mean(hardest),
         "candidates_per_query": jnp.mean(jnp.sum(mask, axis=-1).astype(jnp.float32)),
     }
+    metrics.update(diagnostics)
     if "guide" in batch:
         metrics["guide_masked_per_query"] = jnp.mean(jnp.sum(~batch["guide"], axis=-1).astype(jnp.float32))
     if band is not None:
         metrics["band_lo"], metrics["band_hi"] = band
-        explicit = mask[:, scores.shape[0]:] & (batch["neg_doc"].reshape(-1) >= 0)[None, :]
-        metrics["explicit_negative_score"] = jnp.sum(jnp.where(explicit, scores[:, scores.shape[0]:], 0.0)) / (
+        explicit = mask & own_negative_columns(*batch["neg_doc"].shape)  # each query's own kept negatives
+        metrics["explicit_negative_score"] = jnp.sum(jnp.where(explicit, scores, 0.0)) / (
             jnp.maximum(jnp.sum(explicit), 1))
     new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
     return new_state, metrics

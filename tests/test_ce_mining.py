@@ -1,14 +1,29 @@
-"""Cross-encoder guided mining inside a run: planted duplicates are filtered, positives never; the CE phase
-trains, exports and resumes; evaluation reports the retrieve and re-rank stages."""
+"""Cross-encoder guided mining inside a run: planted duplicates are filtered, positives never; cross-fitting
+never lets a CE judge a query it trained on; the dev check lets only a CE better than the bi-encoder filter; the
+CE phase trains, exports and resumes; evaluation reports the retrieve and re-rank stages."""
 
+import dataclasses
 import json
+import logging
+import shutil
 
 import numpy as np
 from conftest import tiny_config, write_tiny_beir
 
+from hnm_jax import train
 from hnm_jax.config import spec_from_config
 from hnm_jax.data.beir import read_split
-from hnm_jax.train import CE_DIR, _make_miner, build_cross_encoder, build_encoder, load_texts, train_and_evaluate
+from hnm_jax.mining.negatives import cross_fit_folds
+from hnm_jax.train import (
+    CE_DIR,
+    _cross_encoder_phase,
+    _make_miner,
+    build_cross_encoder,
+    build_encoder,
+    load_dev_set,
+    load_texts,
+    train_and_evaluate,
+)
 
 
 def plant_case_variants(root):
@@ -30,6 +45,7 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     config = tiny_config(root, "configs/full.py", ce__threshold=1.0, ce__margin=1e-6, ce__rescore_top=0,
                          mining__pool_size=20)
     spec = spec_from_config(config)
+    spec = dataclasses.replace(spec, band=spec.band.for_run(2))  # as train_and_evaluate does for a 2-step run
     _, corpus, queries = load_texts(spec)
     split = read_split(root, "train", corpus, queries)
     positives_before = split.positives.copy()
@@ -41,8 +57,9 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     in_pool = np.any(miner.pool.indices == dup_of_query[:, None], axis=1)
     assert in_pool.sum() >= len(planted) // 2  # the retriever does surface them
 
-    miner.ce = build_cross_encoder(spec)  # untrained: identical tokens still give identical scores
-    stats = miner.apply_cross_encoder()
+    miner.use_cross_encoders([build_cross_encoder(spec)])  # untrained: identical tokens still give identical scores
+    stats = miner.apply_cross_encoder(encoder.state)  # no dev split: no check, the CE filters
+    assert stats["ce_filter_on"] == 1.0 and "ce_dev_rerank_acc1" not in stats
     assert not np.any(miner.pool.indices == dup_of_query[:, None])  # every planted duplicate is gone
     assert stats["ce_removed_margin"] >= in_pool.sum()
     np.testing.assert_array_equal(split.positives, positives_before)  # the labelled positives are untouched
@@ -57,25 +74,233 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     assert mask[0, 0] and mask[1, 1] and not mask[0, 2] and not mask[1, 3]
 
 
-def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tiny_beir, tmp_path):
-    config = tiny_config(tiny_beir, "configs/full.py", train__max_steps=2, ce__rerank_depth=5)
-    metrics = train_and_evaluate(config, tmp_path)
+def add_dev_split(root):
+    """A dev split: the test split's qrels and labelled candidates (12 queries, each 1 positive, 2 near-duplicates:
+    `<brand> <item> <other model> <color>` and `<brand> <item> <model> pro`)."""
+    for folder in ("qrels", "candidates"):
+        shutil.copy(root / folder / "test.tsv", root / folder / "dev.tsv")
+    return root
+
+
+class FakeCE:
+    """A stand-in cross-encoder (any object with `score` will do): logit `sign` * 10 for a labelled positive of the
+    query (case-insensitive, so the planted upper-case copies too), `sign` * 9.95 for docs matching `also`, else
+    0. Records every pair it scores."""
+
+    def __init__(self, positives: dict[str, set[str]], sign: float = 1.0, also=lambda doc: False):
+        self.positives, self.sign, self.also, self.pairs = positives, sign, also, []
+
+    def score(self, queries, docs, batch_size=64, *, max_length=None, show_progress=False):
+        self.pairs += list(zip(queries, docs, strict=True))
+        return np.asarray([self.sign * (10.0 if d.lower() in self.positives.get(q, ()) else 9.95 if self.also(d)
+                                        else 0.0) for q, d in zip(queries, docs, strict=True)], np.float32)
+
+
+def positives_by_query(corpus, queries, *splits) -> dict[str, set[str]]:
+    """query text -> lower-cased texts of its labelled positives, over `splits`."""
+    out: dict[str, set[str]] = {}
+    for split in splits:
+        for row, positives in zip(split.query_rows, split.positives, strict=True):
+            out.setdefault(queries.texts[row], set()).update(corpus.texts[d].lower() for d in positives if d >= 0)
+    return out
+
+
+def mined_miner(root, workdir, **overrides):
+    """A tiny full.py miner over `root` (pool mined once with the initial encoder, its dev split loaded)."""
+    config = tiny_config(root, "configs/full.py", **{"ce__threshold": 1.0, "ce__margin": 1e-6,
+                                                     "mining__pool_size": 20, **overrides})
+    spec = spec_from_config(config)
+    spec = dataclasses.replace(spec, band=spec.band.for_run(2))  # as train_and_evaluate does for a 2-step run
+    _, corpus, queries = load_texts(spec)
+    split = read_split(root, "train", corpus, queries)
+    encoder = build_encoder(spec.model, spec.seed)
+    miner = _make_miner(spec, workdir, encoder, corpus, queries, split, batch_sharding=None)[0]
+    miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer)
+    miner.refresh(encoder.state, 0)
+    return spec, corpus, queries, split, encoder, miner
+
+
+class Writes:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, step, scalars, prefix=""):
+        self.lines.append((step, {f"{prefix}{k}": v for k, v in scalars.items()}))
+
+
+def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, monkeypatch):
+    root = write_tiny_beir(tmp_path / "data")
+    plant_case_variants(root)
+    workdir = tmp_path / "run"
+    spec, corpus, queries, split, encoder, miner = mined_miner(root, workdir)
+    assert spec.ce.cross_fit and miner.dev is None and train.cross_fitted(spec, miner)
+    pool_before = miner.pool
+    oracle = positives_by_query(corpus, queries, split)
+    trained, fakes = {}, {}
+
+    def fake_train(spec_, ce_dir, miner_, mesh, rows=None):
+        trained[ce_dir.name] = (ce_dir, rows)
+        fakes[ce_dir.name] = FakeCE(oracle)
+        return fakes[ce_dir.name]
+
+    monkeypatch.setattr(train, "train_cross_encoder", fake_train)
+    writes = Writes()
+    returned = _cross_encoder_phase(spec, workdir, miner, encoder.state, mesh=None, writer=writes)
+
+    # Two halves, deterministic in the seed, each CE trained on one in its own folder.
+    folds = cross_fit_folds(len(split), spec.seed)
+    assert sorted(trained) == ["fold0", "fold1"] and returned is fakes["fold0"]
+    for k in (0, 1):
+        ce_dir, rows = trained[f"fold{k}"]
+        assert ce_dir == workdir / CE_DIR / f"fold{k}"
+        np.testing.assert_array_equal(rows, np.flatnonzero(folds == k))
+    assert len(trained["fold0"][1]) == len(trained["fold1"][1]) == len(split) // 2
+    assert not set(trained["fold0"][1]) & set(trained["fold1"][1])
+    np.testing.assert_array_equal(miner.scorer, 1 - folds)
+
+    # Which CE scored which pair: CE k only ever saw queries of the other fold, and scored all of them.
+    row_of_text = {miner.query_texts[r]: r for r in range(len(split))}
+    for k in (0, 1):
+        scored_rows = {row_of_text[q] for q, _ in fakes[f"fold{k}"].pairs}
+        assert scored_rows == set(np.flatnonzero(folds == 1 - k).tolist())
+        assert not scored_rows & set(trained[f"fold{k}"][1].tolist())
+    assert miner.ce_scores  # every cached score came from the CE of the query's other fold
+    for q, d in miner.ce_scores:
+        pair = (miner.query_texts[q], miner.doc_texts[d])
+        assert pair in fakes[f"fold{1 - folds[q]}"].pairs and pair not in fakes[f"fold{folds[q]}"].pairs
+
+    # The pools were filtered (the planted copies score like the positive) by those CEs; the refresh figures
+    # went to the writer.
+    assert writes.lines and writes.lines[0][1]["refresh/ce_filter_on"] == 1.0
+    assert writes.lines[0][1]["refresh/ce_removed_margin"] > 0
+    assert (miner.pool.indices >= 0).sum() < (pool_before.indices >= 0).sum()
+
+    # Guide masks of a batch with a query of each fold use those scores (no new scoring): planted copies masked.
+    rows = np.array([np.flatnonzero(folds == 0)[0], np.flatnonzero(folds == 1)[0]])
+    row_of = {doc_id: row for row, doc_id in enumerate(corpus.ids)}
+    dups = [row_of[f"dup-{corpus.ids[split.positives[r, 0]]}"] for r in rows]
+    counts = [len(fake.pairs) for fake in fakes.values()]
+    mask = miner.guide(rows, np.array([split.positives[rows[0], 0], split.positives[rows[1], 0], *dups]))
+    np.testing.assert_array_equal(mask, [[True, True, False, True], [True, True, True, False]])
+    assert [len(fake.pairs) for fake in fakes.values()] == counts
+
+
+def test_dev_check_skips_a_worse_ce_and_filters_with_a_better_one(tmp_path, caplog):
+    root = add_dev_split(write_tiny_beir(tmp_path / "data"))
+    planted = plant_case_variants(root)
+    spec, corpus, queries, split, encoder, miner = mined_miner(root, tmp_path / "run", ce__margin=0.1)
+    dev = miner.dev
+    assert dev is not None and len(dev.split) == 12
+    pool_before = miner.pool
+    oracle = positives_by_query(corpus, queries, split, dev.split)
+
+    # Independent figures: the bi-encoder's dev top 10 (ce.rerank_depth = 0 -> 10) and its hits.
+    assert spec.ce.rerank_depth == 0
+    query_emb = encoder.encode_tokens(dev.query_tokens, batch_size=8)
+    ranked = miner.retriever.retrieve(query_emb, dev.query_texts, k=10).indices
+    relevant = [set(p[p >= 0].tolist()) for p in dev.split.positives]
+    bi_acc1 = np.mean([ranked[i, 0] in relevant[i] for i in range(len(relevant))])
+    hit_at_10 = np.mean([bool(set(ranked[i].tolist()) & relevant[i]) for i in range(len(relevant))])
+    assert hit_at_10 > bi_acc1  # so an oracle re-ranker beats the bi-encoder
+
+    # A CE that ranks the positives last: accuracy@1 0 <= the bi-encoder's -> skipped, pool untouched, no masks.
+    worse = FakeCE(oracle, sign=-1.0)
+    miner.use_cross_encoders([worse])
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.train"):
+        stats = miner.apply_cross_encoder(encoder.state)
+    assert stats["ce_dev_rerank_acc1"] == 0.0 and stats["ce_dev_biencoder_acc1"] == bi_acc1
+    assert stats["ce_filter_on"] == 0.0 and not miner.ce_filter_on and "ce_kept" not in stats
+    assert stats["ce_dev_negatives_dropped"] == 1.0  # every negative (0) scores above its positive (-10)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{0.0:.4f}" in warnings[0] and f"{bi_acc1:.4f}" in warnings[0]
+    np.testing.assert_array_equal(miner.pool.indices, pool_before.indices)
+    assert np.isnan(miner.pool.ce[miner.pool.indices >= 0]).all()  # the training pools were not even scored
+    assert {q for q, _ in worse.pairs} <= set(dev.query_texts)
+    assert miner.guide(np.arange(4), split.positives[:4, 0]).all()
+    arrays = miner.checkpoint_arrays()
+    assert set(arrays) == set(miner.template(encoder.config.hidden_size))  # a skipped refresh checkpoints too
+
+    # The same CE with ce.require_better off filters anyway.
+    miner.spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, require_better=False))
+    stats = miner.apply_cross_encoder(encoder.state)
+    assert stats["ce_filter_on"] == 1.0 and stats["ce_dev_rerank_acc1"] == 0.0 and stats["ce_kept"] >= 0
+    miner.spec, miner.pool, miner.ce_scores = spec, pool_before, {}
+
+    # An oracle CE (scoring the `... pro` near-duplicates within the 0.1 margin of the positive): accuracy@1 = the
+    # top 10's hit rate > the bi-encoder's -> filters; it would drop 1 of the 2 labelled negatives of each dev query.
+    caplog.clear()
+    better = FakeCE(oracle, also=lambda doc: doc.endswith(" pro"))
+    miner.use_cross_encoders([better])
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.train"):
+        stats = miner.apply_cross_encoder(encoder.state)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert stats["ce_dev_rerank_acc1"] == hit_at_10 and stats["ce_dev_biencoder_acc1"] == bi_acc1
+    assert stats["ce_filter_on"] == 1.0 and miner.ce_filter_on
+    assert stats["ce_dev_negatives_dropped"] == 0.5
+    row_of = {doc_id: row for row, doc_id in enumerate(corpus.ids)}
+    dup_of_query = np.array([row_of[f"dup-{corpus.ids[p[0]]}"] for p in split.positives])  # [Q]
+    assert np.any(pool_before.indices == dup_of_query[:, None]) and len(planted) == len(split)
+    assert not np.any(miner.pool.indices == dup_of_query[:, None])  # each query's own planted copy is gone
+
+    # Cross-fitted: EACH CE must beat the bi-encoder; one worse CE turns filtering off.
+    miner.pool = pool_before
+    miner.use_cross_encoders([better, FakeCE(oracle, sign=-1.0)], 1 - cross_fit_folds(len(split), spec.seed))
+    stats = miner.apply_cross_encoder(encoder.state)
+    assert stats["ce_dev_rerank_acc1_fold0"] == hit_at_10 and stats["ce_dev_rerank_acc1_fold1"] == 0.0
+    assert stats["ce_dev_rerank_acc1"] == 0.0 and stats["ce_filter_on"] == 0.0
+    assert stats["ce_dev_negatives_dropped"] == 0.75  # mean of 0.5 and 1.0
+
+
+def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monkeypatch):
+    root = add_dev_split(write_tiny_beir(tmp_path / "data"))
+    workdir = tmp_path / "run"
+    config = tiny_config(root, "configs/full.py", train__max_steps=2, ce__rerank_depth=5, ce__require_better=False)
+    assert config.ce.cross_fit and config.ce.rescore_top == 0
+    fold_of_training, trained_rows = [], {}  # spies: the rows each fold's CE trains on
+    real_train, real_batch = train.train_cross_encoder, train.make_ce_batch
+
+    def spy_train(spec, ce_dir, miner, mesh, rows=None):
+        fold_of_training.append(ce_dir.name)
+        return real_train(spec, ce_dir, miner, mesh, rows)
+
+    def spy_batch(ce, query_texts, doc_texts, rows, *args):
+        trained_rows.setdefault(fold_of_training[-1], set()).update(rows.tolist())
+        return real_batch(ce, query_texts, doc_texts, rows, *args)
+
+    monkeypatch.setattr(train, "train_cross_encoder", spy_train)
+    monkeypatch.setattr(train, "make_ce_batch", spy_batch)
+    metrics = train_and_evaluate(config, workdir)
     assert set(metrics["stages"]) == {"retrieve", "rerank"}
     for name, value in metrics["stages"]["rerank"].items():  # top level = the final stage
         assert metrics[name] == value
     for name in ("recall@5", "recall@10", "accuracy@5"):  # re-ranking the top 5 re-orders, never replaces
         assert metrics["stages"]["retrieve"][name] == metrics["stages"]["rerank"][name]
-    export = tmp_path / CE_DIR / "model" / "model.safetensors"
-    assert export.is_file()
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+    # Two CEs, each trained on its half of the 36 training queries only, exported in its own folder.
+    folds = cross_fit_folds(36, config.seed)
+    assert fold_of_training == ["fold0", "fold1"]
+    for k in (0, 1):
+        assert trained_rows[f"fold{k}"] and trained_rows[f"fold{k}"] <= set(np.flatnonzero(folds == k).tolist())
+    exports = [workdir / CE_DIR / f"fold{k}" / "model" / "model.safetensors" for k in (0, 1)]
+    assert all(export.is_file() for export in exports) and not (workdir / CE_DIR / "model").exists()
+    for k in (0, 1):
+        lines = (workdir / CE_DIR / f"fold{k}" / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["step"] == config.ce.train_steps
+
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     refresh = [line for line in lines if "refresh/ce_kept" in line]
     assert refresh and all(line["refresh/ce_kept"] + line["refresh/ce_removed_threshold"]
                            + line["refresh/ce_removed_margin"] > 0 for line in refresh)
-    ce_steps = [json.loads(line)["step"] for line in (tmp_path / CE_DIR / "metrics.jsonl").read_text().splitlines()]
-    assert ce_steps[-1] == config.ce.train_steps
+    checked = [line for line in lines if "refresh/ce_dev_rerank_acc1" in line]  # the dev figures, logged
+    assert checked and all(line["refresh/ce_filter_on"] == 1.0 for line in checked)  # require_better off
+    for line in checked:
+        assert 0.0 <= line["refresh/ce_dev_biencoder_acc1"] <= 1.0
+        assert 0.0 <= line["refresh/ce_dev_negatives_dropped"] <= 1.0
+        assert line["refresh/ce_dev_rerank_acc1"] == min(line["refresh/ce_dev_rerank_acc1_fold0"],
+                                                         line["refresh/ce_dev_rerank_acc1_fold1"])
 
-    mtime = export.stat().st_mtime_ns
-    again = train_and_evaluate(config, tmp_path)  # finished run: resumes at the end, CE loaded, not retrained
-    assert export.stat().st_mtime_ns == mtime
+    mtimes = [export.stat().st_mtime_ns for export in exports]
+    again = train_and_evaluate(config, workdir)  # finished run: resumes at the end, CEs loaded, not retrained
+    assert [export.stat().st_mtime_ns for export in exports] == mtimes
     assert again["accuracy@1"] == metrics["accuracy@1"]
     assert again["stages"] == metrics["stages"]

@@ -1,16 +1,33 @@
-"""Evaluation end to end on the synthetic near-duplicate benchmark: metrics per perturbation type."""
+"""Evaluation end to end: one `evaluate(spec, ...)` for every caller, exact search unless asked, every eval.* key of
+`hnm eval --workdir` honoured, per-query ranks, metrics per perturbation type on the synthetic benchmark."""
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
+import pytest
+from conftest import tiny_config, write_tiny_beir
 
-from hnm_jax.config import ModelSpec
+from hnm_jax.config import ConfigError, ModelSpec, spec_from_config
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.synthetic import SIZES, generate, write_beir
 from hnm_jax.evaluate import corpus_perturbations, evaluate
 from hnm_jax.main import main
-from hnm_jax.mining.retriever import RetrieverSpec
-from hnm_jax.train import build_encoder
+from hnm_jax.metrics import first_relevant_rank
+from hnm_jax.mining.dense_index import IndexSpec
+from hnm_jax.mining.retriever import Retriever
+from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
+from hnm_jax.train import build_cross_encoder, build_encoder, train_and_evaluate
+
+
+def tiny_spec(root, **overrides):
+    """The tiny config's spec pointed at `root` (dotted-key overrides as in `tiny_config`)."""
+    return spec_from_config(tiny_config(root, **overrides))
+
+
+def tiny_encoder():
+    return build_encoder(ModelSpec(name="tiny", dtype="float32", dropout=0.0), seed=0)
 
 
 def test_per_perturbation_metrics_on_synthetic(tmp_path):
@@ -18,9 +35,8 @@ def test_per_perturbation_metrics_on_synthetic(tmp_path):
     data = load_beir(root, "test")
     doc_types = corpus_perturbations(root, data.corpus)
     assert set(doc_types) == {"", "single_token", "format", "semantic"}
-    encoder = build_encoder(ModelSpec(name="tiny", dtype="float32", dropout=0.0), seed=0)
-    metrics = evaluate(encoder, data.corpus, data.queries, data.split, max_length=32, batch_size=16,
-                       doc_types=doc_types, show_progress=False)
+    metrics = evaluate(tiny_spec(root, eval__max_length=32), tiny_encoder(), (root, data.corpus, data.queries),
+                       data.split, show_progress=False)
     for kind in ("single_token", "format", "semantic"):
         assert 0.0 <= metrics[f"pairwise_accuracy/{kind}"] <= 1.0
     # the per-type figures partition the labelled negatives: their weighted mean is the overall figure
@@ -34,12 +50,12 @@ def test_per_perturbation_metrics_on_synthetic(tmp_path):
 def test_lexical_retriever_finds_single_token_twins_by_text(tmp_path):
     root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
     data = load_beir(root, "test")
-    encoder = build_encoder(ModelSpec(name="tiny", dtype="float32", dropout=0.0), seed=0)
-    dense = evaluate(encoder, data.corpus, data.queries, data.split, max_length=32, batch_size=16,
-                     show_progress=False)
-    lexical = evaluate(encoder, data.corpus, data.queries, data.split, max_length=32, batch_size=16,
-                       retriever_spec=RetrieverSpec(mode="lexical"), show_progress=False)
-    assert lexical["accuracy@10"] > dense["accuracy@10"]  # BM25 beats a random-weight encoder
+    spec = tiny_spec(root, eval__max_length=32, retriever__mode="lexical")
+    metrics = evaluate(spec, tiny_encoder(), (root, data.corpus, data.queries), "test", show_progress=False)
+    assert metrics["retriever"] == "lexical" and set(metrics["retrievers"]) == {"dense", "hybrid", "lexical"}
+    retrievers = metrics["retrievers"]
+    assert retrievers["lexical"]["accuracy@10"] > retrievers["dense"]["accuracy@10"]  # BM25 beats random weights
+    assert {k: metrics[k] for k in retrievers["lexical"]} == retrievers["lexical"]  # deployed = top level
 
 
 def test_cli_eval_reports_types(tmp_path):
@@ -59,5 +75,193 @@ def test_cli_eval_retriever_override(tmp_path):
         assert main(["eval", "--model", "all-MiniLM-L6-v2", "--data", str(root), "--split", "test", "--output",
                      str(out), "--max-length", "32", "--retriever", mode]) == 0
         outputs[mode] = json.loads(out.read_text())
-    assert "gap_mean" in outputs["dense"] and "gap_mean" not in outputs["lexical"]  # lexical ranks by BM25 only
+    assert [outputs[mode]["retriever"] for mode in ("dense", "lexical")] == ["dense", "lexical"]
     assert outputs["dense"]["accuracy@1"] != outputs["lexical"]["accuracy@1"]
+    assert outputs["lexical"]["retrievers"]["dense"] == outputs["dense"]["retrievers"]["dense"]
+    assert outputs["dense"]["max_length"] == 32 and outputs["dense"]["search"] == "exact"
+    for name in ("gap_mean", "pairwise_accuracy"):  # the bi-encoder's figures, whatever the deployed retriever
+        assert outputs["lexical"][name] == outputs["dense"][name]
+
+
+def test_first_relevant_rank_by_hand():
+    ranked = np.array([[5, 3, 7], [1, 2, -1], [4, -1, -1], [-1, -1, -1]])
+    positives = np.array([[3, 9], [8, -1], [-1, 4], [2, -1]])
+    np.testing.assert_array_equal(first_relevant_rank(ranked, positives), [2, 0, 1, 0])
+
+
+def test_per_query_ranks_agree_with_accuracy_and_mrr(tmp_path):
+    root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
+    data = load_beir(root, "test")
+    spec = tiny_spec(root, eval__max_length=32, retriever__mode="hybrid")
+    metrics = evaluate(spec, tiny_encoder(), (root, data.corpus, data.queries), data.split, show_progress=False)
+    per_query = metrics["per_query"]
+    assert per_query["query_ids"] == [data.queries.ids[r] for r in data.split.query_rows]
+    assert metrics["retriever"] == "hybrid" and set(metrics["retrievers"]) == {"dense", "hybrid"}
+    for mode in ("dense", "hybrid"):
+        rank = np.asarray(per_query[f"rank_{mode}"])
+        expected = metrics["retrievers"][mode]
+        assert rank.shape == (len(data.split),) and rank.min() >= 0
+        for k in (1, 5, 10):
+            assert expected[f"accuracy@{k}"] == pytest.approx(np.mean((rank >= 1) & (rank <= k)), abs=1e-6)
+        mrr = np.mean(np.where((rank >= 1) & (rank <= 10), 1.0 / np.maximum(rank, 1), 0.0))
+        assert expected["mrr@10"] == pytest.approx(mrr, abs=1e-6)
+    hybrid = np.asarray(per_query["rank_hybrid"])
+    assert np.any(hybrid == 1) and np.any(hybrid > 1)  # the check above is not vacuous
+    assert {k: metrics[k] for k in metrics["retrievers"]["hybrid"]} == metrics["retrievers"]["hybrid"]
+
+
+COLORS = ("red", "blue", "green", "black", "white")
+
+
+def write_items_beir(root, num_docs: int, num_queries: int, seed: int = 0):
+    """A BEIR folder of `num_docs` short records "item 01234 red"; query j asks for a random item by number."""
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": f"d{i}", "text": f"item {i:05d} {COLORS[i % 5]}"}) + "\n"
+                     for i in range(num_docs))
+    targets = np.random.default_rng(seed).choice(num_docs, num_queries, replace=False)
+    with open(root / "queries.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": f"q{j}", "text": f"item {d:05d}"}) + "\n" for j, d in enumerate(targets))
+    with open(root / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"q{j}\td{d}\t1\n" for j, d in enumerate(targets))
+    return root
+
+
+def test_exact_search_over_25k_docs_matches_numpy_brute_force(tmp_path, monkeypatch):
+    num_docs = 25_000
+    assert num_docs > IndexSpec().exact_threshold  # the old evaluation searched a corpus this size with ScaNN
+    root = write_items_beir(tmp_path / "items", num_docs, num_queries=300)
+    embeddings, retrieved = [], {}
+    encode_tokens, retrieve = Encoder.encode_tokens, Retriever.retrieve
+
+    def record_embeddings(self, tokens, *args, **kwargs):
+        embeddings.append(encode_tokens(self, tokens, *args, **kwargs))
+        return embeddings[-1]
+
+    def record_retrieved(self, *args, **kwargs):
+        retrieved[self.spec.mode] = retrieve(self, *args, **kwargs)
+        return retrieved[self.spec.mode]
+
+    monkeypatch.setattr(Encoder, "encode_tokens", record_embeddings)
+    monkeypatch.setattr(Retriever, "retrieve", record_retrieved)
+    data = load_beir(root, "test")
+    metrics = evaluate(tiny_spec(root), tiny_encoder(), (root, data.corpus, data.queries), "test", show_progress=False)
+    assert metrics["search"] == "exact" and metrics["num_docs"] == num_docs and metrics["max_length"] == 16
+
+    doc_emb, query_emb = (np.asarray(e, np.float64) for e in embeddings)  # the corpus, then the queries
+    sample = np.arange(0, len(query_emb), 3)
+    scores = query_emb[sample] @ doc_emb.T  # [S, N] brute force
+    second, first = np.sort(scores, axis=1)[:, -2:].T
+    clear = first - second > 1e-5  # no near-tie at the top: float32 rounding cannot swap the first two
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(retrieved["dense"].indices[sample[clear], 0], np.argmax(scores[clear], axis=1))
+    # the rank of each query's positive, counted by brute force, where no other doc ties with it
+    positive_score = scores[np.arange(len(sample)), data.split.positives[sample, 0]]
+    above = np.sum(scores > positive_score[:, None] + 1e-5, axis=1)
+    tied = np.sum(np.abs(scores - positive_score[:, None]) <= 1e-5, axis=1) > 1
+    expected = np.where(above < 100, above + 1, 0)
+    rank = np.asarray(metrics["per_query"]["rank_dense"])[sample]
+    np.testing.assert_array_equal(rank[~tied], expected[~tied])
+    assert (~tied).mean() > 0.5
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    """A tiny trained workdir over a 300-doc corpus (enough docs for ScaNN), and its data folder."""
+    root = write_tiny_beir(tmp_path_factory.mktemp("data") / "tiny300", num_queries=100)
+    workdir = tmp_path_factory.mktemp("run")
+    train_and_evaluate(tiny_config(root, train__max_steps=2), workdir)
+    return workdir, root
+
+
+def eval_workdir(workdir, out, *flags, **keys):
+    """`hnm eval --workdir` after setting config.json keys ("eval__max_length": 24) -> (exit code, JSON or None)."""
+    path = workdir / "config.json"
+    saved = path.read_text()
+    config = json.loads(saved)
+    for dotted, value in keys.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    path.write_text(json.dumps(config))
+    try:
+        code = main(["eval", "--workdir", str(workdir), "--output", str(out), *flags])
+    finally:
+        path.write_text(saved)
+    return code, json.loads(out.read_text()) if code == 0 else None
+
+
+@pytest.mark.slow
+def test_cli_eval_workdir_honours_every_eval_key(trained_workdir, tmp_path, monkeypatch):
+    workdir, root = trained_workdir
+    encodes, scores = [], []
+    encode_tokens, score = Encoder.encode_tokens, CrossEncoderModel.score
+
+    def record_encode(self, tokens, batch_size=64, **kwargs):
+        encodes.append((tokens.max_length, batch_size))
+        return encode_tokens(self, tokens, batch_size, **kwargs)
+
+    def record_score(self, queries, docs, batch_size=64, *, max_length=None, **kwargs):
+        scores.append((max_length, len(queries)))
+        return score(self, queries, docs, batch_size, max_length=max_length, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode_tokens", record_encode)
+    monkeypatch.setattr(CrossEncoderModel, "score", record_score)
+    out = tmp_path / "eval.json"
+
+    def run(*flags, **keys):
+        encodes.clear()
+        code, metrics = eval_workdir(workdir, out, *flags, **keys)
+        assert code == 0
+        return metrics
+
+    metrics = run()  # the workdir's own config: what training evaluated with
+    assert (metrics["max_length"], metrics["batch_size"], metrics["search"]) == (16, 16, "exact")
+    assert encodes == [(16, 16), (16, 16)] and metrics["retriever"] == "dense"
+    assert metrics["accuracy@1"] == json.loads((workdir / "eval_test.json").read_text())["accuracy@1"]
+
+    metrics = run(eval__max_length=24, eval__batch_size=8)
+    assert (metrics["max_length"], metrics["batch_size"]) == (24, 8) and encodes == [(24, 8), (24, 8)]
+
+    metrics = run(eval__search="ann", index__exact_threshold=0)
+    assert metrics["search"]["ann"] == "scann" and metrics["search"]["num_leaves"] == 6  # min(300 // 50, sqrt 300)
+    assert metrics["num_docs"] == 300
+
+    metrics = run("--max-length", "20", "--batch-size", "4", "--search", "exact", eval__search="ann",
+                  index__exact_threshold=0)  # flags override the config
+    assert (metrics["max_length"], metrics["batch_size"], metrics["search"]) == (20, 4, "exact")
+    assert encodes == [(20, 4), (20, 4)]
+
+    # ce.*: the run's cross-encoder re-ranks the deployed retriever's top ce.rerank_depth at ce.max_length
+    spec = spec_from_config(json.loads((workdir / "config.json").read_text()))
+    build_cross_encoder(spec).export(tmp_path / "ce")
+    metrics = run(ce__rerank_depth=3, ce__model=str(tmp_path / "ce"), retriever__mode="hybrid")
+    assert metrics["rerank"] == {"depth": 3, "max_length": spec.ce.max_length, "model": str(tmp_path / "ce")}
+    assert spec.ce.max_length == 32 and scores and all(length == 32 for length, _ in scores)
+    assert set(metrics["stages"]) == {"retrieve", "rerank"} and metrics["retriever"] == "hybrid"
+    assert "rank_rerank" in metrics["per_query"]
+    scores.clear()
+    shutil.copytree(tmp_path / "ce", workdir / "ce" / "model")  # where `hnm train` leaves the cross-encoder it trains
+    try:
+        metrics = run("--rerank-depth", "5")
+        assert metrics["rerank"]["depth"] == 5 and sum(n for _, n in scores) == 5 * metrics["num_queries"]
+        assert metrics["rerank"]["model"] == str(workdir / "ce" / "model")
+    finally:
+        shutil.rmtree(workdir / "ce")
+
+    # data.skip_empty: a corpus with an empty record fails without it and is read (one record skipped) with it
+    dirty = tmp_path / "dirty"
+    shutil.copytree(root, dirty)
+    with open(dirty / "corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "empty", "text": ""}) + "\n")
+    assert eval_workdir(workdir, out, "--data", str(dirty))[0] == 2
+    metrics = run("--data", str(dirty), data__skip_empty=True)
+    assert metrics["skipped_docs"] == 1 and metrics["num_docs"] == 300
+
+
+def test_eval_search_key_is_validated(tiny_beir):
+    with pytest.raises(ConfigError, match="eval.search"):
+        tiny_spec(tiny_beir, eval__search="approximate")
+    spec = tiny_spec(tiny_beir)
+    with pytest.raises(ConfigError, match="eval.search"):
+        dataclasses.replace(spec.eval, search="scann")

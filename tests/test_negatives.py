@@ -26,9 +26,9 @@ def hand_pool() -> Pool:
                 positive=np.array([1.0, 0.8], np.float32))
 
 
-def candidates(band=(-1.0, 1.0), relative=False) -> Candidates:
+def candidates(band=(-1.0, 1.0), mode="absolute") -> Candidates:
     return Candidates(positives=np.array([[0, -1], [3, -1]]), num_docs=10, pool=hand_pool(), band=band,
-                      band_relative=relative)
+                      band_mode=mode)
 
 
 def test_strategy_names_are_listed():
@@ -50,9 +50,16 @@ def test_band_absolute_keeps_only_inside():
 
 def test_band_relative_to_positive_and_empty_slots():
     # relative [0.7, 0.9] of positive: q0 (pos 1.0) keeps 0.7..0.9 -> {3}; q1 (pos 0.8) keeps 0.56..0.72 -> {2, 8}
-    neg = band_negatives(candidates((0.7, 0.9), relative=True), SelectSpec(2), np.random.default_rng(0))
+    neg = band_negatives(candidates((0.7, 0.9), mode="relative"), SelectSpec(2), np.random.default_rng(0))
     assert neg[0].tolist() == [3, -1]  # only one candidate inside: the second slot stays empty
     assert set(neg[1]) == {2, 8}
+
+
+def test_band_gap_keeps_pool_entries_above_the_positive():
+    # gap (-0.25, 0.1): q0 (pos 1.0) keeps 0.75..1.1 -> {7 (0.95), 3 (0.8)}; q1 (pos 0.8) keeps 0.55..0.9 -> {2, 8}
+    for seed in range(5):
+        neg = band_negatives(candidates((-0.25, 0.1), mode="gap"), SelectSpec(3), np.random.default_rng(seed))
+        assert set(neg[0]) == {7, 3, -1} and set(neg[1]) == {2, 8, -1}
 
 
 def test_simans_prefers_scores_near_positive_plus_b():

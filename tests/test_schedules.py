@@ -56,22 +56,60 @@ def test_unknown_curriculum_lists_valid_names():
 def test_band_mask_absolute_and_relative_hand_computed():
     neg = np.array([[0.1, 0.3, 0.5, 0.7, 0.9], [0.2, 0.4, 0.6, 0.8, 1.0]], np.float32)
     pos = np.array([1.0, 0.5], np.float32)
-    got = np.asarray(band_mask(neg, pos, (0.3, 0.7), relative=False))
+    got = np.asarray(band_mask(neg, pos, (0.3, 0.7), "absolute"))
     np.testing.assert_array_equal(got, [[0, 1, 1, 1, 0], [0, 1, 1, 0, 0]])
     # relative: row 0 keeps [0.3, 0.7]; row 1 keeps [0.15, 0.35]
-    got = np.asarray(band_mask(neg, pos, (0.3, 0.7), relative=True))
+    got = np.asarray(band_mask(neg, pos, (0.3, 0.7), "relative"))
     np.testing.assert_array_equal(got, [[0, 1, 1, 1, 0], [1, 0, 0, 0, 0]])
 
 
 def test_band_mask_invalid_scores_dropped():
     neg = jnp.array([-jnp.inf, jnp.nan, 0.0])
-    got = np.asarray(band_mask(neg, jnp.float32(1.0), (-1.0, 1.0), relative=False))
+    got = np.asarray(band_mask(neg, jnp.float32(1.0), (-1.0, 1.0), "absolute"))
     np.testing.assert_array_equal(got, [False, False, True])
 
 
-def keep_mask(neg_scores, pos_scores, band, relative, is_positive):
+def test_gap_band_hand_computed_keeps_errors_above_the_positive():
+    # gap band (lo, hi) = (-0.3, 0.1): keep pos - 0.3 <= s <= pos + 0.1, i.e. d_hi = 0.3 and d_lo = -0.1 < 0
+    neg = np.array([[0.2, 0.55, 0.75, 0.85, 0.95], [0.0, 0.1, 0.3, 0.45, 0.6]], np.float32)
+    pos = np.array([0.8, 0.4], np.float32)
+    got = np.asarray(band_mask(neg, pos, (-0.3, 0.1), "gap"))
+    # row 0 keeps [0.5, 0.9]: 0.55, 0.75, 0.85 (0.85 scores ABOVE the positive: an error, kept)
+    # row 1 keeps [0.1, 0.5]: 0.1, 0.3, 0.45
+    np.testing.assert_array_equal(got, [[0, 1, 1, 1, 0], [0, 1, 1, 1, 0]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(d_lo=st.floats(-0.5, -0.01), d_hi=st.floats(0.0, 1.0), pos=st.floats(-0.5, 0.9), above=st.floats(0.0, 1.0))
+def test_gap_band_keeps_a_negative_above_the_positive_when_d_lo_negative(d_lo, d_hi, pos, above):
+    # a negative scoring above the positive by less than |d_lo| is inside the band [pos - d_hi, pos - d_lo]
+    neg = np.float32(pos) + np.float32(above) * np.float32(-d_lo) * np.float32(0.99)
+    kept = np.asarray(band_mask(np.array([[neg]], np.float32), np.array([pos], np.float32), (-d_hi, -d_lo), "gap"))
+    assert kept[0, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(total=st.integers(1, 5000), fraction=st.floats(0.05, 1.0),
+       curriculum=st.sampled_from(["linear", "cosine", "step"]))
+def test_curriculum_reaches_its_end_at_the_stated_fraction_of_any_run(total, fraction, curriculum):
+    spec = BandSpec(lo=-0.3, hi=0.2, mode="gap", curriculum=curriculum, start_lo=-1.0, start_hi=-0.2,
+                    curriculum_fraction=fraction).for_run(total)
+    end = max(1, round(fraction * total))
+    assert spec.curriculum_steps == end
+    assert _band(end, spec) == (pytest.approx(-0.3), pytest.approx(0.2))
+    assert _band(total, spec) == (pytest.approx(-0.3), pytest.approx(0.2))
+    if end >= 4:  # half-way, the band is not the final one yet
+        assert _band(end // 2, spec)[0] < -0.3 - 1e-3
+
+
+def test_curriculum_needs_a_run_length():
+    with pytest.raises(ValueError, match="for_run"):
+        band_at(0, BandSpec(curriculum="linear"))
+
+
+def keep_mask(neg_scores, pos_scores, band, mode, is_positive):
     """What a caller does: band mask AND not a known positive."""
-    return band_mask(neg_scores, pos_scores, band, relative) & ~is_positive
+    return band_mask(neg_scores, pos_scores, band, mode) & ~is_positive
 
 
 @settings(max_examples=60, deadline=None)
@@ -113,32 +151,37 @@ def test_band_bounds_non_decreasing(curriculum, a, b, start_lo, d_lo, start_hi, 
     n=st.sampled_from([1, 8]),
     lo=st.floats(-1, 1),
     width=st.floats(0, 1),
-    relative=st.booleans(),
+    mode=st.sampled_from(["absolute", "relative", "gap"]),
     seed=st.integers(0, 2**16),
 )
-def test_band_mask_elementwise_and_positives_never_kept(rows, n, lo, width, relative, seed):
+def test_band_mask_elementwise_and_positives_never_kept(rows, n, lo, width, mode, seed):
     rng = np.random.default_rng(seed)
     neg = rng.uniform(-1, 1, (rows, n)).astype(np.float32)
     pos = rng.uniform(0.1, 1, rows).astype(np.float32)
     is_positive = rng.random((rows, n)) < 0.3
-    got = np.asarray(band_mask(neg, pos, (lo, lo + width), relative))
+    got = np.asarray(band_mask(neg, pos, (lo, lo + width), mode))
     assert got.dtype == np.bool_ and got.shape == neg.shape
-    scale = pos[:, None] if relative else 1.0
     lo32, hi32 = np.float32(lo), np.float32(lo + width)
-    np.testing.assert_array_equal(got, (neg >= lo32 * scale) & (neg <= hi32 * scale))
-    kept = np.asarray(keep_mask(neg, pos, (lo, lo + width), relative, jnp.asarray(is_positive)))
+    if mode == "gap":
+        expected = (neg >= pos[:, None] + lo32) & (neg <= pos[:, None] + hi32)
+    else:
+        scale = pos[:, None] if mode == "relative" else 1.0
+        expected = (neg >= lo32 * scale) & (neg <= hi32 * scale)
+    np.testing.assert_array_equal(got, expected)
+    kept = np.asarray(keep_mask(neg, pos, (lo, lo + width), mode, jnp.asarray(is_positive)))
     assert not kept[is_positive].any()
 
 
 @pytest.mark.parametrize("curriculum", sorted(CURRICULA))
 def test_jitted_band_traces_once(curriculum):
     traces = []
-    spec = BandSpec(lo=0.5, hi=0.9, curriculum=curriculum, start_lo=-1.0, start_hi=0.5, curriculum_steps=50)
+    spec = BandSpec(lo=0.5, hi=0.9, mode="absolute", curriculum=curriculum, start_lo=-1.0, start_hi=0.5,
+                    curriculum_steps=50)
 
     @jax.jit
     def masked_count(step, neg, pos):
         traces.append(1)
-        return band_mask(neg, pos, band_at(step, spec), spec.relative).sum()
+        return band_mask(neg, pos, band_at(step, spec), spec.mode).sum()
 
     neg = jnp.linspace(-1, 1, 32).reshape(4, 8)
     pos = jnp.ones(4)
@@ -153,7 +196,7 @@ def test_jitted_band_traces_once(curriculum):
     @jax.jit
     def with_band(neg, pos, lo, hi):
         traces.append(1)
-        return band_mask(neg, pos, (lo, hi), relative=True)
+        return band_mask(neg, pos, (lo, hi), "relative")
 
     for lo in np.linspace(0.0, 0.8, 7, dtype=np.float32):
         with_band(neg, pos, lo, lo + np.float32(0.2))

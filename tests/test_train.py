@@ -31,7 +31,7 @@ def test_canonical_rows_group_exact_twins():
 
 def test_random_negatives_never_known_positives():
     positives = np.array([[0, 1], [2, -1], [3, -1]])
-    candidates = Candidates(positives=positives, num_docs=5, pool=None, band=(-1.0, 1.0), band_relative=False)
+    candidates = Candidates(positives=positives, num_docs=5, pool=None, band=(-1.0, 1.0), band_mode="absolute")
     for seed in range(20):
         neg = random_negatives(candidates, SelectSpec(num_negatives=4), np.random.default_rng(seed))
         for row in range(3):

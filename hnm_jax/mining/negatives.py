@@ -53,7 +53,7 @@ class Candidates:
     num_docs: int
     pool: Pool | None  # this batch's rows of the pool ([B, M])
     band: tuple[float, float]  # the band at this step (host floats)
-    band_relative: bool
+    band_mode: str  # schedules.BAND_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +115,7 @@ def hardest_negatives(candidates: Candidates, spec: SelectSpec, rng: np.random.G
 def band_negatives(candidates: Candidates, spec: SelectSpec, rng: np.random.Generator) -> np.ndarray:
     """Semi-hard: pool entries whose cosine lies inside the band, sampled uniformly or with SimANS weights."""
     pool = candidates.pool
-    in_band = np.asarray(band_mask(pool.dense, pool.positive, candidates.band, candidates.band_relative))
+    in_band = np.asarray(band_mask(pool.dense, pool.positive, candidates.band, candidates.band_mode))
     kept = in_band & (pool.indices >= 0)
     if spec.sampling == "simans":
         weights = np.asarray(simans_weights(np.where(kept, pool.dense, -np.inf), pool.positive,
@@ -285,3 +285,46 @@ def guide_mask(ce_scores_in_batch: np.ndarray, positive_ce: np.ndarray, spec: CE
     likely = by_threshold | by_margin
     own = np.arange(c)[None, :] == np.arange(b)[:, None]
     return own | ~likely
+
+
+CROSS_FIT_SALT = 0x63726F73  # "cros": the fold permutation's own stream, apart from the (seed, epoch) batch orders
+
+
+def cross_fit_folds(num_queries: int, seed: int) -> np.ndarray:
+    """[Q] int32 fold (0 or 1) of each training query: two halves of a seeded permutation (sizes Q//2, Q - Q//2).
+
+    Cross-fitting: the CE trained on fold k scores (filters, guides) only the queries of fold 1 - k, so no CE ever
+    judges the pool of a query it was trained on. Deterministic in `seed`.
+    """
+    if num_queries < 2:
+        raise ValueError(f"cross_fit_folds: needs at least 2 queries, got {num_queries}")
+    order = np.random.default_rng((seed, CROSS_FIT_SALT)).permutation(num_queries)
+    folds = np.zeros(num_queries, np.int32)
+    folds[order[num_queries // 2:]] = 1
+    return folds
+
+
+def dropped_share(candidate_query: np.ndarray, candidate_ce: np.ndarray, candidate_label: np.ndarray,
+                  positive_ce: np.ndarray, spec: CEFilterSpec) -> float:
+    """Share of the labelled negatives (label 0) that the `ce_filter` rules would drop as likely positives.
+
+    A negative of query q with CE logit s is dropped when sigmoid(s) > spec.threshold or s >= positive_ce[q] -
+    spec.margin (NaN positive: margin rule off). A measure of the filter's collateral damage: these pairs are
+    known non-matches, so every drop is a true hard negative lost.
+
+    Args:
+      candidate_query: [C] int, query row of each labelled pair.
+      candidate_ce: [C] float, CE logit of each pair (only label-0 entries are read).
+      candidate_label: [C] int, 1 = match, 0 = non-match.
+      positive_ce: [Q] float, CE logit of each query and its best labelled positive.
+      spec: the rules.
+    Returns:
+      float in [0, 1]; NaN when there is no labelled negative.
+    """
+    negative = np.asarray(candidate_label) == 0
+    if not negative.any():
+        return float("nan")
+    scores = np.asarray(candidate_ce, np.float64)[negative][:, None]  # [C0, 1]: one row per negative
+    positive = np.asarray(positive_ce, np.float64)[np.asarray(candidate_query)[negative]]
+    by_threshold, by_margin = _likely_positive(scores, positive, spec)
+    return float(np.mean(by_threshold | by_margin))

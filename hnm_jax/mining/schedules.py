@@ -1,8 +1,15 @@
 """Hardness bands and curricula for negative selection: pure, jit-able.
 
-A *band* ``(lo, hi)`` keeps a negative with score ``s`` when ``lo <= s <= hi`` (absolute scores) or
-``lo * s_pos <= s <= hi * s_pos`` (relative to its query's positive score). A *curriculum* moves the
-band from an easy start band (low scores) to the final band as training proceeds:
+A *band* ``(lo, hi)`` keeps a negative with score ``s`` when, by `BandSpec.mode`,
+
+    absolute:  lo <= s <= hi
+    relative:  lo * s_pos <= s <= hi * s_pos           (fractions of its query's positive score)
+    gap:       s_pos + lo <= s <= s_pos + hi           (offsets from the positive: lo = -d_hi, hi = -d_lo)
+
+The gap band is the one to use: ``hi > 0`` keeps negatives scoring above the positive (the model's errors),
+``lo`` bounds how easy a kept negative may be. False negatives are a separate rule (labelled positives, exact
+twins, the cross-encoder), not the band's upper edge. A *curriculum* moves the band from an easy start band
+to the final band over the first ``curriculum_steps`` steps:
 
     t = progress(step)                       in [0, 1], non-decreasing in step
     band(step) = start + t * (end - start)   per bound
@@ -67,6 +74,8 @@ def progress_step(step: ArrayLike, total: int, num_stages: int = 4) -> jax.Array
     return stage.astype(jnp.float32) / jnp.float32(stages - 1)
 
 
+BAND_MODES = ("gap", "relative", "absolute")
+
 CURRICULA: dict[str, Callable[..., jax.Array]] = {
     "none": progress_none,
     "linear": progress_linear,
@@ -80,33 +89,46 @@ class BandSpec:
     """Hardness band (and its curriculum) for selecting negatives; static under jit.
 
     lo, hi: the kept band at the end of the curriculum (always, when curriculum == "none").
-    relative: bounds are fractions of the positive's score (keep lo*pos <= s <= hi*pos) instead of
-      absolute scores. Meant for positive ``pos`` (cosine scores of a true pair); for pos < 0 the
-      relative band is empty unless lo >= hi.
+    mode: how the bounds read (BAND_MODES, see the module docstring): "gap" (offsets from the positive's
+      score), "relative" (fractions of it; for pos < 0 the band is empty unless lo >= hi) or "absolute".
     curriculum: one of CURRICULA; the band moves from (start_lo, start_hi) at step 0 to (lo, hi) at
-      curriculum_steps. num_stages is used by "step".
+      curriculum_steps (0: `curriculum_fraction` of the run, fixed by `for_run(total_steps)`).
+    num_stages is used by "step".
     """
 
-    lo: float = -1.0
-    hi: float = 1.0
-    relative: bool = False
+    lo: float = -2.0
+    hi: float = 2.0
+    mode: str = "gap"
     curriculum: str = "none"
-    start_lo: float = -1.0
-    start_hi: float = 0.5
-    curriculum_steps: int = 1000
+    start_lo: float = -2.0
+    start_hi: float = 0.0
+    curriculum_steps: int = 0
+    curriculum_fraction: float = 0.7
     num_stages: int = 4
 
     def __post_init__(self) -> None:
+        if self.mode not in BAND_MODES:
+            raise ValueError(f"BandSpec.mode={self.mode!r} is unknown; expected one of {', '.join(BAND_MODES)}")
         if self.curriculum not in CURRICULA:
             raise ValueError(f"BandSpec.curriculum={self.curriculum!r} is unknown; expected one of {sorted(CURRICULA)}")
-        if self.curriculum_steps < 1:
-            raise ValueError(f"BandSpec.curriculum_steps must be >= 1, got {self.curriculum_steps}")
+        if self.curriculum_steps < 0:
+            raise ValueError(f"BandSpec.curriculum_steps must be >= 0 (0: a fraction of the run), got "
+                             f"{self.curriculum_steps}")
+        if not 0.0 < self.curriculum_fraction <= 1.0:
+            raise ValueError(f"BandSpec.curriculum_fraction must be in (0, 1], got {self.curriculum_fraction}")
         if self.num_stages < 1:
             raise ValueError(f"BandSpec.num_stages must be >= 1, got {self.num_stages}")
         if self.lo > self.hi:
             raise ValueError(f"BandSpec: final band is empty (lo={self.lo} > hi={self.hi})")
         if self.start_lo > self.start_hi:
             raise ValueError(f"BandSpec: start band is empty (start_lo={self.start_lo} > start_hi={self.start_hi})")
+
+
+    def for_run(self, total_steps: int) -> BandSpec:
+        """This spec with `curriculum_steps` fixed for a run of `total_steps` (when 0: the fraction of it)."""
+        if self.curriculum_steps:
+            return self
+        return dataclasses.replace(self, curriculum_steps=max(1, round(self.curriculum_fraction * total_steps)))
 
 
 def _interpolate(start: float, end: float, t: jax.Array) -> jax.Array:
@@ -125,6 +147,8 @@ def band_at(step: jax.Array | int, spec: BandSpec) -> tuple[jax.Array, jax.Array
     """
     if spec.curriculum not in CURRICULA:
         raise ValueError(f"unknown curriculum {spec.curriculum!r}; expected one of {sorted(CURRICULA)}")
+    if spec.curriculum != "none" and not spec.curriculum_steps:
+        raise ValueError("band_at: curriculum_steps is 0 (a fraction of the run): call spec.for_run(total) first")
     t = CURRICULA[spec.curriculum](step, spec.curriculum_steps, spec.num_stages)
     return _interpolate(spec.start_lo, spec.lo, t), _interpolate(spec.start_hi, spec.hi, t)
 
@@ -133,27 +157,28 @@ def band_mask(
     neg_scores: jax.Array | np.ndarray,
     pos_scores: jax.Array | np.ndarray | float,
     band: tuple[ArrayLike, ArrayLike],
-    relative: bool,
+    mode: str,
 ) -> jax.Array:
     """Which negatives lie inside the band.
 
     neg_scores: [..., N]; pos_scores: [...] (one positive score per row, broadcast over N; ignored
-    unless ``relative``); band: (lo, hi) scalars (or arrays broadcastable to [...]).
+    when ``mode == "absolute"``); band: (lo, hi) scalars (or arrays broadcastable to [...]).
     Returns bool [..., N], True = keep:
       absolute:  lo <= s <= hi
       relative:  lo * pos <= s <= hi * pos
-    NaN scores are never kept; -inf scores are kept only when lo == -inf.
+      gap:       pos + lo <= s <= pos + hi
+    NaN scores are never kept; -inf scores are kept only when the lower bound is -inf.
     """
+    if mode not in BAND_MODES:
+        raise ValueError(f"band_mask: mode {mode!r} is unknown; expected one of {', '.join(BAND_MODES)}")
     neg = jnp.asarray(neg_scores)
     lo = jnp.asarray(band[0], jnp.float32)
     hi = jnp.asarray(band[1], jnp.float32)
-    if relative:
+    lo = lo[..., None] if lo.ndim else lo
+    hi = hi[..., None] if hi.ndim else hi
+    if mode != "absolute":
         pos = jnp.asarray(pos_scores, jnp.float32)[..., None]
-        lo = lo[..., None] * pos if lo.ndim else lo * pos
-        hi = hi[..., None] * pos if hi.ndim else hi * pos
-    else:
-        lo = lo[..., None] if lo.ndim else lo
-        hi = hi[..., None] if hi.ndim else hi
+        lo, hi = (lo * pos, hi * pos) if mode == "relative" else (pos + lo, pos + hi)
     return jnp.broadcast_to((neg >= lo) & (neg <= hi), neg.shape)
 
 

@@ -251,6 +251,11 @@ def _load_tokenizer(model_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer of a model folder, packaged name or hub id (no weights are read)."""
+    return _load_tokenizer(resolve_model_dir(name_or_path))
+
+
 def _read_model_dir(name_or_path: str) -> tuple[Path, BertConfig, Path]:
     """(folder, BertConfig from its config.json, its model.safetensors), with errors naming the file."""
     model_dir = resolve_model_dir(name_or_path)
