@@ -36,9 +36,13 @@ once per dataset (results/runs/zero_shot-<dataset>.json).
 Dataset ``synthetic`` is ``hnm_jax.data.synthetic.SIZES["ablation"]`` (2,250 records, 600 training queries,
 about one abt_buy run), built once through the TFDS builder into <workdirs>/tfds and exported as a BEIR folder
 (+ perturbations.tsv) to <workdirs>/datasets/synthetic_ablation, which the runs get as ``--config.data.path``.
+Datasets ``synthetic_power`` (SIZES["power"]: 22,500 records, 6,000 / 2,000 / 2,000 queries) and ``synthetic_dup``
+(SIZES["power_dup"]: the same + 1,000 unlabelled duplicates, listed in unlabelled_duplicates.tsv) go the same way,
+to <workdirs>/datasets/synthetic_power and synthetic_power_dup; no plan includes them (``--runs`` names them).
 
 Outputs (rebuilt from all of results/runs after every suite): results/ablations.md (per dataset, one row
-per config: mean +- 95% CI over seeds; full vs baselines paired by seed; per perturbation type on synthetic),
+per config: mean +- 95% CI over seeds; full vs baselines paired by seed; paired per-query statistics pooled over
+seeds (bootstrap CI, McNemar, minimum detectable effect: hnm_jax.stats); per perturbation type on synthetic),
 results/ablations_<dataset>.png and results/ablations_curriculum.png.
 """
 
@@ -56,10 +60,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
+from hnm_jax.stats import mcnemar, minimum_detectable_effect, paired_bootstrap, paired_sd, verdict
+
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE = "ablation"  # hnm_jax.data.synthetic.SIZES key
+# more synthetic datasets -> SIZES key: 2,000 test queries; + unlabelled duplicates (unlabelled_duplicates.tsv)
+SYNTHETIC_DATASETS = {"synthetic_power": "power", "synthetic_dup": "power_dup"}
 ZERO_SHOT = "zero_shot"
 ZERO_SHOT_MODEL = "all-MiniLM-L6-v2"
 
@@ -90,6 +100,7 @@ DEFAULT_BUDGET_S = 2.5 * 3600  # what the default plan is meant to fit on this 2
 # 2-core CPU with other jobs sharing it: abt_buy 190-290 s, amazon_google ~200 s, walmart_amazon ~740 s;
 # synthetic (2,250 records, 600 training queries, shorter texts) is set a little above abt_buy.
 DEFAULT_WALL_S = {"abt_buy": 250.0, "amazon_google": 200.0, "walmart_amazon": 750.0, SYNTHETIC: 300.0}
+DEFAULT_WALL_S.update(dict.fromkeys(SYNTHETIC_DATASETS, 3000.0))  # guess: 10x synthetic's queries and records
 UNKNOWN_DATASET_WALL_S = 750.0
 # Cost of a config relative to DEFAULT_WALL_S: in_batch measured 0.55-0.6x (135 / 108 / 440 s), offline 1.5x
 # (380 s on abt_buy); full is a guess (not measured yet): cross-encoder training (60 steps) and re-scoring of
@@ -102,6 +113,7 @@ MAIN_METRIC = "accuracy@1"
 TABLE_METRICS = (("accuracy@1", "accuracy@1"), ("recall@1", "recall@1"), ("mrr@10", "MRR@10"),
                  ("ndcg@10", "nDCG@10"), ("pairwise_accuracy", "pairwise acc."))  # fmt: skip
 PER_TYPE_PREFIX = "pairwise_accuracy/"
+PER_ITEM_KEYS = ("per_pair", "per_query")  # metrics' per-item lists (hnm_jax.evaluate.PER_ITEM_KEYS)
 BASELINES = ("in_batch", "offline")
 
 # t(0.975, dof), used when scipy is not installed; past the table, the value of the largest dof below is used
@@ -251,15 +263,17 @@ def mean_curve(runs: Iterable[Mapping], key: str) -> tuple[list[int], list[float
 
 
 def dumps_run(data: Mapping) -> str:
-    """JSON with 2-space indents, except that each curve and each per-query list of the metrics takes one line."""
+    """JSON with 2-space indents, except that each curve and each per-query / per-pair list of the metrics takes one
+    line."""
     parts = []
     for key, value in data.items():
         if key == "curves" and value:
             body = "{\n" + ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()) + "\n  }"
-        elif key == "metrics" and len(value) > 1 and value.get("per_query"):  # as evaluate.dumps_metrics
-            rest = json.dumps({k: v for k, v in value.items() if k != "per_query"}, indent=2).replace("\n", "\n  ")
-            lists = ",\n".join(f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in value["per_query"].items())
-            body = rest[: -len("\n  }")] + ',\n    "per_query": {\n' + lists + "\n    }\n  }"
+        elif key == "metrics" and (items := [k for k in PER_ITEM_KEYS if value.get(k)]) and value.keys() - items:
+            body = json.dumps({k: v for k, v in value.items() if k not in items}, indent=2).replace("\n", "\n  ")
+            for name in items:  # as evaluate.dumps_metrics
+                lists = ",\n".join(f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in value[name].items())
+                body = body[: -len("\n  }")] + f',\n    "{name}": {{\n' + lists + "\n    }\n  }"
         else:
             body = json.dumps(value, indent=2).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {body}")
@@ -354,14 +368,23 @@ def config_path(config: str) -> Path:
     return REPO / "configs" / "full.py" if config == "full" else REPO / "configs" / "ablations" / f"{config}.py"
 
 
-def synthetic_root(workdirs: Path) -> Path:
-    """<workdirs>/datasets/synthetic_ablation: the BEIR folder the synthetic runs read."""
-    return Path(workdirs).resolve() / "datasets" / f"{SYNTHETIC}_{SYNTHETIC_SIZE}"
+def is_synthetic(dataset: str) -> bool:
+    return dataset == SYNTHETIC or dataset in SYNTHETIC_DATASETS
 
 
-def prepare_synthetic(workdirs: Path) -> Path:
-    """Builds synthetic_near_dup/ablation (TFDS, array_record) once and exports it as a BEIR folder."""
-    root = synthetic_root(workdirs)
+def synthetic_size(dataset: str = SYNTHETIC) -> str:
+    """The hnm_jax.data.synthetic.SIZES key of a synthetic dataset."""
+    return SYNTHETIC_SIZE if dataset == SYNTHETIC else SYNTHETIC_DATASETS[dataset]
+
+
+def synthetic_root(workdirs: Path, dataset: str = SYNTHETIC) -> Path:
+    """<workdirs>/datasets/synthetic_<size> (synthetic_ablation, ...): the BEIR folder the dataset's runs read."""
+    return Path(workdirs).resolve() / "datasets" / f"{SYNTHETIC}_{synthetic_size(dataset)}"
+
+
+def prepare_synthetic(workdirs: Path, dataset: str = SYNTHETIC) -> Path:
+    """Builds synthetic_near_dup/<size> (TFDS, array_record) once and exports it as a BEIR folder."""
+    root = synthetic_root(workdirs, dataset)
     from hnm_jax.data.synthetic import PERTURBATIONS_FILE
 
     if (root / PERTURBATIONS_FILE).is_file():
@@ -369,7 +392,7 @@ def prepare_synthetic(workdirs: Path) -> Path:
     from hnm_jax.data import tfds_builders
 
     data_dir = Path(workdirs).resolve() / "tfds"
-    name = tfds_builders.prepare_synthetic(data_dir, SYNTHETIC_SIZE)
+    name = tfds_builders.prepare_synthetic(data_dir, synthetic_size(dataset))
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tfds_builders.beir_from_tfds(name, data_dir, tmp)
@@ -382,12 +405,12 @@ def prepare_synthetic(workdirs: Path) -> Path:
 
 def data_source(dataset: str, workdirs: Path) -> str:
     """What `hnm` gets for a dataset: the synthetic BEIR folder, or the benchmark name."""
-    return str(synthetic_root(workdirs)) if dataset == SYNTHETIC else dataset
+    return str(synthetic_root(workdirs, dataset)) if is_synthetic(dataset) else dataset
 
 
 def train_command(run: Run, workdirs: Path) -> list[str]:
     """`hnm train` for one run (the trainer resumes from the workdir's checkpoint if there is one)."""
-    key = "path" if run.dataset == SYNTHETIC else "name"
+    key = "path" if is_synthetic(run.dataset) else "name"
     return [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(config_path(run.config)),
             f"--config.data.{key}={data_source(run.dataset, workdirs)}", f"--config.seed={run.seed}",
             "--workdir", str(Path(workdirs) / run.name)]  # fmt: skip
@@ -430,8 +453,9 @@ def run_suite(runs: Sequence[Run], workdirs: Path, runs_dir: Path) -> list[str]:
     todo = [r for r in runs if r not in done]
     zero_shot_todo = [d for d in dict.fromkeys(r.dataset for r in runs)
                       if not (Path(runs_dir) / f"{ZERO_SHOT}-{d}.json").exists()]  # fmt: skip
-    if SYNTHETIC in zero_shot_todo or any(r.dataset == SYNTHETIC for r in todo):
-        print(f"synthetic benchmark: {prepare_synthetic(workdirs)}", flush=True)
+    for dataset in dict.fromkeys([*zero_shot_todo, *(r.dataset for r in todo)]):
+        if is_synthetic(dataset):
+            print(f"synthetic benchmark: {prepare_synthetic(workdirs, dataset)}", flush=True)
     left = {r: estimate_wall_s(r, finished)[0] for r in todo}
     failed = []
     total = len(runs) + len(dict.fromkeys(r.dataset for r in runs))
@@ -523,6 +547,148 @@ def per_type_table(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], da
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------- paired per-item statistics
+
+PAIRED_METRICS = (("accuracy@1", "accuracy@1", True), ("mrr@10", "MRR@10", False),
+                  ("pairwise_accuracy", "pairwise acc.", True))  # (key, label, binary: McNemar applies)  # fmt: skip
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def deployed_ranks(metrics: Mapping) -> dict[str, int] | None:
+    """query id -> 1-based rank of its first relevant doc (0: not in the top 100) under the deployed pipeline's
+    final stage: per_query["rank_rerank"] when the run re-ranks, else per_query["rank_<metrics['retriever']>"].
+    None when the run has no such list (run JSONs older than per-query ranks)."""
+    per_query = metrics.get("per_query") or {}
+    key = "rank_rerank" if "rank_rerank" in per_query else f"rank_{metrics.get('retriever')}"
+    if "query_ids" not in per_query or key not in per_query:
+        return None
+    return dict(zip(per_query["query_ids"], (int(r) for r in per_query[key]), strict=True))
+
+
+def item_outcomes(metrics: Mapping) -> dict[str, dict]:
+    """Per-item outcomes of one run, per PAIRED_METRICS key (a key is absent when the run lacks its lists):
+    "accuracy@1": {query id: [rank == 1]}, "mrr@10": {query id: 1/rank if 1 <= rank <= 10 else 0},
+    "pairwise_accuracy": {(query id, doc id): per_pair correct (0/1)}."""
+    out: dict[str, dict] = {}
+    ranks = deployed_ranks(metrics)
+    if ranks is not None:
+        out["accuracy@1"] = {q: float(r == 1) for q, r in ranks.items()}
+        out["mrr@10"] = {q: 1.0 / r if 1 <= r <= 10 else 0.0 for q, r in ranks.items()}
+    per_pair = metrics.get("per_pair") or {}
+    if {"query_ids", "doc_ids", "correct"} <= per_pair.keys():
+        out["pairwise_accuracy"] = {(q, d): float(c) for q, d, c in
+                                    zip(per_pair["query_ids"], per_pair["doc_ids"], per_pair["correct"], strict=True)}
+    return out
+
+
+class PairedItems(NamedTuple):
+    """Outcomes of two configs on the items both have, pooled over the seeds both have: [n] each."""
+
+    a: np.ndarray
+    b: np.ndarray
+    clusters: np.ndarray  # [n] query id of each item (the bootstrap's resampling unit)
+    seeds: list[int]
+
+
+def paired_items(runs: Sequence[Mapping], dataset: str, a: str, b: str, metric: str) -> PairedItems:
+    """Items of ``metric`` (see `item_outcomes`) of configs a and b on ``dataset``: for each seed both have with
+    per-item data, the items (query ids, or (query id, doc id) pairs) both runs have, aligned by id."""
+    by_seed = [{r["seed"]: item_outcomes(r["metrics"]).get(metric) for r in select(runs, dataset, c)} for c in (a, b)]
+    xs, ys, clusters, seeds = [], [], [], []
+    for seed in sorted(by_seed[0].keys() & by_seed[1].keys()):
+        first, second = by_seed[0][seed], by_seed[1][seed]
+        if first is None or second is None:
+            continue
+        common = [k for k in first if k in second]
+        if common:
+            seeds.append(seed)
+            xs += [first[k] for k in common]
+            ys += [second[k] for k in common]
+            clusters += [k[0] if isinstance(k, tuple) else k for k in common]
+    return PairedItems(np.asarray(xs, np.float64), np.asarray(ys, np.float64), np.asarray(clusters, dtype=object),
+                       seeds)
+
+
+def paired_stats(items: PairedItems, binary: bool) -> dict:
+    """Bootstrap (clusters = query ids), McNemar (binary outcomes only; NaN p otherwise), MDE at 80% power from
+    the SD of per-query mean differences, and the verdict on "a > b"."""
+    boot = paired_bootstrap(items.a, items.b, BOOTSTRAP_RESAMPLES, seed=0, clusters=items.clusters)
+    test = mcnemar(items.a, items.b) if binary else None
+    mde = minimum_detectable_effect(*paired_sd(items.a, items.b, items.clusters))
+    return {"boot": boot, "mcnemar": test, "mde": mde,
+            "verdict": verdict(boot.diff, (boot.ci_lo, boot.ci_hi), boot.p, mde)}  # fmt: skip
+
+
+def comparison_pairs(configs: Sequence[str]) -> list[tuple[str, str]]:
+    """(A, B) to compare: full vs every other config, then every config vs in_batch and vs offline (each unordered
+    pair once, the baseline second)."""
+    pairs = [("full", c) for c in configs if "full" in configs and c != "full"]
+    pairs += [(c, base) for base in BASELINES if base in configs for c in configs if c != base]
+    seen: set[frozenset[str]] = set()
+    out = []
+    for pair in pairs:
+        if frozenset(pair) not in seen:
+            seen.add(frozenset(pair))
+            out.append(pair)
+    return out
+
+
+def _p(p: float) -> str:
+    return "-" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def paired_table(runs: Sequence[Mapping], dataset: str) -> str:
+    """One row per (A, B, metric) with paired items: seeds, items (queries), means, A − B [95% CI], McNemar p
+    (A only : B only correct), MDE and verdict; "" when no pair has per-item data."""
+    lines = ["| A − B | metric | seeds | items (queries) | A | B | A − B [95% CI] | McNemar p (A only : B only) "
+             "| MDE (80%) | verdict (A > B) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for a, b in comparison_pairs(configs_of(runs, dataset)):
+        for metric, label, binary in PAIRED_METRICS:
+            items = paired_items(runs, dataset, a, b, metric)
+            if items.a.size == 0:
+                continue
+            st = paired_stats(items, binary)
+            boot, test = st["boot"], st["mcnemar"]
+            mc = f"{_p(test.p)} ({test.b10} : {test.b01})" if test is not None else "-"
+            lines.append(f"| {a} − {b} | {label} | {' '.join(map(str, items.seeds))} | {items.a.size} "
+                         f"({len(set(items.clusters))}) | {items.a.mean():.3f} | {items.b.mean():.3f} | "
+                         f"{boot.diff:+.3f} [{boot.ci_lo:+.3f}, {boot.ci_hi:+.3f}] | {mc} | {st['mde']:.3f} | "
+                         f"{st['verdict']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def paired_section(runs: Sequence[Mapping]) -> list[str]:
+    """The "Paired comparisons" section of ablations.md (lines): method, then per dataset a `paired_table` and the
+    runs left out for lacking per-item lists."""
+    out = ["## Paired comparisons (per query, pooled over seeds)", "",
+           "Items: the test queries (accuracy@1: the deployed pipeline's first relevant document at rank 1; MRR@10: "
+           "1/rank within the top 10, else 0) and the labelled near-duplicate pairs (pairwise acc.: the query's best "
+           "positive scored strictly above the near-duplicate). A and B are paired on the seeds both ran, by query id "
+           "(pairs: query id and doc id), and pooled over those seeds. A − B: difference of means with a 95% "
+           f"percentile CI from a bootstrap ({BOOTSTRAP_RESAMPLES} resamples) that resamples queries, each with all "
+           "its seeds and pairs. McNemar: exact two-sided binomial test on the discordant items (it treats the seeds "
+           "of a query as independent, so its p is optimistic). MDE: the smallest true difference detectable at 80% "
+           "power, level 0.05 (2.80 × SD of the per-query mean differences / √queries). Verdict on A > B "
+           "(hnm_jax.stats.verdict): holds = CI above 0; fails = CI below 0, or it includes 0 and excludes a gain "
+           "as large as the MDE; else inconclusive.", ""]  # fmt: skip
+    for dataset in datasets_of(runs):
+        group = [r for r in runs if r["dataset"] == dataset]
+        lacking = [Run(r["config"], dataset, r["seed"]).name for r in group if deployed_ranks(r["metrics"]) is None]
+        no_pairs = [Run(r["config"], dataset, r["seed"]).name for r in group if "pairwise_accuracy" in r["metrics"]
+                    and not r["metrics"].get("per_pair") and deployed_ranks(r["metrics"]) is not None]  # fmt: skip
+        table = paired_table(runs, dataset)
+        out += [f"### {dataset}", ""]
+        out += [table, ""] if table else ["No pair of configs with per-query data on shared seeds.", ""]
+        if lacking and len(lacking) == len(group):
+            out += [f"Skipped: none of the {len(group)} run JSONs has `per_query` (all older than per-query ranks).",
+                    ""]  # fmt: skip
+        elif lacking:
+            out += [f"Skipped (run JSON without `per_query`, older than per-query ranks): {', '.join(lacking)}.", ""]
+        if no_pairs:
+            out += [f"No pairwise acc. items from (run JSON without `per_pair`): {', '.join(no_pairs)}.", ""]
+    return out
+
+
 def ablations_markdown(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], command: str,
                        plots: Sequence[Path] = ()) -> str:
     """results/ablations.md: per-dataset tables, full vs baselines, per-perturbation-type tables."""
@@ -538,6 +704,7 @@ def ablations_markdown(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping]
     out += ["## full vs baselines", "",
             "Test accuracy@1, difference paired by seed (same seed for both configs; unpaired seeds are left out).",
             "", full_vs_baselines_table(runs), ""]  # fmt: skip
+    out += paired_section(runs)
     for dataset in datasets:
         table = per_type_table(runs, zero_shot, dataset)
         if table:

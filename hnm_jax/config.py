@@ -234,6 +234,11 @@ class CESpec:
         """Whether the run uses a cross-encoder at all."""
         return self.filter or self.guide_in_batch or self.rerank_depth > 0
 
+    @property
+    def guides_mining(self) -> bool:
+        """Whether the cross-encoder filters pools or masks batch columns (what cross-fitting applies to)."""
+        return self.filter or self.guide_in_batch
+
     def filter_spec(self) -> Any:
         """The `mining.negatives.CEFilterSpec` of these rules."""
         from hnm_jax.mining.negatives import CEFilterSpec
@@ -280,6 +285,32 @@ class ExperimentSpec:
         if self.ce.needed and not self.ce.model and self.mining.pool == "none":
             _fail("ce.model", "training a cross-encoder needs mined negatives: set mining.pool, or ce.model to a "
                               "trained cross-encoder folder")
+
+
+def check_splits(spec: ExperimentSpec, splits: list[str]) -> None:
+    """data.train_split and data.eval_split exist among the dataset's `splits` (ConfigError naming the key)."""
+    for key in ("train_split", "eval_split"):
+        if getattr(spec.data, key) not in splits:
+            _fail(f"data.{key}", f"no split {getattr(spec.data, key)!r} in the dataset; it has "
+                                 f"{', '.join(splits) or 'no qrels/*.tsv'}")
+
+
+def check_against_data(spec: ExperimentSpec, *, train_queries: int, devices: int, processes: int = 1) -> None:
+    """The checks that need the data's size and the device count but no model (ConfigError naming the key).
+
+    train.batch_size: at most the training queries, and a multiple of the devices (so every host gets the same
+    share); ce.batch_size likewise, against the queries one cross-encoder trains on (half with ce.cross_fit).
+    """
+    for key, batch, queries in (("train.batch_size", spec.train.batch_size, train_queries),
+                                ("ce.batch_size", spec.ce.batch_size,
+                                 train_queries // 2 if spec.ce.cross_fit and spec.ce.guides_mining else train_queries)):
+        if key == "ce.batch_size" and not (spec.ce.needed and not spec.ce.model):
+            continue  # no cross-encoder is trained
+        if batch > queries:
+            _fail(key, f"{batch} is larger than the {queries} training queries"
+                       + (" of one cross-fitting half" if queries < train_queries else "") + "; lower it")
+        if batch % devices or batch % processes:
+            _fail(key, f"{batch} does not divide by the {devices} devices ({processes} processes)")
 
 
 def _check_type(key: str, value: Any, expected: Any) -> Any:

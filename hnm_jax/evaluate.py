@@ -71,8 +71,9 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     ({"dense": {...}, "hybrid": {...}[, "lexical": {...}]}: each retrieval's ranking metrics); "per_query"
     ({"query_ids": [...], "rank_<retriever>": [...][, "rank_rerank": [...]]}: 1-based rank of the first relevant
     document within the top RETRIEVE_K, 0 when not retrieved); the bi-encoder's (dense) score gaps, near-tie
-    rate, pairwise accuracy and collapse; and the settings used ("retriever", "search", "max_length",
-    "batch_size", "rerank").
+    rate, pairwise accuracy and collapse; with labelled candidates, "per_pair" ({"query_ids", "doc_ids",
+    "correct"}: per labelled negative pair, 1 when the query's best positive scores strictly above it); and the
+    settings used ("retriever", "search", "max_length", "batch_size", "rerank").
     """
     root, corpus, queries = data
     if isinstance(split, str):
@@ -135,6 +136,10 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
         doc_types = corpus_perturbations(root, corpus) if root is not None else None
         cand_scores = np.sum(query_emb[cand.query] * doc_emb[cand.doc], axis=-1)
         metrics.update(pairwise_accuracy(cand.query, cand_scores, cand.label, best_positive))
+        neg = cand.label == 0  # per labelled negative pair, the pairwise_accuracy rule: best positive strictly above
+        metrics["per_pair"] = {"query_ids": [queries.ids[split.query_rows[q]] for q in cand.query[neg]],
+                               "doc_ids": [corpus.ids[d] for d in cand.doc[neg]],
+                               "correct": (best_positive[cand.query[neg]] - cand_scores[neg] > 0).astype(int).tolist()}
         for kind in sorted(set(doc_types[cand.doc]) - {""}) if doc_types is not None else ():
             of_kind = (doc_types[cand.doc] == kind) | (cand.label == 1)
             per_kind = pairwise_accuracy(cand.query[of_kind], cand_scores[of_kind], cand.label[of_kind], best_positive)
@@ -214,14 +219,18 @@ def corpus_perturbations(root: Path, corpus: Texts) -> np.ndarray | None:
     return np.asarray([types.get(doc_id, "") for doc_id in corpus.ids], dtype=object)
 
 
+PER_ITEM_KEYS = ("per_pair", "per_query")  # dicts of per-item lists, written one list a line
+
+
 def dumps_metrics(metrics: Mapping) -> str:
-    """JSON with sorted keys and 2-space indents, except that each "per_query" list takes one line (last)."""
+    """JSON with sorted keys and 2-space indents, except that each list of "per_pair" and "per_query" takes one
+    line (those two last)."""
     metrics = dict(metrics)
-    per_query = metrics.pop("per_query", None)
+    per_item = {key: metrics.pop(key) for key in PER_ITEM_KEYS if key in metrics}
     text = json.dumps(metrics, indent=2, sort_keys=True)
-    if per_query is not None:
-        lists = ",\n".join(f"    {json.dumps(name)}: {json.dumps(values)}" for name, values in per_query.items())
-        text = (text[:-2] + ",\n" if metrics else "{\n") + f'  "per_query": {{\n{lists}\n  }}\n}}'
+    for key, lists in per_item.items():
+        lines = ",\n".join(f"    {json.dumps(name)}: {json.dumps(values)}" for name, values in lists.items())
+        text = (text[:-2] + ",\n" if text != "{}" else "{\n") + f'  "{key}": {{\n{lines}\n  }}\n}}'
     return text + "\n"
 
 

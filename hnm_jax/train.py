@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from hnm_jax import sharding
 from hnm_jax.ce_train_step import jit_ce_train_step
 from hnm_jax.checkpointing import Checkpointer
-from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, spec_from_config
+from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, check_against_data, check_splits, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import (
     DataError,
@@ -667,19 +667,16 @@ def cross_fitted(spec: ExperimentSpec, miner: Miner) -> bool:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics."""
     spec = spec_from_config(config)
-    workdir = Path(workdir)
+    mesh = sharding.make_mesh()
+    batch_sharding = sharding.batch_sharding(mesh)
+    root, corpus, queries = load_texts(spec)
+    check_splits(spec, list_splits(root))  # before any split, model or token is read
+    train_split = read_split(root, spec.data.train_split, corpus, queries)
+    check_against_data(spec, train_queries=len(train_split), devices=mesh.size, processes=jax.process_count())
+    workdir = Path(workdir)  # a config that fails the checks above leaves no workdir behind
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         _save_config(config, workdir)
-    mesh = sharding.make_mesh()
-    try:
-        sharding.check_batch_size(spec.train.batch_size, mesh)
-    except ValueError as error:  # the message starts with the key; ConfigError makes the CLI print one line
-        raise ConfigError(str(error)) from None
-    batch_sharding = sharding.batch_sharding(mesh)
-
-    root, corpus, queries = load_texts(spec)
-    train_split = read_split(root, spec.data.train_split, corpus, queries)
     steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
     total_steps = spec.train.max_steps or spec.train.num_epochs * steps_per_epoch
     spec = dataclasses.replace(spec, band=spec.band.for_run(total_steps))  # the curriculum spans a share of the run

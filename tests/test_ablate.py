@@ -254,3 +254,70 @@ def test_report_tables_and_plots(runs_dir, tmp_path):
     for name in ("ablations_abt_buy.png", "ablations_synthetic.png", "ablations_curriculum.png"):
         assert (tmp_path / "results" / name).stat().st_size > 1000
     assert ablate.curriculum_dataset(ablate.load_runs(runs_dir)) == "synthetic"
+
+
+def per_query_metrics(acc: float, ranks: dict[str, int], pairs: dict[tuple[str, str], int] | None = None) -> dict:
+    """fake_metrics plus per-query ranks of the deployed (hybrid) retriever; rank_dense is a decoy (all 5)."""
+    m = fake_metrics(acc) | {"retriever": "hybrid",
+                             "per_query": {"query_ids": list(ranks), "rank_dense": [5] * len(ranks),
+                                           "rank_hybrid": list(ranks.values())}}  # fmt: skip
+    if pairs is not None:
+        m["per_pair"] = {"query_ids": [q for q, _ in pairs], "doc_ids": [d for _, d in pairs],
+                         "correct": list(pairs.values())}  # fmt: skip
+    return m
+
+
+def test_report_paired_section_aligns_queries_and_pools_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    full = [{"q1": 1, "q2": 1, "q3": 1, "q4": 2}, {"q1": 1, "q2": 1, "q3": 11, "q4": 1}]
+    # other query order, an extra query q5 (dropped: full lacks it)
+    in_batch = [{"q4": 1, "q3": 3, "q2": 1, "q1": 2, "q5": 1}, {"q1": 2, "q2": 1, "q3": 1, "q4": 0}]
+    pairs = {"full": {("q1", "d9"): 1, ("q1", "d8"): 1, ("q2", "d7"): 0},
+             "in_batch": {("q2", "d7"): 0, ("q1", "d9"): 0, ("q1", "d8"): 1}}  # fmt: skip
+    for seed in (0, 1):
+        for config, ranks in (("full", full), ("in_batch", in_batch)):
+            write_run(runs, config, "abt_buy", seed, 0.8,
+                      metrics=per_query_metrics(0.8, ranks[seed], pairs[config] if seed == 0 else None))
+    write_run(runs, "offline", "abt_buy", 0, 0.8)  # an older run JSON: no per_query
+    assert json.loads((runs / "full-abt_buy-0.json").read_text())["metrics"]["per_pair"]["doc_ids"] == ["d9", "d8",
+                                                                                                        "d7"]
+    results = tmp_path / "results"
+    assert ablate.main(["--report", "--runs-dir", str(runs), "--results", str(results),
+                        "--workdirs", str(tmp_path / "work")]) == 0  # fmt: skip
+    text = (results / "ablations.md").read_text()
+    section = text[text.index("## Paired comparisons (per query, pooled over seeds)"):]
+    section = section[section.index("### abt_buy"):]
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in section.splitlines()
+            if line.startswith("| full")}  # fmt: skip
+    assert set(rows) == {("full − in_batch", m) for m in ("accuracy@1", "MRR@10", "pairwise acc.")}
+    # accuracy@1 over (seed, query): full 1 1 1 0 | 1 1 0 1 = 6/8; in_batch 0 1 0 1 | 0 1 1 0 = 4/8
+    # discordant: full only (s0 q1, s0 q3, s1 q1, s1 q4) = 4, in_batch only (s0 q4, s1 q3) = 2 -> p = 44/64
+    # per-query mean differences 1, 0, 0, 0 -> SD 0.5, MDE = 2.8016 * 0.5 / sqrt(4)
+    acc = rows[("full − in_batch", "accuracy@1")]
+    assert "| 0 1 | 8 (4) | 0.750 | 0.500 | +0.250 [+0.000, +0.750] | 0.688 (4 : 2) | 0.700 |" in acc
+    assert "inconclusive (could detect >= 0.700)" in acc
+    # MRR@10: full (1 + 1 + 1 + 1/2 + 1 + 1 + 0 + 1) / 8; in_batch (1/2 + 1 + 1/3 + 1 + 1/2 + 1 + 1 + 0) / 8
+    mrr_full, mrr_in_batch = 6.5 / 8, (3 + 1 / 3 + 2) / 8
+    assert (f"| 0 1 | 8 (4) | {mrr_full:.3f} | {mrr_in_batch:.3f} | {mrr_full - mrr_in_batch:+.3f} ["
+            in rows[("full − in_batch", "MRR@10")])  # fmt: skip
+    assert "| - |" in rows[("full − in_batch", "MRR@10")]  # no McNemar for reciprocal ranks
+    # pairwise: seed 0 only (seed 1 has no per_pair), pairs aligned by (query, doc): 2/3 vs 1/3
+    assert "| 0 | 3 (2) | 0.667 | 0.333 | +0.333 [" in rows[("full − in_batch", "pairwise acc.")]
+    assert "| 1.000 (1 : 0) |" in rows[("full − in_batch", "pairwise acc.")]
+    assert "Skipped (run JSON without `per_query`, older than per-query ranks): offline-abt_buy-0." in section
+    assert "offline" not in "".join(rows.values())  # offline has no per-item data: no row
+
+
+def test_paired_items_use_the_rerank_stage_and_shared_seeds():
+    metrics = per_query_metrics(0.8, {"a": 3, "b": 1}) | {"retriever": "dense"}
+    metrics["per_query"]["rank_rerank"] = [1, 2]
+    assert ablate.deployed_ranks(metrics) == {"a": 1, "b": 2}
+    assert ablate.deployed_ranks(fake_metrics(0.8)) is None
+    runs = [{"config": c, "dataset": "d", "seed": s, "metrics": per_query_metrics(0.8, {"a": r, "b": 1})}
+            for c, s, r in (("x", 0, 1), ("x", 1, 2), ("y", 1, 3), ("y", 2, 1))]  # fmt: skip
+    items = ablate.paired_items(runs, "d", "x", "y", "mrr@10")
+    assert items.seeds == [1] and items.a.tolist() == [0.5, 1.0] and items.b.tolist() == [1 / 3, 1.0]
+    assert items.clusters.tolist() == ["a", "b"]
+    assert ablate.comparison_pairs(["in_batch", "offline", "online_band", "full"]) == [
+        ("full", "in_batch"), ("full", "offline"), ("full", "online_band"), ("offline", "in_batch"),
+        ("online_band", "in_batch"), ("online_band", "offline")]  # fmt: skip

@@ -12,7 +12,7 @@ from conftest import tiny_config, write_tiny_beir
 from hnm_jax.config import ConfigError, ModelSpec, spec_from_config
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.synthetic import SIZES, generate, write_beir
-from hnm_jax.evaluate import corpus_perturbations, evaluate
+from hnm_jax.evaluate import corpus_perturbations, dumps_metrics, evaluate
 from hnm_jax.main import main
 from hnm_jax.metrics import first_relevant_rank
 from hnm_jax.mining.dense_index import IndexSpec
@@ -45,6 +45,14 @@ def test_per_perturbation_metrics_on_synthetic(tmp_path):
     counts = {k: int(np.sum(doc_types[cand.doc][negatives] == k)) for k in ("single_token", "format", "semantic")}
     weighted = sum(metrics[f"pairwise_accuracy/{k}"] * n for k, n in counts.items()) / sum(counts.values())
     assert abs(weighted - metrics["pairwise_accuracy"]) < 1e-9
+    # per labelled negative pair, the outcome behind pairwise_accuracy, by ids (for paired tests between runs)
+    per_pair = metrics["per_pair"]
+    assert per_pair["query_ids"] == [data.queries.ids[data.split.query_rows[q]] for q in cand.query[negatives]]
+    assert per_pair["doc_ids"] == [data.corpus.ids[d] for d in cand.doc[negatives]]
+    assert set(per_pair["correct"]) <= {0, 1} and 0 < sum(per_pair["correct"]) < len(per_pair["correct"])
+    assert np.mean(per_pair["correct"]) == pytest.approx(metrics["pairwise_accuracy"], abs=1e-12)
+    assert json.loads(dumps_metrics(metrics)) == json.loads(json.dumps(metrics))
+    assert '\n    "correct": [' in dumps_metrics(metrics)  # one line per list
 
 
 def test_lexical_retriever_finds_single_token_twins_by_text(tmp_path):

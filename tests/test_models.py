@@ -341,7 +341,7 @@ def test_resolve_model_dir_packaged():
 
 @pytest.fixture(scope="module")
 def minilm():
-    return load_encoder("all-MiniLM-L6-v2", max_length=256)
+    return load_encoder("all-MiniLM-L6-v2")  # the folder's own max_seq_length (256), as sentence-transformers
 
 
 @pytest.fixture(scope="module")
@@ -387,9 +387,14 @@ def test_minilm_forward_parity(minilm, reference):
 @pytest.mark.pretrained
 def test_minilm_encode_parity_and_export(minilm, reference, tmp_path):
     sentences = [str(s) for s in reference["sentences"]]
-    encoded = minilm.encode(sentences, batch_size=16, max_length=256)
+    assert minilm.max_length == 256  # from sentence_bert_config.json, not a hard-coded 128
+    encoded = minilm.encode(sentences, batch_size=16)  # the defaults, as SentenceTransformer(...).encode(texts)
     encode_err = np.abs(encoded - reference["sentence_embeddings"]).max()
     assert encode_err < 1e-5, encode_err
+    long_rows = np.flatnonzero(reference["attention_mask"].sum(1) > 128)
+    assert len(long_rows)  # the fixture has texts over 128 tokens: encoded at 256 they differ from a 128 cut
+    cut = minilm.encode([sentences[i] for i in long_rows], batch_size=8, max_length=128)
+    assert np.abs(cut - encoded[long_rows]).max() > 1e-3
 
     minilm.export(tmp_path / "minilm")
     reloaded = load_encoder(str(tmp_path / "minilm"), max_length=256)

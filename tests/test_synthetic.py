@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import filecmp
 import re
@@ -291,3 +292,166 @@ def test_tfds_local_beir_round_trip(tiny_beir, tmp_path):
             np.testing.assert_array_equal(getattr(a.split.candidates, field), getattr(b.split.candidates, field))
     with pytest.raises(beir.DataError, match="not a BEIR folder"):
         tfds_builders.prepare_local_beir(tmp_path, data_dir, name="nope")
+
+
+# ----------------------------------------------------------------------------------------- unlabelled duplicates
+
+DUP = SyntheticConfig(num_tasks=40, distractors=10, queries_per_task=2, seed=4, duplicate_share=0.25)
+
+
+@pytest.fixture(scope="module")
+def dup_bench() -> synthetic.SyntheticBenchmark:
+    return synthetic.generate(DUP)
+
+
+def test_unlabelled_duplicates_are_matches_by_construction(dup_bench):
+    by_id = {r.id: r for r in dup_bench.corpus}
+    duplicates = [r for r in dup_bench.corpus if r.perturbation == synthetic.DUPLICATE]
+    assert duplicates and dup_bench.duplicates() == {r.task_id: r for r in duplicates}
+    queries = {q.text.lower() for q in dup_bench.queries}
+    for dup in duplicates:
+        task = by_id[dup.task_id]
+        assert task.task_id == task.id and task.perturbation is None  # the duplicate of a task with queries
+        assert dup.fields == task.fields  # same entity: all eight values identical
+        assert dup.text.lower() != task.text.lower() and dup.text.lower() not in queries  # only the surface differs
+        f = task.fields  # read back from the text: the model first, then the values in some surface form
+        assert re.fullmatch(rf"(model |mdl |p/n )?{f.model}: .+", dup.text)
+        row, number = f.rack.split("-")
+        assert f.rack in dup.text or f"{row}{number}" in dup.text
+        assert f.priority in dup.text and f.capacity[:-2] in dup.text and f.date[:4] in dup.text
+        assert "Gb" not in dup.text and "Tb" not in dup.text  # never the look of a capacity format sibling
+        # no sibling of the task appears among the duplicates, and siblings stay siblings
+        assert dup.id not in {s.id for s in dup_bench.siblings()[task.id]}
+    # round(share * n) tasks of each split
+    for split in synthetic.SPLITS:
+        tasks = {q.task_id for q in dup_bench.split_queries(split)}
+        assert len(tasks & dup_bench.duplicates().keys()) == round(DUP.duplicate_share * len(tasks))
+    assert len(dup_bench.corpus) == 40 * 4 + 10 + len(duplicates)
+
+
+def test_unlabelled_duplicates_are_in_no_qrels_or_candidates(dup_bench, tmp_path):
+    dup_ids = {r.id for r in dup_bench.duplicates().values()}
+    root = synthetic.write_beir(dup_bench, tmp_path / "dup")
+    for split in synthetic.SPLITS:
+        assert not dup_ids & {q.task_id for q in dup_bench.split_queries(split)}
+        assert not dup_ids & {doc for _, doc, _ in dup_bench.candidates(split)}
+        data = beir.load_beir(root, split)
+        rows = {data.corpus.index[d] for d in dup_ids}
+        assert not rows & set(data.split.positives.ravel().tolist())
+        assert not rows & set(data.split.candidates.doc.tolist())
+        assert len(data.split.candidates) == 4 * len(dup_bench.split_queries(split))  # task + 3 siblings, as before
+    # the side file: every query of a task with a duplicate, once, in query order
+    pairs = synthetic.read_unlabelled_duplicates(root)
+    task_of = {q.id: q.task_id for q in dup_bench.queries}
+    duplicates = dup_bench.duplicates()
+    assert pairs == dup_bench.unlabelled_duplicates()
+    assert [q for q, _ in pairs] == [q.id for q in dup_bench.queries if q.task_id in duplicates]
+    assert all(duplicates[task_of[q]].id == d for q, d in pairs)
+    assert (root / "unlabelled_duplicates.tsv").read_text().splitlines()[0] == "query-id\tcorpus-id"
+    # perturbations.tsv: siblings as before, duplicates with type "duplicate" and their task
+    rows = synthetic.read_perturbations(root)
+    assert {d: rows[d] for d in dup_ids} == {d: (synthetic.DUPLICATE, duplicates_task) for duplicates_task, d in
+                                             ((t, r.id) for t, r in duplicates.items())}  # fmt: skip
+    assert Counter(kind for kind, _ in rows.values()) == {"single_token": 40, "format": 40, "semantic": 40,
+                                                          "duplicate": len(dup_ids)}  # fmt: skip
+    # a benchmark without duplicates writes no side file, and reads back as []
+    assert not (synthetic.write_beir(synthetic.generate(SyntheticConfig(num_tasks=10)), tmp_path / "none")
+                / "unlabelled_duplicates.tsv").exists()  # fmt: skip
+    assert synthetic.read_unlabelled_duplicates(tmp_path / "none") == []
+
+
+def test_duplicates_leave_the_rest_of_the_benchmark_unchanged(dup_bench):
+    plain = synthetic.generate(dataclasses.replace(DUP, duplicate_share=0.0))
+    assert plain.duplicates() == {} and plain.unlabelled_duplicates() == []
+    assert [(q.id, q.text, q.split, q.mentioned) for q in plain.queries] == [
+        (q.id, q.text, q.split, q.mentioned) for q in dup_bench.queries]  # fmt: skip
+    assert [r.text for r in plain.corpus] == [r.text for r in dup_bench.corpus if r.perturbation != "duplicate"]
+    text = {b: {r.id: r.text for r in b.corpus} for b in (plain, dup_bench)}
+    assert [text[plain][q.task_id] for q in plain.queries] == [text[dup_bench][q.task_id] for q in dup_bench.queries]
+    assert synthetic.generate(DUP) == dup_bench  # deterministic in the seed
+
+
+def test_unlabelled_duplicates_file_errors_name_the_line(tmp_path):
+    (tmp_path / "unlabelled_duplicates.tsv").write_text("query-id\tcorpus-id\nq1\tc1\nq2\n")
+    with pytest.raises(beir.DataError, match=r"unlabelled_duplicates.tsv:3: expected 2 tab-separated columns"):
+        synthetic.read_unlabelled_duplicates(tmp_path)
+
+
+def test_tfds_round_trip_writes_the_unlabelled_duplicates(dup_bench, tmp_path):
+    tfds_builders = pytest.importorskip("hnm_jax.data.tfds_builders")
+    data_dir = tmp_path / "tfds"
+    name = tfds_builders.prepare_synthetic(data_dir, "dup_test", DUP)
+    sources = tfds_builders.data_sources(name, data_dir)
+    assert len(sources["unlabelled_duplicates"]) == len(dup_bench.unlabelled_duplicates())
+    exported = tfds_builders.beir_from_tfds(name, data_dir, tmp_path / "from_tfds")
+    assert (exported / "unlabelled_duplicates.tsv").is_file()
+    _same_files(synthetic.write_beir(dup_bench, tmp_path / "direct"), exported)
+    # a local BEIR folder keeps its side file through TFDS too
+    local = tfds_builders.prepare_local_beir(exported, data_dir, name="dup_local")
+    _same_files(exported, tfds_builders.beir_from_tfds(local, data_dir, tmp_path / "local_back"))
+    # the named configs
+    configs = {c.name: c.synthetic for c in tfds_builders.SyntheticNearDup.BUILDER_CONFIGS}
+    assert configs["power"] == synthetic.SIZES["power"] and configs["power_dup"].duplicate_share > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"format_rules": ()}, "format_rules"),
+        ({"format_rules": ("date", "date")}, "format_rules"),
+        ({"format_rules": ("colour",)}, "format_rules"),
+        ({"format_rules": ("date",), "siblings_per_type": 2}, "needs as many format_rules"),
+        ({"duplicate_share": 1.5}, "duplicate_share"),
+    ],
+)
+def test_bad_duplicate_and_format_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.generate(SyntheticConfig(num_tasks=10, **kwargs))
+
+
+# ----------------------------------------------------------------------------------------- power size
+
+
+def test_power_sizes_have_2000_test_queries():
+    for name in ("power", "power_dup"):
+        config = synthetic.SIZES[name]
+        n = config.num_tasks
+        train, dev = round(config.split_fractions[0] * n), round(config.split_fractions[1] * n)
+        assert (n - train - dev) * config.queries_per_task >= 2000
+        assert config.format_rules == ("date",) and config.seed != synthetic.SIZES["ablation"].seed
+    assert synthetic.SIZES["power_dup"] == dataclasses.replace(synthetic.SIZES["power"], duplicate_share=0.2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from hnm_jax.models.pretrained import load_tokenizer
+
+    return load_tokenizer("all-MiniLM-L6-v2")
+
+
+def test_power_siblings_stay_distinguishable_at_the_covering_width(tokenizer):
+    from configs import base
+    from hnm_jax.data.lengths import covering_width, token_lengths
+
+    bench = synthetic.generate(synthetic.SIZES["power"])  # ~1.5 s
+    assert [len(bench.split_queries(s)) for s in synthetic.SPLITS] == [6000, 2000, 2000]
+    assert len(bench.corpus) == 22500
+    data = base.get_config().data
+    lengths = token_lengths(tokenizer, [r.text for r in bench.corpus])
+    width = covering_width(lengths, data.length_coverage, data.max_length_cap)  # what `hnm train` picks for docs
+    assert np.percentile(lengths, 95) <= 64 and width <= 64
+    assert synthetic.indistinguishable_share(bench, tokenizer, width) == 0.0
+
+
+def test_indistinguishable_share_counts_token_identical_siblings(tokenizer):
+    # capacity-rule format siblings ("512GB" -> "512Gb") differ only in case: identical for an uncased tokenizer
+    bench = synthetic.generate(SyntheticConfig(num_tasks=30, format_rules=("capacity",)))
+    assert synthetic.indistinguishable_share(bench, tokenizer, 64) == pytest.approx(1 / 3)
+    by_id = {r.id: r for r in bench.corpus}
+    (task, family), *_ = bench.siblings().items()
+    sibling = next(s for s in family if s.perturbation == "format")
+    ids = tokenizer([by_id[task].text, sibling.text])["input_ids"]
+    assert ids[0] == ids[1]
+    # at width 2 only [CLS] and [SEP] are left: every sibling is identical to its task
+    assert synthetic.indistinguishable_share(bench, tokenizer, 2) == 1.0
+    assert synthetic.indistinguishable_share(synthetic.generate(SyntheticConfig(num_tasks=30)), tokenizer, 64) < 1 / 3

@@ -16,14 +16,26 @@ different record (a hard negative), never a restatement of the task:
     value; the field keeps the same characters up to order and case. Two rules:
     ``date``: month and day are swapped (``2024-05-02`` -> ``2024-02-05``; every due date has
     day <= 12 and day != month, so the swap is always a valid, different date);
-    ``capacity``: bytes become bits (``512GB`` -> ``512Gb``, ``2TB`` -> ``2Tb``).
+    ``capacity``: bytes become bits (``512GB`` -> ``512Gb``, ``2TB`` -> ``2Tb``). Only the case differs, so
+    an uncased tokenizer (MiniLM's) makes this sibling token-identical to its task, and to every mention of
+    it: no uncased model can rank the task above it. ``SyntheticConfig.format_rules`` picks the rules; the
+    ``power`` sizes use ``date`` only.
 ``semantic``
     One field of ``SEMANTIC_FIELDS`` gets a different, related value: another action or location;
     another part sold in the same capacity; the part's next capacity or the next priority level, up or
     down; another rack in the same row.
 
 *Distractors* are unrelated tasks with no queries and no siblings. Model numbers are unique over the
-whole corpus except that a task's ``format`` and ``semantic`` siblings share its model.
+whole corpus except that a task's ``format`` and ``semantic`` siblings (and its duplicate) share its model.
+
+*Unlabelled duplicates* (``duplicate_share > 0``): for that share of each split's tasks, the corpus also holds
+a second record of the same task: same eight values, only the surface changed (model number first, fields
+reordered and abbreviated as in a mention, nothing dropped, no typo), e.g.
+``p/n WD-4821K: repl. / 512 gigabytes / SSD / SR-3 / rack B14 / due May 2, 2024 / prio high``. It is a
+true match of every query of its task by construction but is in no qrels and no candidates, so a method
+that claims to find false negatives (a band's upper edge, a cross-encoder filter) can be checked against a
+known answer. Duplicates come from a second random stream: a config with duplicates has exactly the queries,
+splits and other records of the same config without them (only the corpus ids are renumbered).
 
 *Queries* are noisy mentions of one task: fields reordered, abbreviated or spelled out (``repl.``,
 ``SR-3``, ``512 gigabytes``, ``May 2, 2024``, ``prio high``), up to two fields dropped and sometimes one
@@ -36,8 +48,13 @@ and by positive. Corpus and queries are shuffled and given opaque ids (``c00042`
 neither order nor id reveals a record's role.
 
 ``write_beir`` writes a BEIR folder that ``hnm_jax.data.beir.load_beir`` reads, plus
-``perturbations.tsv`` (``corpus-id  perturbation  task-id``, one row per sibling), which
-``perturbation_types`` reads back for per-type evaluation.
+``perturbations.tsv`` (``corpus-id  perturbation  task-id``, one row per sibling and per duplicate, whose
+type is ``duplicate``), which ``perturbation_types`` reads back for per-type evaluation, and, when there are
+duplicates, ``unlabelled_duplicates.tsv`` (``query-id  corpus-id``, one row per query whose task has one),
+which ``read_unlabelled_duplicates`` reads back.
+
+``indistinguishable_share`` measures how many siblings a tokenizer makes identical to their task once both
+are truncated at a width (0 for ``SIZES["power"]`` at its covering width: tests/test_synthetic.py).
 """
 
 from __future__ import annotations
@@ -56,6 +73,10 @@ SPLITS = ("train", "dev", "test")
 FORMAT_RULES = ("date", "capacity")
 SEMANTIC_FIELDS = ("action", "part", "capacity", "rack", "location", "priority")
 PERTURBATIONS_FILE = "perturbations.tsv"
+DUPLICATE = "duplicate"  # the perturbations.tsv type of an unlabelled duplicate (a true match, not a sibling)
+RECORD_TYPES = (*PERTURBATIONS, DUPLICATE)  # every type perturbations.tsv may hold
+UNLABELLED_DUPLICATES_FILE = "unlabelled_duplicates.tsv"
+UNLABELLED_DUPLICATES_HEADER = "query-id\tcorpus-id"
 
 # Each value's mentions are disjoint from every other value's mentions of the same field.
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -127,6 +148,8 @@ class SyntheticConfig:
     queries_per_task: int = 1
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, dev, test, by task
     seed: int = 0
+    duplicate_share: float = 0.0  # share of each split's tasks with an unlabelled duplicate record in the corpus
+    format_rules: tuple[str, ...] = FORMAT_RULES  # rules of the format siblings; "capacity" differs only in case
 
 
 SIZES: dict[str, SyntheticConfig] = {
@@ -135,13 +158,25 @@ SIZES: dict[str, SyntheticConfig] = {
     "base": SyntheticConfig(num_tasks=5000, distractors=5000, queries_per_task=2),
     # experiments/ablate.py: costs about one abt_buy run (2,250 records; 600 / 200 / 200 train / dev / test queries)
     "ablation": SyntheticConfig(num_tasks=500, distractors=250, queries_per_task=2),
+    # statistical power: the ablation size x 10 (22,500 records; 6,000 / 2,000 / 2,000 queries). Seed 1, because
+    # seed 0 would repeat the ablation benchmark's 500 tasks as its first 500. MiniLM tokens: records 31-40
+    # (p95 37, covering width 40, no record truncated, no sibling token-identical to its task at that width),
+    # queries 19-48 (p95 40). Format siblings by the date rule only: MiniLM's uncased tokenizer makes "capacity"
+    # siblings ("512Gb") identical to their task, which caps pairwise_accuracy/format of the sizes above at the
+    # share of date-rule format siblings (0.41 on the ablation test split), and leaves 18.6% of their siblings
+    # token-identical to their task.
+    "power": SyntheticConfig(num_tasks=5000, distractors=2500, queries_per_task=2, seed=1, format_rules=("date",)),
+    # "power" + an unlabelled duplicate for 20% of each split's tasks (1,000 more records; 400 test queries)
+    "power_dup": SyntheticConfig(
+        num_tasks=5000, distractors=2500, queries_per_task=2, seed=1, format_rules=("date",), duplicate_share=0.2
+    ),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class CorpusRecord:
     """A corpus record. A task has ``task_id == id``; a sibling has its task's id and a perturbation type;
-    a distractor has neither."""
+    an unlabelled duplicate has its task's id and ``perturbation == DUPLICATE``; a distractor has neither."""
 
     id: str
     text: str
@@ -178,9 +213,18 @@ class SyntheticBenchmark:
         """Task id -> its siblings, in corpus order."""
         out: dict[str, list[CorpusRecord]] = {}
         for record in self.corpus:
-            if record.perturbation is not None:
+            if record.perturbation is not None and record.perturbation != DUPLICATE:
                 out.setdefault(record.task_id, []).append(record)
         return out
+
+    def duplicates(self) -> dict[str, CorpusRecord]:
+        """Task id -> its unlabelled duplicate (only tasks that have one)."""
+        return {r.task_id: r for r in self.corpus if r.perturbation == DUPLICATE}
+
+    def unlabelled_duplicates(self) -> list[tuple[str, str]]:
+        """(query id, corpus id of its task's unlabelled duplicate), in query order (every split)."""
+        duplicates = self.duplicates()
+        return [(q.id, duplicates[q.task_id].id) for q in self.queries if q.task_id in duplicates]
 
     def candidates(self, split: str) -> list[tuple[str, str, int]]:
         """(query id, corpus id, label) per query of ``split``: its task (1) and siblings (0), in corpus order."""
@@ -302,15 +346,19 @@ def _single_token_models(rng: np.random.Generator, model: str, count: int, used:
 
 
 def _siblings(
-    rng: np.random.Generator, fields: Fields, per_type: int, used_models: set[str]
+    rng: np.random.Generator,
+    fields: Fields,
+    per_type: int,
+    used_models: set[str],
+    format_rules: tuple[str, ...] = FORMAT_RULES,
 ) -> list[tuple[str, str, Fields]]:
     """(perturbation, changed field, sibling fields) for every sibling of one task."""
     out = [
         ("single_token", "model", fields._replace(model=model))
         for model in _single_token_models(rng, fields.model, per_type, used_models)
     ]
-    for i in rng.permutation(len(FORMAT_RULES))[:per_type]:
-        field = FORMAT_RULES[int(i)]
+    for i in rng.permutation(len(format_rules))[:per_type]:
+        field = format_rules[int(i)]
         out.append(("format", field, fields._replace(**{field: format_variant(field, getattr(fields, field))})))
     # a part change must keep the capacity valid; other semantic fields always have a related value
     semantic = [f for f in SEMANTIC_FIELDS if f != "part" or len(_parts_with(fields.capacity)) > 1]
@@ -323,10 +371,11 @@ def _siblings(
 # ----------------------------------------------------------------------------------------- mentions
 
 
-def _date_mention(rng: np.random.Generator, date: str) -> str:
+def _date_mention(rng: np.random.Generator, date: str, with_year: bool = False) -> str:
     year, month, day = (int(x) for x in date.split("-"))
     name = MONTHS[month - 1]
-    return _pick(rng, [f"due {date}", f"due {name} {day}, {year}", f"by {day} {name} {year}", f"due {name} {day}"])
+    forms = [f"due {date}", f"due {name} {day}, {year}", f"by {day} {name} {year}"]
+    return _pick(rng, forms if with_year else [*forms, f"due {name} {day}"])
 
 
 def _capacity_mention(rng: np.random.Generator, capacity: str) -> str:
@@ -364,9 +413,9 @@ def _typo(rng: np.random.Generator, phrase: str) -> str:
     return " ".join(words)
 
 
-def _mention(rng: np.random.Generator, fields: Fields, keep: tuple[str, ...]) -> str:
-    """A noisy mention of a task that keeps the fields in ``keep``."""
-    phrases = {
+def _phrases(rng: np.random.Generator, fields: Fields) -> dict[str, str]:
+    """Field -> one randomly chosen surface form of its value (abbreviated, spelled out, reformatted)."""
+    return {
         "action": _pick(rng, ACTIONS[fields.action]),
         "part": _pick(rng, PARTS[fields.part]),
         "capacity": _capacity_mention(rng, fields.capacity),
@@ -376,6 +425,11 @@ def _mention(rng: np.random.Generator, fields: Fields, keep: tuple[str, ...]) ->
         "date": _date_mention(rng, fields.date),
         "priority": _priority_mention(rng, fields.priority),
     }
+
+
+def _mention(rng: np.random.Generator, fields: Fields, keep: tuple[str, ...]) -> str:
+    """A noisy mention of a task that keeps the fields in ``keep``."""
+    phrases = _phrases(rng, fields)
     typo_fields = [f for f in ("action", "part", "location") if f in keep]
     if typo_fields and rng.random() < TYPO_RATE:
         field = _pick(rng, typo_fields)
@@ -387,6 +441,18 @@ def _mention(rng: np.random.Generator, fields: Fields, keep: tuple[str, ...]) ->
     order = head + tail if rng.random() < 0.7 else [keep[int(i)] for i in rng.permutation(len(keep))]
     separator = _pick(rng, SEPARATORS)
     return separator.join(phrases[f] for f in order)
+
+
+def render_duplicate(rng: np.random.Generator, fields: Fields) -> str:
+    """An unlabelled duplicate of the record of ``fields``: every value kept, only the surface changed.
+
+    The model number comes first (so the text never starts like ``render_record``'s), then the other seven
+    fields in a random order, each in a surface form of ``_phrases`` (no typo, nothing dropped)."""
+    phrases = _phrases(rng, fields)
+    phrases["date"] = _date_mention(rng, fields.date, with_year=True)  # a mention may omit the year; a record not
+    rest = [f for f in FIELD_NAMES if f != "model"]
+    order = [rest[int(i)] for i in rng.permutation(len(rest))]
+    return f"{phrases['model']}: " + _pick(rng, SEPARATORS).join(phrases[f] for f in order)
 
 
 def _kept_fields(rng: np.random.Generator, protected: set[str]) -> tuple[str, ...]:
@@ -408,6 +474,13 @@ def _check_config(config: SyntheticConfig) -> tuple[int, int, int]:
         raise ValueError(f"distractors must be >= 0, got {config.distractors}")
     if config.queries_per_task < 1:
         raise ValueError(f"queries_per_task must be >= 1, got {config.queries_per_task}")
+    rules = tuple(config.format_rules)
+    if not rules or len(set(rules)) != len(rules) or not set(rules) <= set(FORMAT_RULES):
+        raise ValueError(f"format_rules must be distinct names of {', '.join(FORMAT_RULES)}, got {rules}")
+    if config.siblings_per_type > len(rules):
+        raise ValueError(f"siblings_per_type={config.siblings_per_type} needs as many format_rules, got {rules}")
+    if not 0.0 <= config.duplicate_share <= 1.0:
+        raise ValueError(f"duplicate_share must be in [0, 1], got {config.duplicate_share}")
     fractions = tuple(config.split_fractions)
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {fractions}")
@@ -433,7 +506,7 @@ def generate(config: SyntheticConfig) -> SyntheticBenchmark:
     for task in range(config.num_tasks):
         fields = _random_fields(rng, used_models)
         records.append((fields, task, None))
-        siblings = _siblings(rng, fields, config.siblings_per_type, used_models)
+        siblings = _siblings(rng, fields, config.siblings_per_type, used_models, tuple(config.format_rules))
         records.extend((sibling, task, kind) for kind, _, sibling in siblings)
         protected = {"model"} | {field for _, field, _ in siblings}
         seen: set[str] = set()
@@ -449,26 +522,29 @@ def generate(config: SyntheticConfig) -> SyntheticBenchmark:
         records.append((_random_fields(rng, used_models), -1, None))
 
     order = rng.permutation(len(records))
+    task_split: dict[int, str] = {}
+    bounds = np.cumsum((0, *counts))
+    split_order = rng.permutation(config.num_tasks)
+    for split, start, stop in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
+        task_split.update((int(task), split) for task in split_order[start:stop])
+    query_order = rng.permutation(len(mentions))
+    duplicate_texts: dict[int, str] = {}  # record index -> text of each unlabelled duplicate
+    if config.duplicate_share > 0:  # a second stream: every draw above is that of the config without duplicates
+        dup_rng = np.random.default_rng((config.seed, 1))
+        order, duplicate_texts = _add_duplicates(dup_rng, config.duplicate_share, records, task_split, order)
+
     corpus_id = {int(old): f"c{new:05d}" for new, old in enumerate(order)}
     task_id = {task: corpus_id[i] for i, (_, task, kind) in enumerate(records) if task >= 0 and kind is None}
     corpus = tuple(
         CorpusRecord(
             id=corpus_id[int(old)],
-            text=render_record(records[int(old)][0]),
+            text=duplicate_texts.get(int(old)) or render_record(records[int(old)][0]),
             fields=records[int(old)][0],
             task_id=task_id.get(records[int(old)][1]),
             perturbation=records[int(old)][2],
         )
         for old in order
     )
-
-    task_split: dict[int, str] = {}
-    bounds = np.cumsum((0, *counts))
-    split_order = rng.permutation(config.num_tasks)
-    for split, start, stop in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
-        task_split.update((int(task), split) for task in split_order[start:stop])
-
-    query_order = rng.permutation(len(mentions))
     queries = tuple(
         Query(
             id=f"q{new:05d}",
@@ -482,11 +558,40 @@ def generate(config: SyntheticConfig) -> SyntheticBenchmark:
     return SyntheticBenchmark(config=config, corpus=corpus, queries=queries)
 
 
+def _add_duplicates(
+    rng: np.random.Generator,
+    share: float,
+    records: list[tuple[Fields, int, str | None]],
+    task_split: dict[int, str],
+    order: np.ndarray,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Appends an unlabelled duplicate of ``round(share * n)`` of the n tasks of each split to ``records``.
+
+    Returns the corpus order with the new records inserted at random positions (the others keep their relative
+    ``order``) and record index -> text of each duplicate (``render_duplicate``: it starts with the model number
+    and a colon, which no mention has, so it never equals a query)."""
+    task_row = {task: i for i, (_, task, kind) in enumerate(records) if task >= 0 and kind is None}
+    texts: dict[int, str] = {}
+    for split in SPLITS:
+        tasks = sorted(task for task, s in task_split.items() if s == split)
+        for i in sorted(rng.choice(len(tasks), size=round(share * len(tasks)), replace=False)):
+            fields = records[task_row[tasks[int(i)]]][0]
+            texts[len(records)] = render_duplicate(rng, fields)
+            records.append((fields, tasks[int(i)], DUPLICATE))
+    is_new = np.zeros(len(records), bool)
+    is_new[rng.choice(len(records), size=len(texts), replace=False)] = True
+    merged = np.empty(len(records), np.int64)
+    merged[is_new] = rng.permutation(np.fromiter(texts, np.int64, len(texts)))
+    merged[~is_new] = order
+    return merged, texts
+
+
 # ----------------------------------------------------------------------------------------- BEIR export
 
 
 def write_beir(bench: SyntheticBenchmark, root: str | Path) -> Path:
-    """Writes ``bench`` as a BEIR folder (+ ``perturbations.tsv``) at ``root``; returns ``root``."""
+    """Writes ``bench`` as a BEIR folder (+ ``perturbations.tsv``, and ``unlabelled_duplicates.tsv`` when the
+    benchmark has duplicates) at ``root``; returns ``root``."""
     root = Path(root)
     (root / "qrels").mkdir(parents=True, exist_ok=True)
     (root / "candidates").mkdir(parents=True, exist_ok=True)
@@ -499,6 +604,9 @@ def write_beir(bench: SyntheticBenchmark, root: str | Path) -> Path:
         _write_lines(root / "candidates" / f"{split}.tsv", ["query-id\tcorpus-id\tlabel", *candidates])
     perturbations = [f"{r.id}\t{r.perturbation}\t{r.task_id}" for r in bench.corpus if r.perturbation is not None]
     _write_lines(root / PERTURBATIONS_FILE, ["corpus-id\tperturbation\ttask-id", *perturbations])
+    duplicates = [f"{qid}\t{did}" for qid, did in bench.unlabelled_duplicates()]
+    if duplicates:
+        _write_lines(root / UNLABELLED_DUPLICATES_FILE, [UNLABELLED_DUPLICATES_HEADER, *duplicates])
     return root
 
 
@@ -511,7 +619,7 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def read_perturbations(root: str | Path) -> dict[str, tuple[str, str]]:
-    """Corpus id -> (perturbation type, task id) of every sibling in ``root/perturbations.tsv``."""
+    """Corpus id -> (perturbation type, task id) of every sibling and duplicate in ``root/perturbations.tsv``."""
     path = Path(root) / PERTURBATIONS_FILE
     if not path.is_file():
         raise DataError(path, None, "missing (written by hnm_jax.data.synthetic.write_beir)")
@@ -526,9 +634,9 @@ def read_perturbations(root: str | Path) -> dict[str, tuple[str, str]]:
                 raise DataError(path, lineno, f"expected 3 tab-separated columns (corpus-id, perturbation, "
                                               f"task-id), got {len(fields)}")  # fmt: skip
             doc_id, kind, task = fields
-            if kind not in PERTURBATIONS:
+            if kind not in RECORD_TYPES:
                 raise DataError(path, lineno, f"unknown perturbation {kind!r}; expected one of "
-                                              f"{', '.join(PERTURBATIONS)}")  # fmt: skip
+                                              f"{', '.join(RECORD_TYPES)}")  # fmt: skip
             if doc_id in out:
                 raise DataError(path, lineno, f"duplicate corpus-id {doc_id!r}")
             out[doc_id] = (kind, task)
@@ -536,5 +644,47 @@ def read_perturbations(root: str | Path) -> dict[str, tuple[str, str]]:
 
 
 def perturbation_types(root: str | Path) -> dict[str, str]:
-    """Corpus id -> perturbation type of every sibling of a ``write_beir`` folder."""
+    """Corpus id -> perturbation type of every sibling (and ``duplicate``) of a ``write_beir`` folder."""
     return {doc_id: kind for doc_id, (kind, _) in read_perturbations(root).items()}
+
+
+def read_unlabelled_duplicates(root: str | Path) -> list[tuple[str, str]]:
+    """(query id, corpus id) rows of ``root/unlabelled_duplicates.tsv``, in file order; [] when there is no file
+    (a benchmark without duplicates). Each corpus id is a true match of its query that no qrels lists."""
+    path = Path(root) / UNLABELLED_DUPLICATES_FILE
+    if not path.is_file():
+        return []
+    out: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or (lineno == 1 and line == UNLABELLED_DUPLICATES_HEADER):
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2 or not all(fields):
+                raise DataError(path, lineno, f"expected 2 tab-separated columns (query-id, corpus-id), "
+                                              f"got {line!r:.80}")  # fmt: skip
+            out.append((fields[0], fields[1]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- token widths
+
+
+def indistinguishable_share(bench: SyntheticBenchmark, tokenizer, width: int, chunk: int = 4096) -> float:
+    """Share of siblings whose token ids, truncated at ``width`` ([CLS] and [SEP] included, as
+    ``hnm_jax.data.tokenize`` truncates), equal their task's: pairs no model can tell apart at that width.
+
+    ``tokenizer`` is a Hugging Face tokenizer (e.g. ``hnm_jax.models.pretrained.load_tokenizer``); 0.0 when the
+    benchmark has no siblings."""
+    by_id = {r.id: r for r in bench.corpus}
+    pairs = [(by_id[task].text, s.text) for task, siblings in bench.siblings().items() for s in siblings]
+    if not pairs:
+        return 0.0
+    same = 0
+    for start in range(0, len(pairs), chunk):
+        tasks, siblings = zip(*pairs[start : start + chunk], strict=True)
+        ids = tokenizer([*tasks, *siblings], truncation=True, max_length=width, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]  # fmt: skip
+        same += sum(a == b for a, b in zip(ids[: len(tasks)], ids[len(tasks) :], strict=True))
+    return same / len(pairs)

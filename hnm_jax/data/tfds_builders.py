@@ -2,7 +2,7 @@
 
 Two builders, one layout:
 
-``SyntheticNearDup`` (``synthetic_near_dup/{tiny,small,base,ablation}``)
+``SyntheticNearDup`` (``synthetic_near_dup/{tiny,small,base,ablation,power,power_dup}``)
     the ``hnm_jax.data.synthetic`` benchmark of ``SIZES[name]``; a custom seed or size is a custom
     ``SyntheticNearDupConfig`` (read back by its name, from files).
 ``LocalBeir`` (``local_beir/{name}``)
@@ -19,11 +19,14 @@ split                  columns used
 ``queries``            ``id``, ``text``
 ``qrels_{split}``      ``query_id``, ``corpus_id``, ``score`` (every row of ``qrels/{split}.tsv``)
 ``candidates_{split}`` ``query_id``, ``corpus_id``, ``score`` = label (``candidates/{split}.tsv``)
+``unlabelled_duplicates`` ``query_id``, ``corpus_id`` (``unlabelled_duplicates.tsv``; only when there are
+                       some, e.g. ``power_dup``: true matches that no qrels lists)
 =====================  ===========================================================================
 
 Examples are written with ``disable_shuffling=True`` and integer keys, so ``source[i]`` is row ``i``.
 Text columns come back as UTF-8 ``bytes``. ``beir_from_tfds`` writes a dataset back as a BEIR folder
-(+ ``perturbations.tsv`` when the corpus has perturbations), which is what the rest of hnm_jax reads.
+(+ ``perturbations.tsv`` when the corpus has perturbations, + ``unlabelled_duplicates.tsv`` when the dataset
+has that table), which is what the rest of hnm_jax reads.
 
 Calls that work without TensorFlow (tensorflow-datasets 4.9.10 + array-record)::
 
@@ -56,6 +59,7 @@ DATA_VERSION = "1.0.0"
 TEXT_COLUMNS = ("id", "text", "perturbation", "task_id", "query_id", "corpus_id")
 CORPUS, QUERIES = "corpus", "queries"
 QRELS_PREFIX, CANDIDATES_PREFIX = "qrels_", "candidates_"
+UNLABELLED_DUPLICATES = "unlabelled_duplicates"
 
 Row = dict[str, Any]
 
@@ -125,6 +129,9 @@ def _synthetic_tables(bench: synthetic.SyntheticBenchmark) -> dict[str, list[Row
         tables[CANDIDATES_PREFIX + split] = [
             _row(query_id=qid, corpus_id=did, score=float(label)) for qid, did, label in bench.candidates(split)
         ]
+    duplicates = bench.unlabelled_duplicates()
+    if duplicates:
+        tables[UNLABELLED_DUPLICATES] = [_row(query_id=qid, corpus_id=did) for qid, did in duplicates]
     return tables
 
 
@@ -188,6 +195,14 @@ def _beir_tables(root: Path) -> dict[str, list[Row]]:
         CORPUS: corpus_rows,
         QUERIES: [_row(id=i, text=t) for i, t in zip(queries.ids, queries.texts, strict=True)],
     }
+    duplicates = synthetic.read_unlabelled_duplicates(root)
+    unknown = sorted(
+        {q for q, _ in duplicates if q not in queries.index} | {d for _, d in duplicates if d not in corpus.index}
+    )
+    if unknown:
+        raise beir.DataError(root / synthetic.UNLABELLED_DUPLICATES_FILE, None, f"unknown ids {unknown[:5]}")
+    if duplicates:
+        tables[UNLABELLED_DUPLICATES] = [_row(query_id=q, corpus_id=d) for q, d in duplicates]
     for split in beir.list_splits(root):
         beir.read_split(root, split, corpus, queries)  # validates qrels and candidates
         for prefix, folder in ((QRELS_PREFIX, "qrels"), (CANDIDATES_PREFIX, "candidates")):
@@ -299,6 +314,9 @@ def beir_from_tfds(name: str, data_dir: str | Path, out: str | Path) -> Path:
     if siblings:
         lines = (f"{r['id']}\t{r['perturbation']}\t{r['task_id']}" for r in siblings)
         _write(out / synthetic.PERTURBATIONS_FILE, _prepend("corpus-id\tperturbation\ttask-id", lines))
+    if UNLABELLED_DUPLICATES in sources:
+        lines = (f"{r['query_id']}\t{r['corpus_id']}" for r in _rows(sources[UNLABELLED_DUPLICATES]))
+        _write(out / synthetic.UNLABELLED_DUPLICATES_FILE, _prepend(synthetic.UNLABELLED_DUPLICATES_HEADER, lines))
     return out
 
 

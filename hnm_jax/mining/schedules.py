@@ -119,9 +119,10 @@ class BandSpec:
         if self.num_stages < 1:
             raise ValueError(f"BandSpec.num_stages must be >= 1, got {self.num_stages}")
         if self.lo > self.hi:
-            raise ValueError(f"BandSpec: final band is empty (lo={self.lo} > hi={self.hi})")
+            raise ValueError(f"BandSpec.lo must be <= hi (the band is empty): lo={self.lo} > hi={self.hi}")
         if self.start_lo > self.start_hi:
-            raise ValueError(f"BandSpec: start band is empty (start_lo={self.start_lo} > start_hi={self.start_hi})")
+            raise ValueError(f"BandSpec.start_lo must be <= start_hi (the start band is empty): "
+                             f"start_lo={self.start_lo} > start_hi={self.start_hi}")
 
 
     def for_run(self, total_steps: int) -> BandSpec:

@@ -270,12 +270,26 @@ def _read_model_dir(name_or_path: str) -> tuple[Path, BertConfig, Path]:
     return model_dir, config, weights_path
 
 
-def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int = 128) -> Encoder:
+def read_max_seq_length(model_dir: Path, default: int = 128) -> int:
+    """The folder's sentence-transformers `max_seq_length` (sentence_bert_config.json), else `default`."""
+    path = Path(model_dir) / "sentence_bert_config.json"
+    if not path.is_file():
+        return default
+    try:
+        return int(json.loads(path.read_text()).get("max_seq_length") or default)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: max_seq_length must be an integer ({err})") from err
+
+
+def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int | None = None) -> Encoder:
     """Loads a BERT-family sentence-transformers model (folder, packaged name or hub id) -> Encoder.
 
-    `dtype` is the compute dtype; params stay float32.
+    `dtype` is the compute dtype; params stay float32. `max_length` defaults to the folder's `max_seq_length`
+    (sentence_bert_config.json; 256 for all-MiniLM-L6-v2), so `encode` gives what sentence-transformers gives.
     """
     model_dir, config, weights_path = _read_model_dir(name_or_path)
+    if max_length is None:
+        max_length = min(read_max_seq_length(model_dir), config.max_position_embeddings)
     # Shapes only (no random init, ~3 s saved for MiniLM): load_hf_weights overwrites every param.
     model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype))
     load_hf_weights(model, weights_path)
