@@ -1,4 +1,4 @@
-"""The `hnm` command line: train | eval | export. Flags only; the work happens in the library.
+"""The `hnm` command line: train | train-ce | eval | mine | export. Flags only; the work happens in the library.
 
     hnm train --config configs/quickstart.py [--config.train.batch_size=16 ...] --workdir DIR
     hnm train-ce --config configs/full.py --workdir DIR                    # the cross-encoder only (DIR/ce/model)
@@ -7,6 +7,10 @@
     hnm eval --model all-MiniLM-L6-v2 --data abt_buy --split test          # zero-shot, no training
     hnm eval ... --rerank DIR/ce/model [--rerank-depth 10]                 # + cross-encoder re-ranking stage
     hnm export --workdir DIR --out EXPORT_DIR [--cross-encoder]            # Hugging Face / sentence-transformers layout
+    hnm mine --model all-MiniLM-L6-v2 --data abt_buy --output FILE.jsonl   # hard negatives for other trainers
+    hnm mine ... [--workdir DIR | --config FILE] [--split train] [--retriever dense|lexical|hybrid]
+                 [--num-negatives N] [--strategy hardest|band|uniform] [--pool-size M] [--cross-encoder FOLDER]
+                 [--format jsonl|parquet] [--scores list|columns|none] [--keep-incomplete]
 
 Multi-process (train, train-ce, eval): run the same command once per process with
     --coordinator HOST:PORT --num-processes N --process-id I
@@ -227,7 +231,105 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "train-ce": _train_ce, "eval": _eval, "export": _export}
+class _UsageError(ValueError):
+    """A bad flag; `hnm mine` prints it as one line."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line naming the flag (the usage block is what --help is for)
+        raise _UsageError(message)
+
+
+def _mine(argv: list[str]) -> int:
+    from hnm_jax.mining.export import DEFAULT_NUM_NEGATIVES, DEFAULT_STRATEGY, FORMATS, SCORE_LAYOUTS
+
+    parser = _OneLineParser(
+        prog="hnm mine", description="Mine hard negatives with the training pipeline (retriever, mine_pool, band, "
+                                     "optional CE filter) and write one row per (query, positive) of a split: query, "
+                                     "positive, negative_1..N and scores, as sentence-transformers reads them.")
+    parser.add_argument("--workdir", help="a training workdir: its newest checkpoint and its config's keys")
+    parser.add_argument("--model", help="a model folder, packaged name or hub id (with configs/base.py or --config)")
+    parser.add_argument("--config", help="a config file (configs/*.py[:arg]): mining.*, band.*, retriever.*, "
+                                         "index.*, data.*, ce.* keys (default: configs/base.py)")
+    parser.add_argument("--data", help="benchmark name or BEIR folder (default: the workdir's or config's dataset)")
+    parser.add_argument("--split", help="qrels split to mine for (default: data.train_split)")
+    parser.add_argument("--output", required=True, help="FILE.jsonl or FILE.parquet")
+    parser.add_argument("--format", choices=FORMATS, help="default: parquet for a .parquet output, else jsonl")
+    parser.add_argument("--retriever", choices=("dense", "lexical", "hybrid"), help="default: retriever.mode")
+    parser.add_argument("--strategy", help=f"hardest | band (the final band of band.*) | uniform (default: the "
+                                           f"config's mining.strategy when it mines a pool, else {DEFAULT_STRATEGY})")
+    parser.add_argument("--num-negatives", type=int, help=f"negatives per row (default: mining.num_negatives when "
+                                                          f"the config mines a pool, else {DEFAULT_NUM_NEGATIVES})")
+    parser.add_argument("--pool-size", type=int, help="candidates mined per query (default: mining.pool_size)")
+    parser.add_argument("--cross-encoder", help="cross-encoder folder: drops pool candidates it calls likely "
+                                                "positives (ce.threshold, ce.margin) and gives the scores")
+    parser.add_argument("--scores", choices=SCORE_LAYOUTS, default="list",
+                        help="list: one `score` column [positive, negatives] (the sentence-transformers label "
+                             "column); columns: positive_score, negative_i_score (+ *_ce_score); none")
+    parser.add_argument("--keep-incomplete", action="store_true",
+                        help="keep rows with fewer than N negatives (null slots) instead of leaving them out")
+    try:
+        args = parser.parse_args(argv)
+        if args.workdir and (args.model or args.config):
+            parser.error("--workdir brings its own model and config: drop --model / --config")
+        if not (args.workdir or args.model or args.config):
+            parser.error("give --model, --config or --workdir")
+        if args.model and not (args.config or args.data):
+            parser.error("--data is required with --model")
+    except _UsageError as error:
+        print(f"hnm mine: {error}", file=sys.stderr)
+        return 2
+
+    import time
+
+    import jax
+
+    from hnm_jax.config import load_config_file, spec_from_config
+    from hnm_jax.data.beir import load_beir, resolve_dataset_path
+    from hnm_jax.mining.export import check_format, mine_to_rows, mining_spec, write_rows
+    from hnm_jax.models.pretrained import ModelNotFoundError, load_cross_encoder
+    from hnm_jax.train import build_encoder, load_trained, load_trained_config
+
+    try:
+        if args.workdir:
+            spec = spec_from_config(load_trained_config(args.workdir))
+        else:
+            if args.config:
+                config = load_config_file(args.config)
+            else:
+                from configs.base import get_config
+
+                config = get_config()
+            if args.model:
+                config.model.name = args.model
+            spec = spec_from_config(config)
+        spec = mining_spec(spec, strategy=args.strategy, num_negatives=args.num_negatives, pool_size=args.pool_size,
+                           retriever=args.retriever)
+        data = args.data or spec.data.path or spec.data.name
+        root = resolve_dataset_path(path=data) if Path(data).is_dir() else resolve_dataset_path(name=data)
+        beir = load_beir(root, args.split or spec.data.train_split, skip_empty=spec.data.skip_empty)
+        fmt = args.format or ("parquet" if Path(args.output).suffix == ".parquet" else "jsonl")
+        check_format(fmt)  # before any model work
+        encoder = load_trained(args.workdir)[0] if args.workdir else build_encoder(spec.model, spec.seed)
+        cross_encoder = None
+        if args.cross_encoder:
+            cross_encoder = load_cross_encoder(args.cross_encoder, dtype=jax.numpy.dtype(spec.model.dtype),
+                                               **({"max_length": spec.ce.max_length} if spec.ce.max_length else {}))
+    except (FileNotFoundError, ModelNotFoundError) as error:  # a missing workdir, checkpoint or model folder
+        print(f"hnm mine: {error}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    rows = mine_to_rows(spec, encoder, beir.corpus, beir.queries, beir.split, cross_encoder=cross_encoder,
+                        scores=args.scores, keep_incomplete=args.keep_incomplete,
+                        cache_dir=Path(args.workdir) / "cache" if args.workdir else None)
+    write_rows(rows, args.output, fmt)
+    print(f"hnm mine: {len(rows)} rows ({len(beir.split)} {beir.split.name} queries, {spec.mining.num_negatives} "
+          f"{spec.mining.strategy} negatives each, {spec.retriever.mode} retriever"
+          f"{', CE-filtered' if cross_encoder else ''}) -> {args.output} ({fmt}), {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+COMMANDS = {"train": _train, "train-ce": _train_ce, "eval": _eval, "export": _export, "mine": _mine}
 
 
 def main(argv: list[str] | None = None) -> int:
