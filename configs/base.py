@@ -18,6 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.name = "all-MiniLM-L6-v2"  # local folder, packaged name, hub id, or "tiny" (random 2-layer BERT, hidden 32)
     c.model.dtype = "float32"  # compute dtype: float32 (CPU default) or bfloat16 (GPU/TPU; params stay float32)
     c.model.dropout = 0.1  # hidden and attention dropout while training (0 turns it off)
+    c.model.attention = "auto"  # auto (CPU: einsum; GPU: cudnn for bf16, else xla) | einsum | xla | cudnn (xla/cudnn: jax.nn.dot_product_attention, no attention-prob dropout)
+    c.model.rng_impl = "auto"  # dropout PRNG: auto (CPU: threefry; GPU/TPU: rbg) | threefry | rbg | unsafe_rbg
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "abt_buy"  # a benchmark under $HNM_DATA_DIR (default ../shared/datasets); ignored if data.path is set

@@ -43,12 +43,35 @@ to <workdirs>/datasets/synthetic_power and synthetic_power_dup; no plan includes
 Outputs (rebuilt from all of results/runs after every suite): results/ablations.md (per dataset, one row
 per config: mean +- 95% CI over seeds; full vs baselines paired by seed; paired per-query statistics pooled over
 seeds (bootstrap CI, McNemar, minimum detectable effect: hnm_jax.stats); per perturbation type on synthetic),
-results/ablations_<dataset>.png and results/ablations_curriculum.png.
+results/ablations_<dataset>.png and results/ablations_curriculum.png. The paired statistics compare every run under
+the same deployed pipeline, DEPLOYED_RETRIEVER's per-query ranks (every evaluation records dense and hybrid ranks
+over the same exact dense index), whatever its ``retriever.mode``. A section gives, per run, the first logged step at
+which train/in_batch_accuracy exceeds SATURATION_ACCURACY, as a fraction of the run.
+
+Tuned comparisons (issue 12: ``--tune``, plans ``issue12`` and ``issue12_cpu``; experiments/PLAN_issue12.md):
+
+    python experiments/ablate.py --tune --plan issue12_cpu                  # the part that fits ~8 h of this CPU
+    python experiments/ablate.py --tune --runs abt_buy:online_band,online_hardest --seeds 0 1 2
+    python experiments/ablate.py --tune --plan issue12 --dry-run --device gpu   # the whole grid, GPU estimate
+    python experiments/ablate.py --tune --report                            # results/tuned/ablations.md only
+    python experiments/ablate.py --runs-dir results/tuned_gpu --slim-copy .gpu/state   # slim JSONs to resume elsewhere
+
+Every run of the tuned suite has the same BUDGET overrides (deployed retriever ``retriever.mode=hybrid``, exact
+search, a refresh every epoch, a log line every step); each arm runs its grid (GRIDS: learning rate x epochs x its
+own knob, the same number of points for every arm) with seed TUNE_SEED and ``--config.data.eval_split=dev`` ->
+<runs-dir>/dev/<config>-<dataset>-0-<tag>.json (tag: the point's overrides); the point with the best dev accuracy@1
+of the deployed retriever (ties: MRR@10, then grid order) is then trained once per seed and evaluated once on test
+-> <runs-dir>/<config>-<dataset>-<seed>.json (runs-dir: results/tuned). Every run JSON holds its ``overrides``; a
+JSON whose overrides differ from the point's is rerun (new workdir), so the suite is resumable like the rest.
+Where in_batch and full are both tuned (every seed of full finished), ``in_batch_wallclock_full`` runs in_batch's
+chosen point for the epochs that fit full's mean test wall-clock (`equal_wallclock_epochs`, with in_batch's per-epoch
+cost fitted on its dev runs: `epoch_cost`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -56,7 +79,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -73,13 +96,17 @@ SYNTHETIC_DATASETS = {"synthetic_power": "power", "synthetic_dup": "power_dup"}
 ZERO_SHOT = "zero_shot"
 ZERO_SHOT_MODEL = "all-MiniLM-L6-v2"
 
-DATASET_ORDER = ("abt_buy", "amazon_google", "walmart_amazon", SYNTHETIC)
-CONFIG_ORDER = ("in_batch", "random", "offline", "online_hardest", "online_band", "online_band_margin",
+DATASET_ORDER = ("abt_buy", "amazon_google", "walmart_amazon", SYNTHETIC, *SYNTHETIC_DATASETS)
+CONFIG_ORDER = ("in_batch", "in_batch_wallclock_full", "random", "offline", "online_hardest", "online_band",
+                "online_band_dense_mining", "online_band_margin", "online_band_curriculum", "online_band_ce",
+                "online_band_hybrid_logits", "online_band_uniformity", "online_band_hybrid_retriever",
                 "online_band_margin_curriculum", "online_band_margin_curriculum_hybrid", "full")  # fmt: skip
 CORE_CONFIGS = ("full", "in_batch", "offline")
 CLAIM_CONFIGS = ("random", "online_hardest", "online_band", "online_band_margin", "online_band_margin_curriculum",
                  "online_band_margin_curriculum_hybrid", "full", "offline", "in_batch")  # fmt: skip
 CLAIM_DATASETS = (SYNTHETIC, "abt_buy")
+# the pipeline every paired comparison (and the tuned suite) deploys: per_query["rank_<this>"] of every run
+DEPLOYED_RETRIEVER = "hybrid"
 
 Plan = list[tuple[str, str]]  # (dataset, config), run with every seed
 
@@ -107,6 +134,87 @@ UNKNOWN_DATASET_WALL_S = 750.0
 # the pool at every refresh add ~5-7 min on 2 cores to the online recipe.
 CONFIG_COST = {"in_batch": 0.6, "random": 0.7, "offline": 1.5, "full": 2.5}
 ZERO_SHOT_WALL_S = 90.0  # one `hnm eval --model` over a ~2k-record corpus (guess; not recorded before)
+
+# ----------------------------------------------------------------------------------------- the tuned suite (issue 12)
+
+TUNED_DIR = REPO / "results" / "tuned"
+TUNE_SEED = 0  # the grid runs with this seed on dev; the chosen point then runs with every seed on test
+TUNE_SPLIT = "dev"
+TUNE_DATASETS = ("abt_buy", "amazon_google", "walmart_amazon", "synthetic_power", "synthetic_dup")
+# Fixed for every tuned run: one deployed retriever with exact search, exact search in mining too (full.py mines
+# with ScaNN at every size, the others below 20k records only; exact needs no scann package on a GPU machine), a
+# refresh every epoch (the minimum mining.refresh_every_epochs allows), a log line every step (the saturation step).
+BUDGET = {"retriever.mode": DEPLOYED_RETRIEVER, "eval.search": "exact", "index.exact_threshold": 10_000_000,
+          "mining.refresh_every_epochs": 1, "train.log_every": 1}  # fmt: skip
+DEV_CURVES = ("train/loss", "train/in_batch_accuracy")  # what a dev run JSON keeps of its curves
+# Arms that are not a config file of their own: label -> (config file, overrides applied after BUDGET).
+# retriever.mode sets what mining AND deployment use, so the forced BUDGET makes every mining arm mine from the
+# hybrid pipeline (online_band_hybrid_retriever is then online_band). The dense-only miner of claim (7) keeps
+# retriever.mode=dense; it is compared on its evaluation's hybrid ranks (the same deployed pipeline, DEPLOYED_RETRIEVER)
+# and chosen on dev by them. A mining.retriever key would remove this exception (experiments/PLAN_issue12.md).
+ARM_RECIPES = {"online_band_dense_mining": ("online_band", {"retriever.mode": "dense"})}
+# (label, arm given more epochs, arm whose mean test wall-clock it gets)
+EQUAL_WALLCLOCK = ("in_batch_wallclock_full", "in_batch", "full")
+
+# Grids: learning rate x epochs x the arm's own knob, 8 points for every arm (the same tuning budget); an arm
+# without a knob of its own spends its 2 knob points on a finer learning-rate axis. A dict value sets several keys.
+LEARNING_RATES = [2e-5, 5e-5]
+FINE_LEARNING_RATES = [1e-5, 2e-5, 5e-5, 1e-4]
+EPOCHS = [2, 4]
+TUNE_EPOCHS = {"synthetic_power": [1, 2], "synthetic_dup": [1, 2]}  # 188 steps an epoch (6,000 training queries)
+BAND_KNOB = [{"band.lo": -0.3, "band.hi": 2.0},  # the recipe: within 0.3 below the positive, and every error above it
+             {"band.lo": -0.5, "band.hi": 0.0}]  # classic semi-hard: below the positive, at most 0.5 below  # fmt: skip
+MARGIN_KNOB = [{"loss.margin": 0.1, "loss.margin_alpha": 0.5},  # the recipe: m(h) = max(0, 0.1 + 0.5 h)
+               {"loss.margin": 0.05, "loss.margin_alpha": 1.0}]  # steeper growth with hardness  # fmt: skip
+
+
+def _grid(knob: tuple[str, list] | None = None) -> dict[str, list]:
+    if knob is None:
+        return {"train.learning_rate": FINE_LEARNING_RATES, "train.num_epochs": EPOCHS}
+    return {"train.learning_rate": LEARNING_RATES, "train.num_epochs": EPOCHS, knob[0]: knob[1]}
+
+
+GRIDS: dict[str, dict[str, list]] = {
+    "in_batch": _grid(),
+    "random": _grid(),
+    "online_hardest": _grid(),
+    "offline": _grid(("band", BAND_KNOB)),
+    "online_band": _grid(("band", BAND_KNOB)),
+    "online_band_dense_mining": _grid(("band", BAND_KNOB)),
+    "online_band_margin": _grid(("margin", MARGIN_KNOB)),
+    "online_band_curriculum": _grid(("band.curriculum_fraction", [0.7, 0.3])),
+    "online_band_ce": _grid(("ce.margin", [0.1, 0.3])),
+    "online_band_hybrid_logits": _grid(("loss.hybrid_beta", [0.1, 0.3])),
+    "online_band_uniformity": _grid(("loss.uniformity_weight", [0.05, 0.2])),
+    "online_band_margin_curriculum": _grid(("margin", MARGIN_KNOB)),
+    "online_band_margin_curriculum_hybrid": _grid(("margin", MARGIN_KNOB)),
+    "full": _grid(("margin", MARGIN_KNOB)),
+}
+# the arms the nine claims of experiments/reproduce.py compare
+TUNED_CONFIGS = ("in_batch", "random", "offline", "online_hardest", "online_band", "online_band_dense_mining",
+                 "online_band_margin", "online_band_curriculum", "online_band_ce", "online_band_hybrid_logits",
+                 "online_band_uniformity", "full")  # fmt: skip
+PLANS["issue12"] = [(d, c) for d in TUNE_DATASETS for c in TUNED_CONFIGS]
+# what fits ~8 h of this 2-core CPU (experiments/PLAN_issue12.md): claims (1) and (3) on abt_buy, ~6.9 h
+PLANS["issue12_cpu"] = [("abt_buy", c) for c in ("online_band", "online_hardest", "in_batch", "random")]
+
+# Estimates of one tuned online_band run: (overhead_s, per_epoch_s), wall = overhead + epochs x per_epoch.
+# cpu: this 2-core machine while another job shares it (abt_buy 6-11 min for 2 epochs = 36 steps; walmart_amazon's
+# 22k-record corpus ~4 min a refresh and again at evaluation; synthetic_power ~10x an abt_buy epoch: 6,000 training
+# queries, 22.5k records). gpu: one H200, ASSUMED (process start, compilation, tokenization and BM25 dominate; to be
+# replaced by the first measured runs).
+TUNE_WALL_S = {
+    "cpu": {"abt_buy": (90.0, 210.0), "amazon_google": (110.0, 220.0), "walmart_amazon": (330.0, 410.0),
+            "synthetic_power": (400.0, 2100.0), "synthetic_dup": (420.0, 2200.0)},
+    "gpu": {"abt_buy": (75.0, 8.0), "amazon_google": (80.0, 9.0), "walmart_amazon": (100.0, 15.0),
+            "synthetic_power": (110.0, 45.0), "synthetic_dup": (115.0, 47.0)},
+}  # fmt: skip
+# per-epoch cost relative to online_band: in_batch ~2.5x cheaper a step and no refresh; random encodes its negatives;
+# offline refreshes once; cross-encoder arms score every pool at each refresh, and pay CE_OVERHEAD_S once (2 x 60
+# CE steps, the dev check)
+EPOCH_COST = {"in_batch": 0.4, "random": 0.6, "offline": 0.8, "online_band_ce": 2.2, "full": 2.3}
+CE_CONFIGS = ("online_band_ce", "full")
+CE_OVERHEAD_S = {"cpu": 240.0, "gpu": 40.0}
 
 CURVE_PREFIXES = ("train/", "refresh/")
 MAIN_METRIC = "accuracy@1"
@@ -306,13 +414,13 @@ def backfill_curves(runs_dir: Path, workdirs: Path) -> list[str]:
 
 
 def parse_runs(specs: Sequence[str]) -> Plan:
-    """["dataset:cfg1,cfg2", ...] -> [(dataset, config), ...]."""
+    """["dataset:cfg1,cfg2", "d1,d2:cfg", ...] -> [(dataset, config), ...] (several datasets: each with every config)."""
     plan: Plan = []
     for spec in specs:
-        dataset, sep, configs = spec.partition(":")
-        if not sep or not dataset or not configs:
-            raise SystemExit(f"--runs {spec!r}: expected DATASET:CONFIG1,CONFIG2,...")
-        plan.extend((dataset, c) for c in configs.split(",") if c)
+        datasets, sep, configs = spec.partition(":")
+        if not sep or not datasets or not configs:
+            raise SystemExit(f"--runs {spec!r}: expected DATASET[,DATASET...]:CONFIG1,CONFIG2,...")
+        plan.extend((d, c) for d in datasets.split(",") if d for c in configs.split(",") if c)
     return list(dict.fromkeys(plan))
 
 
@@ -408,24 +516,50 @@ def data_source(dataset: str, workdirs: Path) -> str:
     return str(synthetic_root(workdirs, dataset)) if is_synthetic(dataset) else dataset
 
 
-def train_command(run: Run, workdirs: Path) -> list[str]:
-    """`hnm train` for one run (the trainer resumes from the workdir's checkpoint if there is one)."""
+def recipe_of(config: str) -> str:
+    """The config file an arm runs: ARM_RECIPES' for labels such as online_band_dense_mining, else the arm itself."""
+    return ARM_RECIPES[config][0] if config in ARM_RECIPES else config
+
+
+def override_text(value: object) -> str:
+    """A --config.key=VALUE value: repr of floats (2e-05, -0.5), str of the rest (ints, bools, strings)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def train_command(run: Run, workdirs: Path, overrides: Mapping[str, object] | None = None,
+                  workdir: Path | None = None) -> list[str]:  # fmt: skip
+    """`hnm train` for one run (the trainer resumes from the workdir's checkpoint if there is one), with
+    ``--config.<key>=<value>`` for each of ARM_RECIPES' fixed overrides of a label, then of ``overrides``; workdir
+    defaults to <workdirs>/<run name>."""
     key = "path" if is_synthetic(run.dataset) else "name"
-    return [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(config_path(run.config)),
+    overrides = {**(ARM_RECIPES[run.config][1] if run.config in ARM_RECIPES else {}), **(overrides or {})}
+    return [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(config_path(recipe_of(run.config))),
             f"--config.data.{key}={data_source(run.dataset, workdirs)}", f"--config.seed={run.seed}",
-            "--workdir", str(Path(workdirs) / run.name)]  # fmt: skip
+            *(f"--config.{k}={override_text(v)}" for k, v in overrides.items()),
+            "--workdir", str(Path(workdir) if workdir is not None else Path(workdirs) / run.name)]  # fmt: skip
 
 
-def run_training(run: Run, workdirs: Path, runs_dir: Path) -> dict:
-    """Trains (or resumes) one run and writes results/runs/<name>.json."""
-    workdir = Path(workdirs) / run.name
+def run_training(run: Run, workdirs: Path, runs_dir: Path, overrides: Mapping[str, object] | None = None,
+                 split: str = "test", workdir: Path | None = None, out: Path | None = None,
+                 extra: Mapping[str, object] | None = None) -> dict:  # fmt: skip
+    """Trains (or resumes) one run and writes results/runs/<name>.json (or ``out``).
+
+    With ``overrides`` (the tuned suite) the JSON also records ``split`` (the evaluated split: its eval_<split>.json
+    is the run's metrics) and the overrides; ``extra`` keys are set last (a label's ``config``, tuning records)."""
+    workdir = Path(workdir) if workdir is not None else Path(workdirs) / run.name
     resumed = (workdir / "checkpoints").exists()
     start = time.time()
-    subprocess.run(train_command(run, workdirs), check=True)
+    subprocess.run(train_command(run, workdirs, overrides, workdir), check=True)
     result = {"config": run.config, "dataset": run.dataset, "seed": run.seed, "wall_s": time.time() - start,
-              "resumed": resumed, "metrics": json.loads((workdir / "eval_test.json").read_text()),
-              "curves": read_curves(workdir / "metrics.jsonl")}  # fmt: skip
-    write_json(Path(runs_dir) / f"{run.name}.json", result)
+              "resumed": resumed}  # fmt: skip
+    if overrides is not None:
+        result |= {"split": split, "overrides": dict(overrides)}
+    result |= {"metrics": json.loads((workdir / f"eval_{split}.json").read_text()),
+               "curves": read_curves(workdir / "metrics.jsonl")}  # fmt: skip
+    result |= extra or {}
+    out = Path(out) if out is not None else Path(runs_dir) / f"{run.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, result)
     return result
 
 
@@ -471,8 +605,8 @@ def run_suite(runs: Sequence[Run], workdirs: Path, runs_dir: Path) -> list[str]:
             bar.update(1)
         for run in todo:
             bar.set_postfix_str(f"{run.name}; est. {_duration(sum(left.values()))} left")
-            if not config_path(run.config).is_file():
-                tqdm.write(f"== {run.name} skipped: no {config_path(run.config).relative_to(REPO)}")
+            if not config_path(recipe_of(run.config)).is_file():
+                tqdm.write(f"== {run.name} skipped: no {config_path(recipe_of(run.config)).relative_to(REPO)}")
                 failed.append(run.name)
                 left.pop(run)
                 bar.update(1)
@@ -488,6 +622,274 @@ def run_suite(runs: Sequence[Run], workdirs: Path, runs_dir: Path) -> list[str]:
             left.pop(run)
             bar.update(1)
     return failed
+
+
+# ----------------------------------------------------------------------------------------- running the tuned suite
+
+
+def grid_points(config: str, dataset: str) -> list[dict[str, object]]:
+    """The points of an arm's grid on a dataset (GRIDS[config], epochs from TUNE_EPOCHS where set), in grid order:
+    each a {config key: value} dict (a dict value of the grid sets several keys at once)."""
+    if config not in GRIDS:
+        raise SystemExit(f"--tune: no grid for {config!r}; arms with one: {', '.join(GRIDS)}")
+    grid = dict(GRIDS[config])
+    if dataset in TUNE_EPOCHS:
+        grid["train.num_epochs"] = TUNE_EPOCHS[dataset]
+    points = []
+    for combo in itertools.product(*grid.values()):
+        point: dict[str, object] = {}
+        for key, value in zip(grid, combo, strict=True):
+            point.update(value if isinstance(value, Mapping) else {key: value})
+        points.append(point)
+    return points
+
+
+def point_tag(point: Mapping[str, object]) -> str:
+    """A file-name tag of a grid point: last component of each key + value ("learning_rate2e-05_num_epochs2_lo-0.3")."""
+    return "_".join(f"{key.rsplit('.', 1)[-1]}{override_text(value)}" for key, value in point.items())
+
+
+def arm_overrides(config: str, point: Mapping[str, object], split: str) -> dict[str, object]:
+    """Every override of a tuned run: BUDGET, the arm's fixed ARM_RECIPES overrides, the grid point, the split."""
+    fixed = ARM_RECIPES[config][1] if config in ARM_RECIPES else {}
+    return {**BUDGET, **fixed, **point, "data.eval_split": split}
+
+
+def deployed_metric(metrics: Mapping, key: str, retriever: str = DEPLOYED_RETRIEVER) -> float:
+    """metrics["retrievers"][retriever][key] when recorded (every evaluation ranks with dense and hybrid), else
+    metrics[key]; NaN when neither is there."""
+    value = (metrics.get("retrievers") or {}).get(retriever, {}).get(key, metrics.get(key))
+    return math.nan if value is None else float(value)
+
+
+def best_index(results: Sequence[Mapping]) -> int:
+    """Index of the best dev result: highest accuracy@1 of the deployed retriever, ties broken by MRR@10, then by
+    grid order (the first); NaN counts as the worst."""
+
+    def key(i: int) -> tuple[float, float, int]:
+        m = results[i]["metrics"]
+        acc, mrr = deployed_metric(m, MAIN_METRIC), deployed_metric(m, "mrr@10")
+        return (-math.inf if math.isnan(acc) else acc, -math.inf if math.isnan(mrr) else mrr, -i)
+
+    return max(range(len(results)), key=key)
+
+
+def finished_result(path: Path, overrides: Mapping[str, object]) -> dict | None:
+    """The run JSON at ``path`` when it exists and was made with exactly ``overrides``; else None (to run)."""
+    if not Path(path).is_file():
+        return None
+    result = json.loads(Path(path).read_text())
+    return result if result.get("overrides") == json.loads(json.dumps(dict(overrides))) else None
+
+
+def slim(result: Mapping, keep_curves: Sequence[str] = ()) -> dict:
+    """A run JSON without its metrics' per-item lists and with only ``keep_curves`` of its curves."""
+    out = dict(result)
+    if "metrics" in out:
+        out["metrics"] = {k: v for k, v in out["metrics"].items() if k not in PER_ITEM_KEYS}
+    if "curves" in out:
+        out["curves"] = {k: v for k, v in out["curves"].items() if k in keep_curves}
+    return out
+
+
+def slim_copy(runs_dir: Path, dest: Path) -> int:
+    """Copies every run JSON of ``runs_dir`` and its dev/ folder to ``dest`` (same layout), `slim`: what a tuned
+    suite needs to resume elsewhere (overrides, summary metrics, wall_s) at a fraction of the size. Returns the count."""
+    count = 0
+    for path in [*sorted(Path(runs_dir).glob("*.json")), *sorted(Path(runs_dir).glob(f"{TUNE_SPLIT}/*.json"))]:
+        target = Path(dest) / path.relative_to(runs_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, slim(json.loads(path.read_text())))
+        count += 1
+    return count
+
+
+class TunedArm(NamedTuple):
+    """An arm's tuning on one dataset: its grid points, their dev results (in grid order), the chosen point (None
+    until every point has a result) and the runs that failed."""
+
+    config: str
+    dataset: str
+    points: list[dict]
+    dev: list[dict]
+    chosen: dict | None
+    failed: list[str]
+
+
+Runner = Callable[..., dict]  # run_training's signature
+
+
+def tune_arm(config: str, dataset: str, seeds: Sequence[int], workdirs: Path, runs_dir: Path,
+             runner: Runner | None = None) -> TunedArm:  # fmt: skip
+    """Runs the arm's grid on dev (seed TUNE_SEED; finished points are read back), chooses the best point
+    (`best_index`) once every point has a result, and runs it once per seed on test. A partial grid chooses
+    nothing (every arm gets the same tuning budget)."""
+    runner = runner or run_training
+    workdirs, runs_dir = Path(workdirs), Path(runs_dir)
+    points, dev, failed = grid_points(config, dataset), [], []
+    for point in points:
+        run = Run(config, dataset, TUNE_SEED)
+        name = f"{run.name}-{point_tag(point)}"
+        overrides = arm_overrides(config, point, TUNE_SPLIT)
+        out = runs_dir / TUNE_SPLIT / f"{name}.json"
+        result = finished_result(out, overrides)
+        if result is None:
+            workdir = workdirs / "tune" / name
+            print(f"== {name} ({TUNE_SPLIT}): {' '.join(train_command(run, workdirs, overrides, workdir))}", flush=True)
+            try:
+                result = runner(run, workdirs, runs_dir, overrides=overrides, split=TUNE_SPLIT, workdir=workdir,
+                                out=out)  # fmt: skip
+            except (subprocess.CalledProcessError, FileNotFoundError) as error:
+                print(f"== {name} failed: {error}", flush=True)
+                failed.append(name)
+                continue
+            result = slim(result, keep_curves=DEV_CURVES)  # tuning reads its summary metrics only
+            write_json(out, result)
+        dev.append(result)
+    if failed:
+        return TunedArm(config, dataset, points, dev, None, failed)
+    best = best_index(dev)
+    chosen, tag = points[best], point_tag(points[best])
+    tuning = {"split": TUNE_SPLIT, "seed": TUNE_SEED, "grid_points": len(points), "chosen": tag,
+              f"{TUNE_SPLIT}_{MAIN_METRIC}": deployed_metric(dev[best]["metrics"], MAIN_METRIC),
+              f"{TUNE_SPLIT}_mrr@10": deployed_metric(dev[best]["metrics"], "mrr@10")}  # fmt: skip
+    overrides = arm_overrides(config, chosen, "test")
+    for seed in seeds:
+        run = Run(config, dataset, seed)
+        out = runs_dir / f"{run.name}.json"
+        if finished_result(out, overrides) is not None:
+            continue
+        workdir = workdirs / "tuned" / f"{run.name}-{tag}"
+        print(f"== {run.name} (test, {tag}): {' '.join(train_command(run, workdirs, overrides, workdir))}", flush=True)
+        try:
+            runner(run, workdirs, runs_dir, overrides=overrides, split="test", workdir=workdir, out=out,
+                   extra={"tuning": tuning})  # fmt: skip
+        except (subprocess.CalledProcessError, FileNotFoundError) as error:
+            print(f"== {run.name} failed: {error}", flush=True)
+            failed.append(run.name)
+    return TunedArm(config, dataset, points, dev, chosen, failed)
+
+
+def epoch_cost(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(overhead_s, per_epoch_s): least-squares fit of wall_s = overhead + per_epoch x epochs to (epochs, wall_s)
+    points. With one distinct epochs value, or a fitted slope <= 0 (noise), overhead 0 and per_epoch = the mean of
+    wall_s / epochs (conservative: fewer epochs fit a target)."""
+    epochs = np.asarray([p[0] for p in points], np.float64)
+    walls = np.asarray([p[1] for p in points], np.float64)
+    if len(set(epochs.tolist())) >= 2:
+        slope, intercept = np.polyfit(epochs, walls, 1)
+        if slope > 0:
+            return float(intercept), float(slope)
+    return 0.0, float(np.mean(walls / epochs))
+
+
+def equal_wallclock_epochs(target_s: float, overhead_s: float, per_epoch_s: float) -> int:
+    """The most whole epochs whose predicted wall-clock, overhead + epochs x per_epoch, fits in ``target_s``; at
+    least 1."""
+    return max(1, math.floor((target_s - overhead_s) / per_epoch_s + 1e-9))
+
+
+def run_equal_wallclock(dataset: str, tuned: TunedArm, seeds: Sequence[int], workdirs: Path, runs_dir: Path,
+                        runner: Runner | None = None) -> list[str]:  # fmt: skip
+    """EQUAL_WALLCLOCK's arm (in_batch, ``tuned``) at its chosen point, given the epochs that fit the reference
+    arm's (full) mean test wall-clock on ``dataset``, once per seed on test; recorded as <label>-<dataset>-<seed>.json.
+    Runs only when the reference arm has every seed (its mean no longer moves); returns the failed runs."""
+    label, arm, reference = EQUAL_WALLCLOCK
+    runner = runner or run_training
+    workdirs, runs_dir = Path(workdirs), Path(runs_dir)
+    ref = [r for r in select(load_runs(runs_dir), dataset, reference) if r["seed"] in seeds and "wall_s" in r]
+    timed = [(float(r["overrides"]["train.num_epochs"]), float(r["wall_s"])) for r in tuned.dev
+             if not r.get("resumed") and "overrides" in r]  # fmt: skip
+    if tuned.chosen is None or len(ref) < len(seeds) or not timed:
+        return []
+    walls = [r["wall_s"] for r in ref if not r.get("resumed")] or [r["wall_s"] for r in ref]  # resumed: partial
+    target = sum(walls) / len(walls)
+    overhead, per_epoch = epoch_cost(timed)
+    point = {**tuned.chosen, "train.num_epochs": equal_wallclock_epochs(target, overhead, per_epoch)}
+    overrides = arm_overrides(arm, point, "test")
+    extra = {"config": label, "recipe": arm,
+             "wallclock": {"reference": reference, "target_s": target, "overhead_s": overhead,
+                           "per_epoch_s": per_epoch, "fitted_on": len(timed), "epochs": point["train.num_epochs"]}}  # fmt: skip
+    failed = []
+    for seed in seeds:
+        name = f"{label}-{dataset}-{seed}"
+        out = runs_dir / f"{name}.json"
+        if finished_result(out, overrides) is not None:
+            continue
+        run, workdir = Run(arm, dataset, seed), workdirs / "tuned" / f"{name}-{point_tag(point)}"
+        print(f"== {name} ({point['train.num_epochs']} epochs = {reference}'s {target / 60:.1f} min): "
+              f"{' '.join(train_command(run, workdirs, overrides, workdir))}", flush=True)  # fmt: skip
+        try:
+            runner(run, workdirs, runs_dir, overrides=overrides, split="test", workdir=workdir, out=out, extra=extra)
+        except (subprocess.CalledProcessError, FileNotFoundError) as error:
+            print(f"== {name} failed: {error}", flush=True)
+            failed.append(name)
+    return failed
+
+
+def tune_suite(plan: Plan, seeds: Sequence[int], workdirs: Path, runs_dir: Path,
+               runner: Runner | None = None) -> list[str]:  # fmt: skip
+    """Tunes every (dataset, config) of ``plan`` in order (`tune_arm`), then the equal wall-clock arm of every
+    dataset where both its arms were tuned; returns the failed runs."""
+    unknown = sorted({c for _, c in plan} - GRIDS.keys())
+    if unknown:
+        raise SystemExit(f"--tune: no grid for {', '.join(unknown)}; arms with one: {', '.join(GRIDS)}")
+    for dataset in dict.fromkeys(d for d, _ in plan):
+        if is_synthetic(dataset):
+            print(f"synthetic benchmark: {prepare_synthetic(workdirs, dataset)}", flush=True)
+    tuned, failed = {}, []
+    for dataset, config in plan:
+        arm = tune_arm(config, dataset, seeds, workdirs, runs_dir, runner)
+        tuned[(config, dataset)] = arm
+        failed += arm.failed
+    _, arm, reference = EQUAL_WALLCLOCK
+    for dataset in dict.fromkeys(d for d, _ in plan):
+        if (arm, dataset) in tuned and (reference, dataset) in tuned:
+            failed += run_equal_wallclock(dataset, tuned[(arm, dataset)], seeds, workdirs, runs_dir, runner)
+    return failed
+
+
+def tune_wall_s(config: str, dataset: str, epochs: float, device: str = "cpu") -> float:
+    """Estimated wall seconds of one tuned run (TUNE_WALL_S, EPOCH_COST, CE_OVERHEAD_S)."""
+    overhead, per_epoch = TUNE_WALL_S[device].get(dataset, TUNE_WALL_S[device]["abt_buy"])
+    recipe = recipe_of(config)
+    ce = CE_OVERHEAD_S[device] if recipe in CE_CONFIGS else 0.0
+    return overhead + ce + EPOCH_COST.get(recipe, 1.0) * per_epoch * epochs
+
+
+def describe_tune_plan(plan: Plan, seeds: Sequence[int], runs_dir: Path, device: str = "cpu") -> tuple[str, float]:
+    """A printable table of a tuned plan: per (dataset, config) the dev points and test runs left and their
+    estimated time (test runs at the mean of the grid's epochs; the equal wall-clock arm at the reference's
+    time); returns (text, seconds left)."""
+    runs_dir = Path(runs_dir)
+    lines = [f"tuned plan: {len(plan)} (dataset, arm) x grid on {TUNE_SPLIT} (seed {TUNE_SEED}) + the chosen point "
+             f"x seeds {' '.join(map(str, seeds))} on test; estimate for {device}",
+             f"  {'dataset':<16}{'arm':<38}{'dev left':>9}{'test left':>10}{'est.':>10}"]  # fmt: skip
+    total, per_dataset = 0.0, {}
+    for dataset, config in plan:
+        points = grid_points(config, dataset)
+        dev_name = Run(config, dataset, TUNE_SEED).name
+        dev_left = [p for p in points if finished_result(runs_dir / TUNE_SPLIT / f"{dev_name}-{point_tag(p)}.json",
+                                                         arm_overrides(config, p, TUNE_SPLIT)) is None]  # fmt: skip
+        test_left = [s for s in seeds if not (runs_dir / f"{Run(config, dataset, s).name}.json").is_file()]
+        epochs = [float(p["train.num_epochs"]) for p in points]
+        seconds = sum(tune_wall_s(config, dataset, p["train.num_epochs"], device) for p in dev_left)
+        seconds += len(test_left) * tune_wall_s(config, dataset, sum(epochs) / len(epochs), device)
+        total += seconds
+        per_dataset[dataset] = per_dataset.get(dataset, 0.0) + seconds
+        lines.append(f"  {dataset:<16}{config:<38}{len(dev_left):>9}{len(test_left):>10}{_duration(seconds):>10}")
+    label, arm, reference = EQUAL_WALLCLOCK
+    for dataset in per_dataset:
+        if (dataset, arm) in plan and (dataset, reference) in plan:
+            left = [s for s in seeds if not (runs_dir / f"{label}-{dataset}-{s}.json").is_file()]
+            epochs = GRIDS[reference]["train.num_epochs"] if dataset not in TUNE_EPOCHS else TUNE_EPOCHS[dataset]
+            seconds = len(left) * tune_wall_s(reference, dataset, sum(epochs) / len(epochs), device)
+            total += seconds
+            per_dataset[dataset] += seconds
+            lines.append(f"  {dataset:<16}{label:<38}{'-':>9}{len(left):>10}{_duration(seconds):>10}")
+    lines += [f"  {dataset}: {_duration(seconds)}" for dataset, seconds in per_dataset.items()]
+    lines.append(f"  estimated wall time left ({device}, one run at a time): {_duration(total)}")
+    return "\n".join(lines), total
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -554,23 +956,27 @@ PAIRED_METRICS = (("accuracy@1", "accuracy@1", True), ("mrr@10", "MRR@10", False
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def deployed_ranks(metrics: Mapping) -> dict[str, int] | None:
+def deployed_ranks(metrics: Mapping, retriever: str | None = None) -> dict[str, int] | None:
     """query id -> 1-based rank of its first relevant doc (0: not in the top 100) under the deployed pipeline's
-    final stage: per_query["rank_rerank"] when the run re-ranks, else per_query["rank_<metrics['retriever']>"].
+    final stage: per_query["rank_rerank"] when the run re-ranks, else per_query["rank_<metrics['retriever']>"];
+    with ``retriever``, per_query["rank_<retriever>"] whatever the run deployed (the same pipeline for every run).
     None when the run has no such list (run JSONs older than per-query ranks)."""
     per_query = metrics.get("per_query") or {}
-    key = "rank_rerank" if "rank_rerank" in per_query else f"rank_{metrics.get('retriever')}"
+    if retriever is not None:
+        key = f"rank_{retriever}"
+    else:
+        key = "rank_rerank" if "rank_rerank" in per_query else f"rank_{metrics.get('retriever')}"
     if "query_ids" not in per_query or key not in per_query:
         return None
     return dict(zip(per_query["query_ids"], (int(r) for r in per_query[key]), strict=True))
 
 
-def item_outcomes(metrics: Mapping) -> dict[str, dict]:
+def item_outcomes(metrics: Mapping, retriever: str | None = None) -> dict[str, dict]:
     """Per-item outcomes of one run, per PAIRED_METRICS key (a key is absent when the run lacks its lists):
-    "accuracy@1": {query id: [rank == 1]}, "mrr@10": {query id: 1/rank if 1 <= rank <= 10 else 0},
-    "pairwise_accuracy": {(query id, doc id): per_pair correct (0/1)}."""
+    "accuracy@1": {query id: [rank == 1]}, "mrr@10": {query id: 1/rank if 1 <= rank <= 10 else 0} (ranks:
+    `deployed_ranks(metrics, retriever)`), "pairwise_accuracy": {(query id, doc id): per_pair correct (0/1)}."""
     out: dict[str, dict] = {}
-    ranks = deployed_ranks(metrics)
+    ranks = deployed_ranks(metrics, retriever)
     if ranks is not None:
         out["accuracy@1"] = {q: float(r == 1) for q, r in ranks.items()}
         out["mrr@10"] = {q: 1.0 / r if 1 <= r <= 10 else 0.0 for q, r in ranks.items()}
@@ -590,23 +996,36 @@ class PairedItems(NamedTuple):
     seeds: list[int]
 
 
-def paired_items(runs: Sequence[Mapping], dataset: str, a: str, b: str, metric: str) -> PairedItems:
-    """Items of ``metric`` (see `item_outcomes`) of configs a and b on ``dataset``: for each seed both have with
-    per-item data, the items (query ids, or (query id, doc id) pairs) both runs have, aligned by id."""
-    by_seed = [{r["seed"]: item_outcomes(r["metrics"]).get(metric) for r in select(runs, dataset, c)} for c in (a, b)]
+def contrast_items(runs: Sequence[Mapping], dataset: str, weights: Mapping[str, float], metric: str,
+                   retriever: str | None = None) -> PairedItems:  # fmt: skip
+    """Items of ``metric`` (see `item_outcomes`) for the linear contrast sum_k w_k x_k of configs' outcomes on
+    ``dataset`` (``weights``: config -> w_k; {A: 1, B: -1} is A − B): for each seed every config has with per-item
+    data, the items (query ids, or (query id, doc id) pairs) all of them have, aligned by id. a = sum of the
+    positively weighted outcomes, b = sum of |w_k| x_k over the negative weights, so a − b is the contrast."""
+    by_seed = [{r["seed"]: item_outcomes(r["metrics"], retriever).get(metric) for r in select(runs, dataset, c)}
+               for c in weights]  # fmt: skip
+    w = list(weights.values())
     xs, ys, clusters, seeds = [], [], [], []
-    for seed in sorted(by_seed[0].keys() & by_seed[1].keys()):
-        first, second = by_seed[0][seed], by_seed[1][seed]
-        if first is None or second is None:
+    for seed in sorted(set.intersection(*(set(s) for s in by_seed))) if by_seed else ():
+        outcomes = [s[seed] for s in by_seed]
+        if any(o is None for o in outcomes):
             continue
-        common = [k for k in first if k in second]
+        common = [k for k in outcomes[0] if all(k in o for o in outcomes[1:])]
         if common:
             seeds.append(seed)
-            xs += [first[k] for k in common]
-            ys += [second[k] for k in common]
+            xs += [sum(wk * o[k] for wk, o in zip(w, outcomes, strict=True) if wk > 0) for k in common]
+            ys += [sum(-wk * o[k] for wk, o in zip(w, outcomes, strict=True) if wk < 0) for k in common]
             clusters += [k[0] if isinstance(k, tuple) else k for k in common]
     return PairedItems(np.asarray(xs, np.float64), np.asarray(ys, np.float64), np.asarray(clusters, dtype=object),
                        seeds)
+
+
+def paired_items(runs: Sequence[Mapping], dataset: str, a: str, b: str, metric: str,
+                 retriever: str | None = None) -> PairedItems:  # fmt: skip
+    """Items of ``metric`` (see `item_outcomes`) of configs a and b on ``dataset``: for each seed both have with
+    per-item data, the items (query ids, or (query id, doc id) pairs) both runs have, aligned by id (a
+    `contrast_items` with weights {a: 1, b: -1})."""
+    return contrast_items(runs, dataset, {a: 1.0, b: -1.0}, metric, retriever)
 
 
 def paired_stats(items: PairedItems, binary: bool) -> dict:
@@ -637,14 +1056,14 @@ def _p(p: float) -> str:
     return "-" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def paired_table(runs: Sequence[Mapping], dataset: str) -> str:
+def paired_table(runs: Sequence[Mapping], dataset: str, retriever: str | None = None) -> str:
     """One row per (A, B, metric) with paired items: seeds, items (queries), means, A − B [95% CI], McNemar p
     (A only : B only correct), MDE and verdict; "" when no pair has per-item data."""
     lines = ["| A − B | metric | seeds | items (queries) | A | B | A − B [95% CI] | McNemar p (A only : B only) "
              "| MDE (80%) | verdict (A > B) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for a, b in comparison_pairs(configs_of(runs, dataset)):
         for metric, label, binary in PAIRED_METRICS:
-            items = paired_items(runs, dataset, a, b, metric)
+            items = paired_items(runs, dataset, a, b, metric, retriever)
             if items.a.size == 0:
                 continue
             st = paired_stats(items, binary)
@@ -657,11 +1076,15 @@ def paired_table(runs: Sequence[Mapping], dataset: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def paired_section(runs: Sequence[Mapping]) -> list[str]:
+def paired_section(runs: Sequence[Mapping], retriever: str | None = DEPLOYED_RETRIEVER) -> list[str]:
     """The "Paired comparisons" section of ablations.md (lines): method, then per dataset a `paired_table` and the
-    runs left out for lacking per-item lists."""
+    runs left out for lacking per-item lists. Ranks: `deployed_ranks(metrics, retriever)`."""
+    deployed = (f"the {retriever} retriever's first relevant document at rank 1, for every run whatever its "
+                "retriever.mode (each evaluation ranks the corpus with the dense and the hybrid retriever over the same "
+                "exact dense index), so every arm deploys the same pipeline") if retriever else (
+                "the deployed pipeline's first relevant document at rank 1")  # fmt: skip
     out = ["## Paired comparisons (per query, pooled over seeds)", "",
-           "Items: the test queries (accuracy@1: the deployed pipeline's first relevant document at rank 1; MRR@10: "
+           f"Items: the test queries (accuracy@1: {deployed}; MRR@10: "
            "1/rank within the top 10, else 0) and the labelled near-duplicate pairs (pairwise acc.: the query's best "
            "positive scored strictly above the near-duplicate). A and B are paired on the seeds both ran, by query id "
            "(pairs: query id and doc id), and pooled over those seeds. A − B: difference of means with a 95% "
@@ -673,10 +1096,11 @@ def paired_section(runs: Sequence[Mapping]) -> list[str]:
            "as large as the MDE; else inconclusive.", ""]  # fmt: skip
     for dataset in datasets_of(runs):
         group = [r for r in runs if r["dataset"] == dataset]
-        lacking = [Run(r["config"], dataset, r["seed"]).name for r in group if deployed_ranks(r["metrics"]) is None]
+        lacking = [Run(r["config"], dataset, r["seed"]).name for r in group
+                   if deployed_ranks(r["metrics"], retriever) is None]  # fmt: skip
         no_pairs = [Run(r["config"], dataset, r["seed"]).name for r in group if "pairwise_accuracy" in r["metrics"]
-                    and not r["metrics"].get("per_pair") and deployed_ranks(r["metrics"]) is not None]  # fmt: skip
-        table = paired_table(runs, dataset)
+                    and not r["metrics"].get("per_pair") and deployed_ranks(r["metrics"], retriever) is not None]  # fmt: skip
+        table = paired_table(runs, dataset, retriever)
         out += [f"### {dataset}", ""]
         out += [table, ""] if table else ["No pair of configs with per-query data on shared seeds.", ""]
         if lacking and len(lacking) == len(group):
@@ -689,9 +1113,120 @@ def paired_section(runs: Sequence[Mapping]) -> list[str]:
     return out
 
 
+SATURATION_KEY = "train/in_batch_accuracy"
+SATURATION_ACCURACY = 0.95
+SATURATION_FRACTION = 0.1  # a budget where mining can matter is not saturated within this share of the run
+
+
+class Saturation(NamedTuple):
+    """When a run's in-batch accuracy first exceeds SATURATION_ACCURACY."""
+
+    step: int | None  # first logged step above the threshold; None: never
+    steps: int  # the run's last logged train step
+    first_logged: bool  # that step is the curve's first point (the crossing may have come earlier)
+    peak: float  # the curve's highest value
+
+
+def saturation(run: Mapping, threshold: float = SATURATION_ACCURACY) -> Saturation | None:
+    """The first logged step at which curves["train/in_batch_accuracy"] exceeds ``threshold``, with the run's
+    length (its last logged "train/*" step); None when the run has no such curve."""
+    curves = run.get("curves") or {}
+    curve = curves.get(SATURATION_KEY)
+    if not curve:
+        return None
+    steps = max(int(s) for key, points in curves.items() if key.startswith("train/") for s, _ in points)
+    above = [int(s) for s, v in curve if v > threshold]
+    return Saturation(above[0] if above else None, steps, bool(above) and above[0] == int(curve[0][0]),
+                      max(float(v) for _, v in curve))  # fmt: skip
+
+
+def saturation_section(runs: Sequence[Mapping], dev_runs: Sequence[Mapping] = ()) -> list[str]:
+    """The "In-batch saturation" section (lines): per run (test runs, then the tuning's dev runs), the step at which
+    train/in_batch_accuracy first exceeds SATURATION_ACCURACY, as a fraction of the run."""
+    out = ["## In-batch saturation", "",
+           f"Per run: the first logged step at which `{SATURATION_KEY}` (share of a step's queries whose positive "
+           f"outscores all its in-batch and explicit negatives) exceeds {SATURATION_ACCURACY}, as a fraction of the "
+           f"run's steps. Mined negatives can only matter while it is below that: a budget where mining can matter "
+           f"keeps it at or below {SATURATION_ACCURACY} through the first {SATURATION_FRACTION:.0%} of the run. "
+           "\"(first log)\": already above at the first logged step, so the crossing may be earlier (the tuned "
+           "suite logs every step).", ""]  # fmt: skip
+    def name(r: Mapping) -> str:
+        base = Run(r["config"], r["dataset"], r["seed"]).name
+        return f"{base} ({TUNE_SPLIT}: {point_tag(point_of(r['config'], r['overrides']))})" if r in dev_runs else base
+
+    rows = [(r, sat) for r in [*runs, *dev_runs] if (sat := saturation(r)) is not None]
+    if not rows:
+        return out + [f"No run JSON has a `{SATURATION_KEY}` curve.", ""]
+    early = [r for r, sat in rows if sat.step is not None and sat.step <= SATURATION_FRACTION * sat.steps]
+    out += [f"Saturated within the first {SATURATION_FRACTION:.0%} of the run: {len(early)} of {len(rows)} runs.", "",
+            f"| run | first step > {SATURATION_ACCURACY} | steps | fraction of the run |", "|---|---|---|---|"]  # fmt: skip
+    for r, sat in rows:
+        if sat.step is None:
+            out.append(f"| {name(r)} | never (max {sat.peak:.3f}) | {sat.steps} | - |")
+        else:
+            first = " (first log)" if sat.first_logged else ""
+            out.append(f"| {name(r)} | {sat.step}{first} | {sat.steps} | {sat.step / sat.steps:.2f} |")
+    return out + [""]
+
+
+def load_dev_runs(dev_dir: Path) -> list[dict]:
+    """Every tuning run JSON in ``dev_dir`` (<runs-dir>/dev), sorted by file name."""
+    runs = [json.loads(p.read_text()) for p in sorted(Path(dev_dir).glob("*.json"))]
+    return [r for r in runs if is_run(r) and "overrides" in r]
+
+
+def point_of(config: str, overrides: Mapping[str, object]) -> dict[str, object]:
+    """The grid point of a tuned run's overrides (without BUDGET, the arm's fixed overrides and the split)."""
+    fixed = {**BUDGET, **(ARM_RECIPES[config][1] if config in ARM_RECIPES else {}), "data.eval_split": None}
+    return {k: v for k, v in overrides.items() if k not in fixed}
+
+
+def tuning_section(dev_runs: Sequence[Mapping], runs: Sequence[Mapping]) -> list[str]:
+    """The "Tuning on dev" section (lines): per (dataset, arm) the grid points run, the chosen point and its dev
+    figures, the dev range, the test seeds; then the equal wall-clock runs. [] without dev runs."""
+    if not dev_runs:
+        return []
+    out = ["## Tuning on dev", "",
+           f"Each arm ran its grid (experiments/ablate.py GRIDS) with seed {TUNE_SEED} on the {TUNE_SPLIT} split; the "
+           f"chosen point (best {TUNE_SPLIT} accuracy@1 of the {DEPLOYED_RETRIEVER} retriever, ties: MRR@10) was then "
+           "trained once per seed and evaluated once on test. Every run: " +
+           ", ".join(f"`{k}={override_text(v)}`" for k, v in BUDGET.items()) + ".", "",
+           f"| dataset | arm | grid points run | chosen | {TUNE_SPLIT} accuracy@1 / MRR@10 of the chosen | "
+           f"{TUNE_SPLIT} accuracy@1 over the grid | test seeds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for dataset in datasets_of(dev_runs):
+        for config in configs_of(dev_runs, dataset):
+            group = [r for r in dev_runs if r["dataset"] == dataset and r["config"] == config]
+            expected = len(grid_points(config, dataset)) if config in GRIDS else "?"
+            tested = select(runs, dataset, config)
+            chosen = next((r["tuning"]["chosen"] for r in tested if "tuning" in r), None)
+            best = group[best_index(group)]
+            if chosen is None:
+                chosen = f"({point_tag(point_of(config, best['overrides']))}, no test run yet)"
+            else:
+                best = next((r for r in group if point_tag(point_of(config, r["overrides"])) == chosen), best)
+            accs = [deployed_metric(r["metrics"], MAIN_METRIC) for r in group]
+            out.append(f"| {dataset} | {config} | {len(group)} / {expected} | `{chosen}` | "
+                       f"{deployed_metric(best['metrics'], MAIN_METRIC):.3f} / "
+                       f"{deployed_metric(best['metrics'], 'mrr@10'):.3f} | {min(accs):.3f}-{max(accs):.3f} | "
+                       f"{' '.join(str(r['seed']) for r in tested) or '-'} |")  # fmt: skip
+    label = EQUAL_WALLCLOCK[0]
+    timed = [r for r in runs if r["config"] == label and "wallclock" in r]
+    if timed:
+        out += ["", f"Equal wall-clock: `{label}` trains {EQUAL_WALLCLOCK[1]}'s chosen point for the epochs that fit "
+                f"{EQUAL_WALLCLOCK[2]}'s mean test wall-clock (wall = overhead + epochs x per-epoch, fitted on "
+                f"{EQUAL_WALLCLOCK[1]}'s {TUNE_SPLIT} runs):", ""]  # fmt: skip
+        for r in timed:
+            w = r["wallclock"]
+            out.append(f"- {Run(label, r['dataset'], r['seed']).name}: {w['epochs']} epochs for {w['reference']}'s "
+                       f"{w['target_s'] / 60:.1f} min (overhead {w['overhead_s']:.0f} s + {w['per_epoch_s']:.0f} s an "
+                       f"epoch, fitted on {w['fitted_on']} runs); took {r['wall_s'] / 60:.1f} min")  # fmt: skip
+    return out + [""]
+
+
 def ablations_markdown(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], command: str,
-                       plots: Sequence[Path] = ()) -> str:
-    """results/ablations.md: per-dataset tables, full vs baselines, per-perturbation-type tables."""
+                       plots: Sequence[Path] = (), dev_runs: Sequence[Mapping] = ()) -> str:
+    """results/ablations.md: per-dataset tables, full vs baselines, paired comparisons, in-batch saturation, the
+    tuning (with ``dev_runs``), per-perturbation-type tables."""
     datasets = datasets_of([*runs, *({"dataset": d} for d in zero_shot)])
     out = ["# Ablations", "",
            f"Made with `{command}` from results/runs/*.json ({len(runs)} training runs).", "",
@@ -705,6 +1240,8 @@ def ablations_markdown(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping]
             "Test accuracy@1, difference paired by seed (same seed for both configs; unpaired seeds are left out).",
             "", full_vs_baselines_table(runs), ""]  # fmt: skip
     out += paired_section(runs)
+    out += saturation_section(runs, dev_runs)
+    out += tuning_section(dev_runs, runs)
     for dataset in datasets:
         table = per_type_table(runs, zero_shot, dataset)
         if table:
@@ -819,7 +1356,7 @@ def write_report(runs_dir: Path, results: Path, command: str) -> Path:
     if dataset is not None:
         plots.append(plot_curriculum(runs, dataset, results / "ablations_curriculum.png"))
     out = results / "ablations.md"
-    out.write_text(ablations_markdown(runs, zero_shot, command, plots))
+    out.write_text(ablations_markdown(runs, zero_shot, command, plots, load_dev_runs(Path(runs_dir) / TUNE_SPLIT)))
     return out
 
 
@@ -828,22 +1365,43 @@ def write_report(runs_dir: Path, results: Path, command: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", choices=sorted(PLANS), default="default")
-    parser.add_argument("--runs", action="append", default=[], help="DATASET:CONFIG1,CONFIG2 (replaces --plan)")
+    parser.add_argument("--plan", choices=sorted(PLANS), default=None,
+                        help="default: 'default' (with --tune: 'issue12')")  # fmt: skip
+    parser.add_argument("--runs", action="append", default=[],
+                        help="DATASET[,DATASET...]:CONFIG1,CONFIG2 (replaces --plan)")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--workdirs", default=str(REPO / "workdirs" / "ablations"))
-    parser.add_argument("--runs-dir", default=str(REPO / "results" / "runs"))
-    parser.add_argument("--results", default=str(REPO / "results"), help="where ablations.md and the plots go")
+    parser.add_argument("--runs-dir", default=None, help=f"default results/runs (with --tune: {TUNED_DIR})")
+    parser.add_argument("--results", default=None,
+                        help="where ablations.md and the plots go (default results; with --tune: the runs dir)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, run nothing")
     parser.add_argument("--report", action="store_true", help="only rebuild ablations.md and the plots")
+    parser.add_argument("--tune", action="store_true",
+                        help="the tuned suite: each arm's grid on dev, then its best point once per seed on test")
+    parser.add_argument("--device", choices=sorted(TUNE_WALL_S), default="cpu", help="--tune estimates for")
+    parser.add_argument("--slim-copy", metavar="DIR",
+                        help="only copy the runs dir's JSONs to DIR without per-item lists and curves (`slim_copy`)")
     args = parser.parse_args(argv)
     command = " ".join(["python experiments/ablate.py", *(sys.argv[1:] if argv is None else argv)])
+    args.plan = args.plan or ("issue12" if args.tune else "default")
+    args.runs_dir = args.runs_dir or str(TUNED_DIR if args.tune else REPO / "results" / "runs")
+    args.results = args.results or (args.runs_dir if args.tune else str(REPO / "results"))
     runs_dir, workdirs = Path(args.runs_dir), Path(args.workdirs)
+    if args.slim_copy:
+        print(f"{slim_copy(runs_dir, Path(args.slim_copy))} run JSONs -> {args.slim_copy}")
+        return 0
     runs_dir.mkdir(parents=True, exist_ok=True)
     for name in backfill_curves(runs_dir, workdirs):
         print(f"curves backfilled: {name}")
     failed: list[str] = []
-    if not args.report:
+    if args.tune and not args.report:
+        plan = parse_runs(args.runs) if args.runs else PLANS[args.plan]
+        text, _ = describe_tune_plan(plan, args.seeds, runs_dir, args.device)
+        print(text, flush=True)
+        if args.dry_run:
+            return 0
+        failed = tune_suite(plan, args.seeds, workdirs, runs_dir)
+    elif not args.report:
         name = "--runs" if args.runs else args.plan
         plan = parse_runs(args.runs) if args.runs else PLANS[args.plan]
         runs = expand(plan, args.seeds)

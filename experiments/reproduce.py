@@ -1,12 +1,18 @@
-"""Checks each claim of the recipe against the ablation runs: results/runs/*.json -> results/REPRODUCTION.md.
+"""Verdicts on the recipe's nine claims from paired per-query statistics: run JSONs -> results/REPRODUCTION.md.
 
-    python experiments/reproduce.py      # no training: the runs come from `python experiments/ablate.py --plan claims`
+    python experiments/reproduce.py                          # the tuned runs (python experiments/ablate.py --tune)
+    python experiments/reproduce.py --runs-dir results/runs  # the untuned ablation runs
 
-Every comparison is A − B paired by seed (the seeds both runs have), as mean ± 95% CI half-width (Student t,
-n − 1 dof) with n pairs; the loaders and statistics are those of experiments/ablate.py. A claim's verdict:
-"holds" when every measured CI lies above 0, "does not hold" when one lies below 0, "inconclusive (CI includes
-0)" otherwise (n=1 has no CI), "not measured (missing runs: ...)" when nothing could be paired. The figure
-results/reproduce_early_training.png backs the curriculum claim.
+No training. A claim is one or more contrasts between arms (configs): A − B, or a weighted sum of arms. Each is measured
+per item, paired by seed and item id, on every dataset where all its arms ran: test queries (accuracy@1 under ONE
+deployed pipeline for every arm, ablate.DEPLOYED_RETRIEVER's per-query ranks; every evaluation records them over the
+same exact dense index), labelled near-duplicate pairs (pairwise accuracy), or, for a metric with no per-item list
+(near_duplicate_cosine), the seeds. Its items are pooled over the seeds and datasets (bootstrap clusters: dataset and
+query id) and judged by hnm_jax.stats.verdict: bootstrap 95% CI, p, and the minimum detectable effect (80% power);
+the statistics are experiments/ablate.py's (`contrast_items`, `paired_stats`). A claim "fails" when one of its
+contrasts fails, "holds" when all hold, else "inconclusive (could detect >= X points)" (X: the largest MDE of its
+inconclusive contrasts; a point = 0.01 of accuracy), "not measured" without paired data. Per-dataset figures are in
+the details. results/reproduce_early_training.png backs the curriculum claim.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 from ablate import (
-    CLAIM_DATASETS,
+    BOOTSTRAP_RESAMPLES,
+    DEPLOYED_RETRIEVER,
+    EQUAL_WALLCLOCK,
     MAIN_METRIC,
-    PER_TYPE_PREFIX,
-    REPO,
     SEEDS,
+    TUNE_DATASETS,
+    TUNED_DIR,
+    PairedItems,
     Run,
-    Stat,
+    contrast_items,
     datasets_of,
     format_stat,
     load_runs,
@@ -34,68 +44,176 @@ from ablate import (
     mean_curve,
     metric_by_seed,
     paired_difference,
+    paired_stats,
     paired_values,
-    perturbation_types,
     pyplot,
     select,
 )
 
-SYNTHETIC = CLAIM_DATASETS[0]
+from hnm_jax.stats import verdict
+
+CLAIM_DATASETS = TUNE_DATASETS  # each claim is measured on every one of these where its arms ran (others after)
+DUP_DATASET = "synthetic_dup"  # unlabelled duplicates: the true false negatives a cross-encoder filter should remove
 EARLY_FRACTION = 1 / 3  # "early training": the first third of the steps
-ZERO = 1e-9  # a CI bound within this of 0 counts as touching 0 (float noise of equal metrics)
 CE_COUNTS = ("refresh/ce_removed_threshold", "refresh/ce_removed_margin", "refresh/ce_kept")
-SINGLE_TOKEN = "single_token"
+# what Miner.apply_cross_encoder must log at each refresh for claim (4) on DUP_DATASET (not logged yet: see
+# experiments/PLAN_issue12.md): the pool's unlabelled duplicates before the filter, and those the filter removed
+DUPLICATE_COUNTS = ("refresh/pool_unlabelled_duplicates", "refresh/ce_removed_unlabelled_duplicates")
+CE_ARMS = ("online_band_ce", "full")
+RUN_LEVEL = ("near_duplicate_cosine",)  # metrics without a per-item list: the seeds are the items
+BINARY = ("accuracy@1", "pairwise_accuracy")  # 0/1 per item: McNemar applies (two-arm contrasts)
+RATES = ("accuracy@1", "mrr@10", "pairwise_accuracy")  # shown in points (x 100)
+CURRICULUM_ARMS = ("online_band_curriculum", "online_band")  # claim (6); also the early-training figure
+SINGLE_GAINS = ("online_band_curriculum", "online_band_ce", "online_band_hybrid_logits", "online_band_uniformity")
+
+
+class Contrast(NamedTuple):
+    """sum_k w_k x_k over arms (``weights``: config -> w_k) on ``metric``; the claim says its sign is ``direction``."""
+
+    weights: dict[str, float]
+    metric: str = MAIN_METRIC
+    direction: int = 1
+    name: str = ""  # a label for a contrast that is not A − B
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        terms = [f"{'−' if w < 0 else '+'} {'' if abs(w) == 1 else f'{abs(w):g} '}{arm}"
+                 for arm, w in self.weights.items()]  # fmt: skip
+        return " ".join(terms).removeprefix("+ ")
+
+
+def ab(a: str, b: str, metric: str = MAIN_METRIC, direction: int = 1) -> Contrast:
+    """A − B."""
+    return Contrast({a: 1.0, b: -1.0}, metric, direction)
+
+
+class Claim(NamedTuple):
+    number: int
+    text: str
+    contrasts: tuple[Contrast, ...]
+    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class Measured:
-    """One paired comparison on one dataset."""
+    """One contrast on one dataset, or pooled over several (``datasets``): its statistics and verdict."""
 
-    what: str  # "online_band − online_hardest, accuracy@1"
-    dataset: str
-    stat: Stat
+    contrast: Contrast
+    datasets: tuple[str, ...]
+    items: int
+    clusters: int  # queries (or seeds, for a run-level metric), over the datasets
+    seeds: int  # (dataset, seed) pairs
+    a: float  # mean of the positively weighted side
+    b: float
+    diff: float
+    ci: tuple[float, float]
+    p: float
+    mcnemar_p: float | None
+    mde: float
+    verdict: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """A claim, what was measured for it (the verdict's evidence), its verdict and an optional details section."""
+    """A claim, its pooled contrasts (the verdict's evidence), the per-dataset figures, the verdict, the runs that
+    are missing, the command that makes its runs and a details section."""
 
-    claim: str
-    measured: list[Measured]
+    claim: Claim
+    pooled: list[Measured]
+    per_dataset: list[Measured]
     verdict: str
+    missing: list[str]
+    command: str
     details: str = ""
 
 
-# ----------------------------------------------------------------------------------------- verdicts
+# ----------------------------------------------------------------------------------------- measuring
 
 
-def classify(stat: Stat) -> str:
-    """Where a difference's 95% CI lies: "CI > 0", "CI < 0", "CI includes 0", "no CI" (n=1) or "not measured"."""
-    mean, half, n = stat
-    if n == 0:
+def seed_items(runs: Sequence[Mapping], dataset: str, contrast: Contrast) -> PairedItems:
+    """A run-level metric as items: one per seed every arm has (a = positive side, b = negative side)."""
+    by_arm = [metric_by_seed(runs, dataset, arm, contrast.metric) for arm in contrast.weights]
+    seeds = sorted(set.intersection(*(set(v) for v in by_arm)))
+    w = list(contrast.weights.values())
+    a = [sum(wk * v[s] for wk, v in zip(w, by_arm, strict=True) if wk > 0) for s in seeds]
+    b = [sum(-wk * v[s] for wk, v in zip(w, by_arm, strict=True) if wk < 0) for s in seeds]
+    return PairedItems(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                       np.asarray([f"seed {s}" for s in seeds], dtype=object), seeds)  # fmt: skip
+
+
+def items_of(runs: Sequence[Mapping], dataset: str, contrast: Contrast) -> PairedItems:
+    """The contrast's paired items on one dataset (`seed_items` for RUN_LEVEL metrics, else ablate.contrast_items
+    with DEPLOYED_RETRIEVER's ranks)."""
+    if contrast.metric in RUN_LEVEL:
+        return seed_items(runs, dataset, contrast)
+    return contrast_items(runs, dataset, contrast.weights, contrast.metric, DEPLOYED_RETRIEVER)
+
+
+def measure(contrast: Contrast, parts: Sequence[tuple[str, PairedItems]]) -> Measured:
+    """Statistics of the items of ``parts`` ((dataset, items), pooled; clusters made unique per dataset)."""
+    parts = [(d, it) for d, it in parts if it.a.size]
+    datasets = tuple(d for d, _ in parts)
+    if not parts:
+        nan = math.nan
+        return Measured(contrast, (), 0, 0, 0, nan, nan, nan, (nan, nan), nan, None, nan, "not measured")
+    items = PairedItems(np.concatenate([it.a for _, it in parts]), np.concatenate([it.b for _, it in parts]),
+                        np.asarray([f"{d}\t{c}" for d, it in parts for c in it.clusters], dtype=object),
+                        [(d, s) for d, it in parts for s in it.seeds])  # fmt: skip
+    binary = contrast.metric in BINARY and len(contrast.weights) == 2
+    st = paired_stats(items, binary)
+    boot = st["boot"]
+    judged = verdict(boot.diff, (boot.ci_lo, boot.ci_hi), boot.p, st["mde"], direction=contrast.direction)
+    if judged.startswith("inconclusive"):  # the MDE in the metric's unit (points for rates)
+        judged = f"inconclusive (could detect >= {_mde_text(contrast.metric, st['mde'])})"
+    return Measured(contrast, datasets, int(items.a.size), len(set(items.clusters)), len(items.seeds),
+                    float(items.a.mean()), float(items.b.mean()), boot.diff, (boot.ci_lo, boot.ci_hi), boot.p,
+                    st["mcnemar"].p if st["mcnemar"] is not None else None, st["mde"], judged)  # fmt: skip
+
+
+def claim_datasets(runs: Sequence[Mapping], contrast: Contrast) -> list[str]:
+    """CLAIM_DATASETS, then any other dataset, on which every arm of the contrast has a run."""
+    have = [{r["dataset"] for r in runs if r["config"] == arm} for arm in contrast.weights]
+    both = set.intersection(*have) if have else set()
+    return [d for d in CLAIM_DATASETS if d in both] + sorted(both - set(CLAIM_DATASETS))
+
+
+def _scaled(metric: str, value: float, signed: bool = False) -> str:
+    """Points (x 100, 1 decimal) for RATES, else 3 decimals."""
+    if math.isnan(value):
+        return "-"
+    scale, digits = (100, 1) if metric in RATES else (1, 3)
+    value = round(scale * value, digits) + 0.0  # no "-0.0"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _mde_text(metric: str, mde: float) -> str:
+    return f"{100 * mde:.1f} points" if metric in RATES else f"{mde:.3f} ({metric})"
+
+
+def claim_verdict(measured: Sequence[Measured]) -> str:
+    """"fails" if a contrast fails; "holds" if every contrast holds; "inconclusive (could detect >= X)" with X the
+    largest MDE of the inconclusive contrasts (per unit); "inconclusive (not measured: ...)" when the only gaps are
+    unmeasured contrasts; "not measured" when none was measured."""
+    verdicts = [m.verdict for m in measured]
+    if all(v == "not measured" for v in verdicts):
         return "not measured"
-    if n == 1 or math.isnan(half):
-        return "no CI"
-    if mean - half > ZERO:
-        return "CI > 0"
-    if mean + half < -ZERO:
-        return "CI < 0"
-    return "CI includes 0"
-
-
-def verdict(differences: Sequence[Stat], missing: Sequence[str] = ()) -> str:
-    """The verdict on a claim whose comparisons ``differences`` (A − B, (mean, half, n)) should all be > 0."""
-    kinds = [classify(d) for d in differences if d[2] > 0]
-    if not kinds:
-        return f"not measured (missing runs: {', '.join(missing) or 'all'})"
-    note = f"; missing runs: {', '.join(missing)}" if missing else ""
-    if "CI < 0" in kinds:
-        return "does not hold" + note
-    if all(k == "CI > 0" for k in kinds):
-        return "holds" + note
-    if all(k == "no CI" for k in kinds):
-        return "inconclusive (n=1, no CI)" + note
-    return "inconclusive (CI includes 0)" + note
+    if "fails" in verdicts:
+        return "fails"
+    if all(v == "holds" for v in verdicts):
+        return "holds"
+    largest: dict[bool, Measured] = {}
+    for m in measured:
+        if m.verdict.startswith("inconclusive") and not math.isnan(m.mde):
+            rate = m.contrast.metric in RATES
+            if rate not in largest or m.mde > largest[rate].mde:
+                largest[rate] = m
+    if largest:
+        return "inconclusive (could detect >= " + "; >= ".join(
+            _mde_text(m.contrast.metric, m.mde) for _, m in sorted(largest.items(), reverse=True)) + ")"  # fmt: skip
+    return "inconclusive (not measured: " + ", ".join(m.contrast.label for m in measured
+                                                      if m.verdict == "not measured") + ")"  # fmt: skip
 
 
 def missing_runs(runs: Sequence[Mapping], configs: Sequence[str], datasets: Sequence[str] = CLAIM_DATASETS,
@@ -111,83 +229,78 @@ def missing_runs(runs: Sequence[Mapping], configs: Sequence[str], datasets: Sequ
     return out
 
 
-def _datasets(runs: Sequence[Mapping], a: str, b: str) -> list[str]:
-    """CLAIM_DATASETS, then any other dataset where both configs have runs."""
-    both = {r["dataset"] for r in runs if r["config"] == a} & {r["dataset"] for r in runs if r["config"] == b}
-    return list(dict.fromkeys([*CLAIM_DATASETS, *datasets_of({"dataset": d} for d in both)]))
+def arms_of(claim: Claim) -> list[str]:
+    return list(dict.fromkeys(arm for c in claim.contrasts for arm in c.weights))
 
 
-def compare(runs: Sequence[Mapping], a: str, b: str, metric: str = MAIN_METRIC,
-            datasets: Sequence[str] | None = None) -> list[Measured]:  # fmt: skip
-    """a − b on ``metric``, paired by seed, per dataset (those with no pair give n=0)."""
-    return [Measured(f"{a} − {b}, {metric}", d,
-                     paired_difference(metric_by_seed(runs, d, a, metric), metric_by_seed(runs, d, b, metric)))
-            for d in (datasets if datasets is not None else _datasets(runs, a, b))]  # fmt: skip
+def command_for(runs: Sequence[Mapping], claim: Claim, datasets: Sequence[str]) -> str:
+    """The experiments/ablate.py command that makes the claim's runs on ``datasets`` (CLAIM_DATASETS when none):
+    with --tune when the runs found are tuned ones (or none are found)."""
+    arms = arms_of(claim)
+    tuned = any("overrides" in r for r in runs if r["config"] in arms) or not runs
+    return (f"python experiments/ablate.py {'--tune ' if tuned else ''}--runs "
+            f"{','.join(datasets or CLAIM_DATASETS)}:{','.join(arms)}")
 
 
-def _finding(claim: str, measured: list[Measured], missing: list[str], details: str = "") -> Finding:
-    return Finding(claim, measured, verdict([m.stat for m in measured], missing), details)
+# ----------------------------------------------------------------------------------------- the nine claims
 
 
-def _value(stat: Stat) -> str:
-    """"+0.012 ± 0.010 (n=3; CI > 0)"."""
-    return f"{format_stat(stat, signed=True, mark_n1=False)} (n={stat[2]}; {classify(stat)})"
+def mining_arms(runs: Sequence[Mapping]) -> tuple[str, str]:
+    """(arm mining from the hybrid pipeline, arm mining from the dense index alone) for claim (7): the tuned suite's
+    online_band (retriever.mode forced to hybrid) and online_band_dense_mining when the latter has runs; else the
+    untuned online_band_hybrid_retriever (retriever.mode hybrid) and online_band (dense)."""
+    if any(r["config"] == "online_band_dense_mining" for r in runs):
+        return "online_band", "online_band_dense_mining"
+    return "online_band_hybrid_retriever", "online_band"
 
 
-def _line(m: Measured) -> str:
-    return f"{m.what}, **{m.dataset}**: {_value(m.stat)}"
+def claims(runs: Sequence[Mapping]) -> list[Claim]:
+    """The nine claims, in the recipe's order (claim (7)'s arms and the retriever gain of (5): `mining_arms`)."""
+    hybrid, dense = mining_arms(runs)
+    margin, band = "online_band_margin", "online_band"
+    weights: dict[str, float] = {}
+    for arm, w in ((margin, 1.0), (band, -1.0), (hybrid, -1.0), (dense, 1.0)):  # an arm may come twice: add up
+        weights[arm] = weights.get(arm, 0.0) + w
+    retriever_gain = Contrast({arm: w for arm, w in weights.items() if w}, MAIN_METRIC, 1,
+                              f"({margin} − {band}) − ({hybrid} − {dense})")  # fmt: skip
+    collapse = [c for arm in ("online_band_uniformity", "online_band_hybrid_logits")
+                for c in (ab(arm, band, "pairwise_accuracy"), ab(arm, band, "near_duplicate_cosine", -1))]  # fmt: skip
+    return [
+        Claim(1, "Mined negatives beat random negatives and in-batch negatives only",
+              (ab(band, "random"), ab(band, "in_batch"))),
+        Claim(2, "Online mining beats offline (stale) mining", (ab(band, "offline"),)),
+        Claim(3, "A semi-hard band beats the hardest negatives", (ab(band, "online_hardest"),)),
+        Claim(4, "Cross-encoder filtering of the pool helps (and removes the true false negatives of the duplicate "
+              "variant)", (ab("online_band_ce", band),)),
+        Claim(5, "The hardness-growing margin helps, and is the largest single gain",
+              (ab(margin, band), *(ab(margin, arm) for arm in SINGLE_GAINS), retriever_gain),
+              "Each single component is added to online_band; the margin's gain beats another's when margin − other "
+              "> 0 (both gains are over online_band). The retriever's gain is that of mining from the hybrid "
+              "pipeline over the dense index alone (claim (7))."),
+        Claim(6, "The easy-to-hard curriculum helps", (ab(*CURRICULUM_ARMS),)),
+        Claim(7, "Mining from the live lexical + dense pipeline beats mining from the dense index alone (the same "
+              "deployed retriever)", (ab(hybrid, dense),)),
+        Claim(8, "The uniformity regularizer and hybrid logits reduce near-duplicate collapse (pairwise accuracy up, "
+              "near_duplicate_cosine down)", tuple(collapse),
+              "L2 normalization is always on (models/encoder.py): no arm turns it off, so its share of this claim is "
+              "not measured (a model.normalize switch would be needed). near_duplicate_cosine (mean cosine of a "
+              "positive with its labelled near-duplicates) is one number per run: its items are the seeds."),
+        Claim(9, "The combination beats random negatives, offline mining and the hardest negatives",
+              (ab("full", "random"), ab("full", "offline"), ab("full", "online_hardest"))),
+    ]  # fmt: skip
 
 
-def _diff_table(rows: Sequence[tuple[str, Sequence[Measured]]], columns: Sequence[str]) -> str:
-    """Markdown table: one row per (label, measured per column)."""
-    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for label, measured in rows:
-        lines.append(f"| {label} | " + " | ".join(_value(m.stat) for m in measured) + " |")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------- claims
-
-
-def semi_hard_beats_hardest(runs: Sequence[Mapping]) -> Finding:
-    configs = ("online_band", "online_hardest")
-    return _finding("Semi-hard negatives (a band below the positive) beat the hardest negatives",
-                    compare(runs, *configs), missing_runs(runs, configs))  # fmt: skip
-
-
-def online_beats_offline(runs: Sequence[Mapping]) -> Finding:
-    measured = [m for a in ("online_band", "full") for m in compare(runs, a, "offline")]
-    return _finding("Online mining (index refreshed every epoch) beats offline mining (mined once)",
-                    measured, missing_runs(runs, ("online_band", "full", "offline")))  # fmt: skip
-
-
-def combination_beats_parts(runs: Sequence[Mapping]) -> Finding:
-    measured = [m for b in ("random", "offline", "online_hardest") for m in compare(runs, "full", b)]
-    return _finding("The combination beats random negatives, purely offline mining and aggressively hard negatives",
-                    measured, missing_runs(runs, ("full", "random", "offline", "online_hardest")))  # fmt: skip
-
-
-def margin_helps_near_duplicates(runs: Sequence[Mapping]) -> Finding:
-    """Margin − no margin on pairwise accuracy, and on (pairwise gain − accuracy@1 gain) per seed."""
-    a, b = "online_band_margin", "online_band"
-    pairwise = compare(runs, a, b, "pairwise_accuracy")
-    accuracy = compare(runs, a, b, MAIN_METRIC)
-    most = []
-    for d in _datasets(runs, a, b):
-        gain = {metric: paired_values(metric_by_seed(runs, d, a, metric), metric_by_seed(runs, d, b, metric))
-                for metric in ("pairwise_accuracy", MAIN_METRIC)}  # fmt: skip
-        most.append(Measured(f"({a} − {b}) on pairwise_accuracy minus on {MAIN_METRIC}", d,
-                             paired_difference(gain["pairwise_accuracy"], gain[MAIN_METRIC])))  # fmt: skip
-    types = perturbation_types(r["metrics"] for r in select(runs, SYNTHETIC, a) + select(runs, SYNTHETIC, b))
-    details = ["Gains of the margin loss (online_band_margin − online_band), paired by seed:", "",
-               _diff_table([(d, [pairwise[i], accuracy[i]]) for i, d in enumerate(_datasets(runs, a, b))],
-                           ["pairwise_accuracy (near-duplicates)", MAIN_METRIC])]  # fmt: skip
-    if types:
-        per_type = [compare(runs, a, b, PER_TYPE_PREFIX + t, [SYNTHETIC])[0] for t in types]
-        details += ["", f"On {SYNTHETIC}, per perturbation type (pairwise_accuracy/<type>):", "",
-                    _diff_table([(SYNTHETIC, per_type)], types)]  # fmt: skip
-    return _finding("The hardness-adaptive margin loss helps most on near-duplicates", pairwise + most,
-                    missing_runs(runs, (a, b)), "\n".join(details))  # fmt: skip
+def find(runs: Sequence[Mapping], claim: Claim) -> Finding:
+    """Measures each contrast per dataset and pooled, and the claim's verdict (`claim_verdict`)."""
+    pooled, per_dataset, measured_datasets = [], [], []
+    for contrast in claim.contrasts:
+        parts = [(d, items_of(runs, d, contrast)) for d in claim_datasets(runs, contrast)]
+        per_dataset += [measure(contrast, [part]) for part in parts if part[1].a.size]
+        pooled.append(measure(contrast, parts))
+        measured_datasets += pooled[-1].datasets
+    datasets = list(dict.fromkeys(measured_datasets))
+    return Finding(claim, pooled, per_dataset, claim_verdict(pooled), missing_runs(runs, arms_of(claim)),
+                   command_for(runs, claim, datasets))  # fmt: skip
 
 
 def _curve_dict(run: Mapping, key: str) -> dict[int, float]:
@@ -241,86 +354,129 @@ def _early_by_seed(runs: Sequence[Mapping], dataset: str, config: str,
     return {s: v for s, v in out.items() if not math.isnan(v)}
 
 
-def curriculum_prevents_collapse(runs: Sequence[Mapping], figure: str) -> Finding:
-    curriculum, plain = "online_band_margin_curriculum", "online_band_margin"
-    judged, shown = [], []
-    for d in _datasets(runs, curriculum, plain):
+def _signed_stat(stat: tuple[float, float, int]) -> str:
+    """"+0.012 ± 0.010 (n=3)" of a seed-paired difference."""
+    return f"{format_stat(stat, signed=True, mark_n1=False)} (n={stat[2]})"
+
+
+def early_training_details(runs: Sequence[Mapping], figure: str) -> str:
+    """Claim (6)'s details: the early-training collapse indicators, paired by seed (shown, not judged)."""
+    curriculum, plain = CURRICULUM_ARMS
+    lines = []
+    for d in claim_datasets(runs, ab(curriculum, plain)):
         for indicator in COLLAPSE_INDICATORS:
             # ordered so that a positive difference favours the curriculum
             a, b = (curriculum, plain) if indicator.higher_is_better else (plain, curriculum)
             stat = paired_difference(_early_by_seed(runs, d, a, indicator.series),
                                      _early_by_seed(runs, d, b, indicator.series))  # fmt: skip
-            (judged if indicator.judged else shown).append(Measured(f"{a} − {b}, {indicator.name}", d, stat))
-    details = "\n".join([
-        "Early training = the first third of the logged steps of each run (at least its first logged point), "
-        "averaged per run, then paired by seed; each comparison is ordered so that a positive difference favours "
-        "the curriculum. A collapsing encoder scores everything alike: in-batch accuracy falls, the hardest "
-        "negative catches up with the positive, and the pool of nearest records mined at a refresh scores higher. "
-        "The first two are measured on each run's own batch, whose explicit negatives the curriculum makes easier "
-        "early on, so they favour it by construction; the refresh's pool score (nearest records over the whole "
-        "corpus, whatever the negatives) does not, but is only logged after the first epoch (half of a 2-epoch "
-        "run). The loss is shown, not judged (easier negatives lower it by construction):", "",
-        *[f"- {_line(m)}" for m in shown], "",
-        f"![early training]({figure})"])  # fmt: skip
-    return _finding("The easy-to-hard curriculum prevents early collapse", judged,
-                    missing_runs(runs, (curriculum, plain)), details)  # fmt: skip
+            if stat[2]:
+                lines.append(f"- {a} − {b}, {indicator.name}, **{d}**: {_signed_stat(stat)}")
+    return "\n".join([
+        "Early training (shown, not judged): the first third of the logged steps of each run (at least its first "
+        "logged point), averaged per run, then paired by seed (mean ± 95% CI half-width); each comparison is "
+        "ordered so that a positive difference favours the curriculum. A collapsing encoder scores everything "
+        "alike: in-batch accuracy falls, the hardest negative catches up with the positive, and the pool mined at a "
+        "refresh scores higher. The first two are measured on each run's own batch, whose explicit negatives the "
+        "curriculum makes easier early on, so they favour it by construction; the refresh's pool score does not.",
+        "", *(lines or ["- no seed-paired curves"]), "", f"![early training]({figure})"])  # fmt: skip
 
 
-def _ce_totals(run: Mapping) -> dict[str, float] | None:
-    """Totals of the cross-encoder filter's counts over a run's refreshes; None when not logged."""
+def _ce_totals(run: Mapping, keys: Sequence[str] = CE_COUNTS) -> dict[str, float] | None:
+    """Totals of a run's per-refresh counts ``keys`` over its refreshes; None when none is logged."""
     curves = run.get("curves", {})
-    if not any(k in curves for k in CE_COUNTS):
+    if not any(k in curves for k in keys):
         return None
-    return {k: sum(v for _, v in curves.get(k, [])) for k in CE_COUNTS}
+    return {k: sum(v for _, v in curves.get(k, [])) for k in keys}
 
 
-def ce_filter_removes_false_negatives(runs: Sequence[Mapping]) -> Finding:
-    a, b = "full", "online_band_margin_curriculum_hybrid"
-    measured = compare(runs, a, b)
-    lines = ["Pool entries the cross-encoder filter removed (summed over a run's refreshes, mean over seeds):", "",
-             "| dataset | n | removed by threshold | removed by margin | kept | removed fraction |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    removed_any = []
-    for d in datasets_of(r for r in runs if r["config"] == a):
-        totals = [t for t in (_ce_totals(r) for r in select(runs, d, a)) if t is not None]
-        if not totals:
-            continue
-        means = {k: mean_ci(t[k] for t in totals) for k in CE_COUNTS}
-        removed = [t[CE_COUNTS[0]] + t[CE_COUNTS[1]] for t in totals]
-        fraction = mean_ci(r / (r + t[CE_COUNTS[2]]) if r + t[CE_COUNTS[2]] else math.nan
-                           for r, t in zip(removed, totals, strict=True))  # fmt: skip
-        removed_any.append(sum(removed) > 0)
-        lines.append(f"| {d} | {len(totals)} | " + " | ".join(format_stat(means[k], digits=1) for k in CE_COUNTS)
-                     + f" | {format_stat(fraction)} |")  # fmt: skip
-    if not removed_any:
-        lines = ["No cross-encoder filter counts (refresh/ce_*) in the `full` runs' curves."]
-    lines += ["", f"On {SYNTHETIC} every query has exactly one correct record (hnm_jax/data/synthetic.py), so every "
-              "removal there is a true negative removed, not a false negative. Effect on accuracy: "
-              f"`{a} − {b}` ({b} is the same recipe without the cross-encoder)."]  # fmt: skip
-    found = _finding("Cross-encoder filtering removes false negatives (and that helps)", measured,
-                     missing_runs(runs, (a, b)), "\n".join(lines))  # fmt: skip
-    if removed_any and not any(removed_any):
-        found = dataclasses.replace(found, verdict="does not hold (the cross-encoder removed nothing)")
-    return found
+def ce_details(runs: Sequence[Mapping]) -> tuple[str, str | None]:
+    """Claim (4)'s details, and a verdict that overrides the paired one (None: no override): "fails" when
+    online_band_ce's filter removed nothing at all, or, on DUP_DATASET, none of the unlabelled duplicates in its
+    pools (with DUPLICATE_COUNTS logged)."""
+    lines = ["Pool entries the cross-encoder filter removed (summed over a run's refreshes, mean ± 95% CI over seeds):",
+             "", "| arm | dataset | n | removed by threshold | removed by margin | kept | removed fraction |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    override, removed_by_arm = None, {arm: [] for arm in CE_ARMS}
+    for arm in CE_ARMS:
+        for d in sorted({r["dataset"] for r in runs if r["config"] == arm}):
+            totals = [t for t in (_ce_totals(r) for r in select(runs, d, arm)) if t is not None]
+            if not totals:
+                continue
+            removed = [t[CE_COUNTS[0]] + t[CE_COUNTS[1]] for t in totals]
+            removed_by_arm[arm] += removed
+            fraction = mean_ci(r / (r + t[CE_COUNTS[2]]) if r + t[CE_COUNTS[2]] else math.nan
+                               for r, t in zip(removed, totals, strict=True))  # fmt: skip
+            lines.append(f"| {arm} | {d} | {len(totals)} | " + " | ".join(
+                format_stat(mean_ci(t[k] for t in totals), digits=1) for k in CE_COUNTS) + f" | {format_stat(fraction)} |")  # fmt: skip
+    if not any(removed_by_arm.values()):
+        lines = ["No cross-encoder filter counts (refresh/ce_*) in the runs' curves."]
+    elif removed_by_arm[CE_ARMS[0]] and sum(removed_by_arm[CE_ARMS[0]]) == 0:
+        override = "fails (the cross-encoder removed nothing)"
+    dup = [(r["seed"], t) for r in select(runs, DUP_DATASET, CE_ARMS[0])
+           if (t := _ce_totals(r, DUPLICATE_COUNTS)) is not None]  # fmt: skip
+    lines += ["", f"True false negatives on {DUP_DATASET} (a task's unlabelled duplicate record is a correct match "
+              "that the qrels do not list): "]  # fmt: skip
+    if dup:
+        in_pools, removed = (sum(t[k] for _, t in dup) for k in DUPLICATE_COUNTS)
+        share = f"{removed / in_pools:.1%}" if in_pools else "-"
+        lines[-1] += (f"{CE_ARMS[0]}'s pools held {in_pools:.0f} of them over {len(dup)} runs' refreshes; the filter "
+                      f"removed {removed:.0f} ({share}).")  # fmt: skip
+        if in_pools and not removed:
+            override = f"fails (removed none of the {in_pools:.0f} unlabelled duplicates in its pools)"
+    else:
+        lines[-1] += (f"not logged. Miner.apply_cross_encoder (hnm_jax/train.py) must log, at each refresh, "
+                      f"`{DUPLICATE_COUNTS[0]}` (pool entries that are their query's unlabelled duplicate, "
+                      "hnm_jax.data.synthetic.read_unlabelled_duplicates) and "
+                      f"`{DUPLICATE_COUNTS[1]}` (those the filter removed); see experiments/PLAN_issue12.md.")  # fmt: skip
+    return "\n".join(lines), override
 
 
-def hybrid_helps_single_token(runs: Sequence[Mapping]) -> Finding:
-    a, b = "online_band_margin_curriculum_hybrid", "online_band_margin_curriculum"
-    measured = compare(runs, a, b, PER_TYPE_PREFIX + SINGLE_TOKEN, [SYNTHETIC])
-    types = perturbation_types(r["metrics"] for r in select(runs, SYNTHETIC, a) + select(runs, SYNTHETIC, b))
-    details = [f"`{a} − {b}` on {SYNTHETIC}, paired by seed (the hybrid switch also adds hybrid logits and a "
-               "uniformity regularizer to the loss; see configs/ablations/__init__.py):", ""]  # fmt: skip
-    metrics = [PER_TYPE_PREFIX + t for t in types] + ["pairwise_accuracy", MAIN_METRIC]
-    details.append(_diff_table([(SYNTHETIC, [compare(runs, a, b, m, [SYNTHETIC])[0] for m in metrics])], metrics))
-    return _finding("The hybrid lexical signal helps on single-token differences", measured,
-                    missing_runs(runs, (a, b), [SYNTHETIC]), "\n".join(details))  # fmt: skip
+def mined_from(runs: Sequence[Mapping], config: str) -> set[str]:
+    """The retrievers an arm's runs mined from: a run JSON's "mining_retriever" when recorded, else its
+    metrics["retriever"] (retriever.mode sets mining and deployment alike today)."""
+    return {r.get("mining_retriever") or r["metrics"].get("retriever") for r in runs if r["config"] == config} - {None}
+
+
+def wallclock_details(runs: Sequence[Mapping]) -> str:
+    """Claim (9)'s details: the equal wall-clock arm against full and against in_batch (shown, not judged)."""
+    label, arm, reference = EQUAL_WALLCLOCK
+    lines = []
+    for contrast in (ab(reference, label), ab(label, arm)):
+        m = measure(contrast, [(d, items_of(runs, d, contrast)) for d in claim_datasets(runs, contrast)])
+        if m.items:
+            lines.append(f"- {contrast.label} ({m.contrast.metric}; {', '.join(m.datasets)}): {_effect(m)}, "
+                         f"p {_pvalue(m.p)}, MDE {_scaled(m.contrast.metric, m.mde)}: {m.verdict}")  # fmt: skip
+    if not lines:
+        return ""
+    return "\n".join([f"At equal wall-clock (shown, not judged): `{label}` trains {arm}'s tuned point for as many "
+                      f"epochs as fit {reference}'s mean test wall-clock.", "", *lines])  # fmt: skip
 
 
 def findings(runs: Sequence[Mapping], figure: str) -> list[Finding]:
-    """Every claim, in the recipe's order."""
-    return [semi_hard_beats_hardest(runs), online_beats_offline(runs), combination_beats_parts(runs),
-            margin_helps_near_duplicates(runs), curriculum_prevents_collapse(runs, figure),
-            ce_filter_removes_false_negatives(runs), hybrid_helps_single_token(runs)]  # fmt: skip
+    """Every claim's finding, with its details (claims (4), (6), (7), (9) have their own)."""
+    out = []
+    for claim in claims(runs):
+        found = find(runs, claim)
+        details, override = [claim.note], None
+        if claim.number == 4:
+            text, override = ce_details(runs)
+            details.append(text)
+        elif claim.number == 6:
+            details.append(early_training_details(runs, figure))
+        elif claim.number == 7:
+            hybrid, dense = list(claim.contrasts[0].weights)
+            same = mined_from(runs, hybrid) & mined_from(runs, dense)
+            details.append(f"Arms: {hybrid} mined from {', '.join(sorted(mined_from(runs, hybrid))) or '-'}, {dense} "
+                           f"from {', '.join(sorted(mined_from(runs, dense))) or '-'}; both are compared on the "
+                           f"{DEPLOYED_RETRIEVER} retriever's ranks.")  # fmt: skip
+            if same:
+                override = f"not measured (both arms mined from the {', '.join(sorted(same))} retriever)"
+        elif claim.number == 9:
+            details.append(wallclock_details(runs))
+        if override and found.verdict != "not measured":
+            found = dataclasses.replace(found, verdict=override)
+        out.append(dataclasses.replace(found, details="\n\n".join(d for d in details if d)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- outputs
@@ -329,8 +485,8 @@ def findings(runs: Sequence[Mapping], figure: str) -> list[Finding]:
 def plot_early_training(runs: Sequence[Mapping], out: Path) -> Path:
     """Each collapse indicator over training, mean over seeds, curriculum vs no curriculum; early window shaded."""
     plt = pyplot()
-    a, b = "online_band_margin_curriculum", "online_band_margin"
-    datasets = [d for d in _datasets(runs, a, b) if select(runs, d, a) or select(runs, d, b)] or [SYNTHETIC]
+    a, b = CURRICULUM_ARMS
+    datasets = [d for d in datasets_of(runs) if select(runs, d, a) or select(runs, d, b)] or ["no runs"]
     panels = [(i.name, i.plotted or i.series) for i in COLLAPSE_INDICATORS]
     fig, axes = plt.subplots(len(datasets), len(panels), figsize=(5 * len(panels), 3.6 * len(datasets)),
                              squeeze=False)  # fmt: skip
@@ -355,23 +511,64 @@ def plot_early_training(runs: Sequence[Mapping], out: Path) -> Path:
     return out
 
 
-def reproduction_markdown(found: Sequence[Finding], command: str, num_runs: int) -> str:
+def _pvalue(p: float | None) -> str:
+    return "-" if p is None or math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _effect(m: Measured) -> str:
+    """"+3.1 [+1.2, +5.0]" (points for RATES)."""
+    if math.isnan(m.diff):
+        return "-"
+    metric = m.contrast.metric
+    return f"{_scaled(metric, m.diff, True)} [{_scaled(metric, m.ci[0], True)}, {_scaled(metric, m.ci[1], True)}]"
+
+
+def _unit(metric: str) -> str:
+    return "seeds" if metric in RUN_LEVEL else "queries"
+
+
+def reproduction_markdown(found: Sequence[Finding], command: str, runs_dir: str, num_runs: int) -> str:
     """results/REPRODUCTION.md: one row per claim, then a details section per claim."""
     out = [f"Made with: `{command}`", "", "# Reproduction of the recipe's claims", "",
-           f"From results/runs/*.json ({num_runs} training runs; `python experiments/ablate.py --plan claims` makes "
-           "the runs the claims need). Each comparison is A − B paired by seed: mean ± 95% CI half-width (Student t, "
-           "n − 1 dof), n = number of seed pairs. Verdict: *holds* when every measured CI lies above 0, *does not "
-           "hold* when one lies below 0, *inconclusive* otherwise; *not measured* when nothing could be paired. "
-           "Accuracy is test accuracy@1 over the whole corpus.", "",
-           "| claim | measured (A − B) | verdict |", "|---|---|---|"]  # fmt: skip
+           f"From {runs_dir}/*.json ({num_runs} training runs; each row's command makes its runs). Each claim is one "
+           "or more contrasts between arms, measured per item and paired by seed and item id: test queries "
+           f"(accuracy@1 of the {DEPLOYED_RETRIEVER} retriever for every arm: the same deployed pipeline, over the "
+           "same exact dense index), labelled near-duplicate pairs (pairwise accuracy) or, for "
+           "near_duplicate_cosine (one figure per run), the seeds; items are pooled over the seeds and datasets "
+           "where all the contrast's arms ran. Effect: the contrast's mean with a 95% percentile CI from a bootstrap "
+           f"({BOOTSTRAP_RESAMPLES} resamples) of (dataset, query) clusters, p its two-sided bootstrap p; MDE: the "
+           "smallest true effect detectable at 80% power, level 0.05 (2.80 × SD of the per-query mean differences "
+           "/ √queries). Rates in points (0.01 of accuracy). Verdict per contrast (hnm_jax.stats.verdict, in the "
+           "claimed direction): holds = CI excludes 0 on the claimed side and p < 0.05; fails = CI excludes 0 on "
+           "the other side, or rules out a gain as large as the MDE; else inconclusive. A claim fails when one "
+           "contrast fails, holds when all hold; \"could detect >= X\": the largest MDE of its inconclusive "
+           "contrasts. Per-dataset figures are in the details.", "",
+           "| # | claim | verdict | contrast (metric) | effect [95% CI] | p | MDE | datasets (items) | command |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for f in found:
-        measured = "<br>".join(_line(m) for m in f.measured if m.stat[2] > 0) or "-"
-        short = f.verdict.split("; missing runs")[0] + (" (some runs missing, see below)" if "; missing" in f.verdict
-                                                       else "")  # fmt: skip
-        out.append(f"| {f.claim} | {measured} | {short} |")
+        cells = [[], [], [], [], []]
+        for m in f.pooled:
+            cells[0].append(f"{m.contrast.label} ({m.contrast.metric}{', lower is better' * (m.contrast.direction < 0)})")
+            cells[1].append(_effect(m))
+            cells[2].append(_pvalue(m.p))
+            cells[3].append(_scaled(m.contrast.metric, m.mde))
+            cells[4].append(f"{', '.join(m.datasets)} ({m.clusters} {_unit(m.contrast.metric)}, {m.items} items)"
+                            if m.items else "-")  # fmt: skip
+        out.append(f"| {f.claim.number} | {f.claim.text} | {f.verdict} | " + " | ".join("<br>".join(c) for c in cells)
+                   + f" | `{f.command}` |")  # fmt: skip
     out += ["", "## Details", ""]
     for f in found:
-        out += [f"### {f.claim}", "", f"Verdict: {f.verdict}.", "", *[f"- {_line(m)}" for m in f.measured], ""]
+        out += [f"### ({f.claim.number}) {f.claim.text}", "", f"Verdict: **{f.verdict}**. Runs: `{f.command}`.", "",
+                "| contrast | metric | datasets | seeds | items (clusters) | A | B | effect [95% CI] | p | McNemar p "
+                "| MDE | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        several = {d for m in f.per_dataset for d in m.datasets}
+        for m in [*f.pooled, *(f.per_dataset if len(several) > 1 else [])]:  # one dataset: pooled = per dataset
+            metric = m.contrast.metric
+            where = ("pooled: " if len(m.datasets) > 1 else "") + (", ".join(m.datasets) or "-")
+            out.append(f"| {m.contrast.label} | {metric} | {where} | {m.seeds} | {m.items} ({m.clusters}) | "
+                       f"{_scaled(metric, m.a)} | {_scaled(metric, m.b)} | {_effect(m)} | {_pvalue(m.p)} | "
+                       f"{_pvalue(m.mcnemar_p)} | {_scaled(metric, m.mde)} | {m.verdict} |")  # fmt: skip
+        out += ["", f"Missing runs: {', '.join(f.missing)}." if f.missing else "Missing runs: none.", ""]
         if f.details:
             out += [f.details, ""]
     return "\n".join(out)
@@ -379,8 +576,8 @@ def reproduction_markdown(found: Sequence[Finding], command: str, num_runs: int)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-dir", default=str(REPO / "results" / "runs"))
-    parser.add_argument("--results", default=str(REPO / "results"), help="where REPRODUCTION.md and its figure go")
+    parser.add_argument("--runs-dir", default=str(TUNED_DIR), help="run JSONs (default: the tuned suite's)")
+    parser.add_argument("--results", default=str(Path(TUNED_DIR).parent), help="where REPRODUCTION.md and its figure go")
     args = parser.parse_args(argv)
     command = " ".join(["python experiments/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
     results = Path(args.results)
@@ -389,9 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     figure = plot_early_training(runs, results / "reproduce_early_training.png")
     found = findings(runs, figure.name)
     out = results / "REPRODUCTION.md"
-    out.write_text(reproduction_markdown(found, command, len(runs)))
+    out.write_text(reproduction_markdown(found, command, args.runs_dir, len(runs)))
     for f in found:
-        print(f"{f.verdict:<40} {f.claim}")
+        print(f"({f.claim.number}) {f.verdict:<48} {f.claim.text}")
     print(f"wrote {out}")
     return 0
 

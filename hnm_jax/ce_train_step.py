@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from hnm_jax.losses import CE_LOSSES, ce_accuracy
-from hnm_jax.train_step import TrainState, create_train_state
+from hnm_jax.train_step import TrainState, create_train_state, resolve_rng_impl, step_key
 
 __all__ = ["CE_BATCH_KEYS", "TrainState", "ce_logits", "ce_train_step", "create_train_state", "jit_ce_train_step"]
 
@@ -44,16 +44,16 @@ def _check_loss_name(loss_name: str) -> None:
 
 
 def ce_train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss_name: str,
-                  dropout: bool = False) -> tuple[TrainState, dict]:
+                  dropout: bool = False, rng_impl: str = "threefry") -> tuple[TrainState, dict]:
     """One optimizer step of the cross-encoder on `CE_LOSSES[loss_name]`. Pure: jit it (`jit_ce_train_step`).
 
-    Dropout (the model's rates) is on when `dropout`, with key fold_in(state.rng, state.step).
+    Dropout (the model's rates) is on when `dropout`, with key `step_key(state.rng, state.step, rng_impl)`.
     Metrics (scalars): loss, accuracy (`ce_accuracy`), grad_norm, positive_logit (mean over real rows),
     negative_logit (mean over valid negatives).
     """
     _check_loss_name(loss_name)
     loss_fn = CE_LOSSES[loss_name]
-    step_rng = jax.random.fold_in(state.rng, state.step) if dropout else None
+    step_rng = step_key(state.rng, state.step, rng_impl) if dropout else None
     valid = batch["valid"].astype(bool)
 
     def objective(params: Any) -> tuple[jax.Array, jax.Array]:
@@ -77,10 +77,11 @@ def ce_train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransform
 
 
 def jit_ce_train_step(tx: optax.GradientTransformation, loss_name: str, dropout: bool, state_sharding: Any = None,
-                      batch_sharding: Any = None):
+                      batch_sharding: Any = None, rng_impl: str = "threefry"):
     """jax.jit of ce_train_step with the state donated; with shardings, state replicated and batches over 'data'."""
     _check_loss_name(loss_name)
-    step = functools.partial(ce_train_step, tx=tx, loss_name=loss_name, dropout=dropout)
+    step = functools.partial(ce_train_step, tx=tx, loss_name=loss_name, dropout=dropout,
+                             rng_impl=resolve_rng_impl(rng_impl))
     if state_sharding is None and batch_sharding is None:
         return jax.jit(step, donate_argnums=0)
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),

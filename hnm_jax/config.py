@@ -33,12 +33,21 @@ class ModelSpec:
     name: str
     dtype: str
     dropout: float
+    attention: str = "auto"
+    rng_impl: str = "auto"
 
     def __post_init__(self):
+        from hnm_jax.models.encoder import ATTENTIONS
+        from hnm_jax.train_step import RNG_IMPLS
+
         if self.dtype not in ("float32", "bfloat16"):
             _fail("model.dtype", f"expected 'float32' or 'bfloat16', got {self.dtype!r}")
         if not 0.0 <= self.dropout < 1.0:
             _fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTIONS:
+            _fail("model.attention", f"unknown {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
+        if self.rng_impl not in RNG_IMPLS:
+            _fail("model.rng_impl", f"unknown {self.rng_impl!r}; valid: {', '.join(RNG_IMPLS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,7 +389,8 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
     if "margin_kind" not in loss and "margin_weight" in loss:
         loss["margin_kind"] = "hinge" if loss["margin_weight"] else "none"
     ce = config.get("ce", {})
-    added = {"data": {"max_length_cap": 256, "length_coverage": 0.95}, "train": {"lr_schedule": "linear"},
+    added = {"model": {"attention": "auto", "rng_impl": "auto"},  # auto = the einsum and threefry of old on CPU
+             "data": {"max_length_cap": 256, "length_coverage": 0.95}, "train": {"lr_schedule": "linear"},
              "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact"},
              "ce": {"cross_fit": False, "require_better": False, "negatives_top": ce.get("rescore_top", 10)}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour

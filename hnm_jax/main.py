@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("jax", "absl", "bm25s", "tensorboardX"):  # keep our INFO lines, not every library's
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from hnm_jax.compile_stats import enable_compilation_cache
+
+    enable_compilation_cache()  # every command: compiled programs persist on disk (a config update, no computation)
     # Importing these (and hnm_jax.train) must run no JAX computation: `init_distributed` comes later.
     from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError

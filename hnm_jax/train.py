@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from hnm_jax import sharding
 from hnm_jax.ce_train_step import jit_ce_train_step
 from hnm_jax.checkpointing import Checkpointer
+from hnm_jax.compile_stats import CompileCounter, enable_compilation_cache
 from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, check_against_data, check_splits, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import (
@@ -38,7 +39,7 @@ from hnm_jax.data.beir import (
     resolve_dataset_path,
 )
 from hnm_jax.data.lengths import lengths_summary, resolve_lengths
-from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
+from hnm_jax.data.tokenize import TokenizedTexts, length_buckets, tokenize_texts
 from hnm_jax.evaluate import (
     best_positive_scores,
     evaluate,
@@ -94,9 +95,10 @@ def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
-        encoder = random_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=seed)
+        encoder = random_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=seed,
+                                 dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
     else:
-        encoder = load_encoder(spec.name, dtype=jax.numpy.dtype(spec.dtype))
+        encoder = load_encoder(spec.name, dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
     return with_dropout(encoder, spec.dropout)
 
 
@@ -108,10 +110,11 @@ def build_cross_encoder(spec: ExperimentSpec) -> CrossEncoderModel:
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
         model = random_cross_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=spec.seed,
-                                     max_length=max_length)
+                                     max_length=max_length, dtype=jax.numpy.dtype(spec.model.dtype),
+                                     attention=spec.model.attention)
     else:
         model = load_cross_encoder(name, dtype=jax.numpy.dtype(spec.model.dtype), max_length=max_length,
-                                   seed=spec.seed)
+                                   seed=spec.seed, attention=spec.model.attention)
     return with_dropout(model, spec.model.dropout)
 
 
@@ -515,7 +518,7 @@ class BatchBuilder:
             miner, rows, pos_doc = self.miner, inputs.rows, inputs.pos_doc
             neg_doc = self.strategy(miner.candidates(rows, params, inputs.step), self.select, inputs.rng)
             batch = batches.make_batch(rows, miner.split, self.query_tokens, self.doc_tokens, pos_doc, neg_doc,
-                                       miner.canonical)
+                                       miner.canonical, buckets=length_buckets(jax.default_backend()))
             columns = np.concatenate([pos_doc, neg_doc.reshape(-1)])
             if self.spec.loss.hybrid_beta > 0:
                 batch["lexical"] = miner.lexical_columns(rows, columns)
@@ -584,7 +587,7 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: 
     if restored is not None:
         state = jax.device_put(restored[0], state_sharding)
     step_fn = jit_ce_train_step(tx, spec.ce.loss, spec.model.dropout > 0, state_sharding,
-                                sharding.batch_sharding(mesh))
+                                sharding.batch_sharding(mesh), rng_impl=spec.model.rng_impl)
     top = spec.ce.negatives_top or miner.pool.indices.shape[1]
     pool = Pool(**{k: v[:, :top] if v.ndim == 2 else v for k, v in miner.pool.arrays().items()})
     select, local_rows = SelectSpec(spec.ce.num_negatives), sharding.process_rows(spec.ce.batch_size)
@@ -667,6 +670,8 @@ def cross_fitted(spec: ExperimentSpec, miner: Miner) -> bool:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics."""
     spec = spec_from_config(config)
+    enable_compilation_cache()  # see compile_stats: compiled programs persist across runs
+    compiles = CompileCounter().start()
     mesh = sharding.make_mesh()
     batch_sharding = sharding.batch_sharding(mesh)
     root, corpus, queries = load_texts(spec)
@@ -701,7 +706,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         log.info("resumed from step %d", int(state.step))
     band_in_step = spec.band if spec.mining.band_in_step and spec.mining.strategy == "band" else None
     step_fn = jit_train_step(tx, spec.loss, band_in_step, encoder.pooling, spec.model.dropout > 0, state_sharding,
-                             batch_sharding, fault_step=spec.train.inject_nan_at_step)
+                             batch_sharding, fault_step=spec.train.inject_nan_at_step, rng_impl=spec.model.rng_impl)
     builder = BatchBuilder(spec, miner, query_tokens, doc_tokens, steps_per_epoch)
     local_rows = sharding.process_rows(spec.train.batch_size)
 
@@ -761,6 +766,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         writer.write(total_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},
                      prefix=f"eval_{spec.data.eval_split}/")
         print(format_table({f"fine-tuned ({spec.data.eval_split})": metrics}))
+    writer.write(total_steps, compiles.stop(), prefix="setup/")  # setup/compiles, setup/compile_s, ...
     writer.close()
     return metrics
 
@@ -775,6 +781,7 @@ def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Pa
     uses it unless that run cross-fits (`ce.cross_fit` with a CE-guided pool: it trains <workdir>/ce/fold0, fold1).
     """
     spec = spec_from_config(config)
+    enable_compilation_cache()
     mining = dataclasses.replace(spec.mining, strategy="uniform", pool="offline",
                                  num_negatives=min(spec.ce.num_negatives, spec.mining.pool_size))
     spec = dataclasses.replace(spec, mining=mining)

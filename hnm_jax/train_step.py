@@ -49,7 +49,33 @@ class TrainState:
     params: Any
     opt_state: Any
     step: jax.Array  # scalar int32: optimizer steps taken
-    rng: jax.Array  # raw uint32 PRNG key; step keys are fold_in(rng, step)
+    rng: jax.Array  # raw uint32 threefry PRNG key; step keys are fold_in(rng, step) (see `step_key`)
+
+
+# model.rng_impl: the PRNG behind dropout masks. threefry: JAX's default (counter-based, the same bits on every
+# backend and sharding, but ~20 integer rounds per 64 random bits); rbg / unsafe_rbg: XLA's RngBitGenerator (one
+# cheap op per mask; bits depend on the backend; unsafe_rbg also splits keys cheaply with lower-quality streams);
+# auto: threefry on CPU (today's numbers), rbg elsewhere. TrainState.rng stays a threefry key whatever the choice.
+RNG_IMPLS = ("auto", "threefry", "rbg", "unsafe_rbg")
+
+
+def resolve_rng_impl(kind: str, platform: str | None = None) -> str:
+    """The PRNG `kind` (one of RNG_IMPLS) means on `platform` (default: JAX's default backend)."""
+    if kind not in RNG_IMPLS:
+        raise ValueError(f"rng_impl must be one of {RNG_IMPLS}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    return "threefry" if (platform or jax.default_backend()) == "cpu" else "rbg"
+
+
+def step_key(rng: jax.Array, step: jax.Array, rng_impl: str = "threefry") -> jax.Array:
+    """The dropout key of `step`: fold_in(rng, step) on the stored threefry key (raw uint32 [2]); for another
+    `rng_impl` its 4 words of threefry bits become a typed key of that implementation, so checkpoints (which store
+    the threefry key) restore under any choice and the same (seed, step) always gives the same key."""
+    key = jax.random.fold_in(rng, step)
+    if resolve_rng_impl(rng_impl) == "threefry":
+        return key
+    return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl=resolve_rng_impl(rng_impl))
 
 
 def create_train_state(graphdef: Any, params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
@@ -149,13 +175,14 @@ def _with_fault(loss_fn: Any, now: jax.Array, value: float) -> Any:
 
 def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss_spec: LossSpec,
                band_spec: BandSpec | None, pooling: PoolingSpec, dropout: bool, fault_step: int = -1,
-               fault_value: float = float("nan")) -> tuple[TrainState, dict]:
+               fault_value: float = float("nan"), rng_impl: str = "threefry") -> tuple[TrainState, dict]:
     """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`).
 
+    Dropout keys come from `step_key(state.rng, state.step, rng_impl)` (one of RNG_IMPLS).
     Tests only: with `fault_step` = k >= 1, the loss of the k-th step (1-based) is multiplied by `fault_value`
     (NaN or Inf), so its loss and gradients become non-finite as in a real divergence.
     """
-    step_rng = jax.random.fold_in(state.rng, state.step) if dropout else None
+    step_rng = step_key(state.rng, state.step, rng_impl) if dropout else None
     band = None if band_spec is None else band_at(state.step, band_spec)
     loss_fn = functools.partial(contrastive_loss, graphdef=state.graphdef, batch=batch, loss_spec=loss_spec,
                                 pooling=pooling, dropout_rng=step_rng, band=band,
@@ -190,13 +217,14 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
 
 def jit_train_step(tx: optax.GradientTransformation, loss_spec: LossSpec, band_spec: BandSpec | None,
                    pooling: PoolingSpec, dropout: bool, state_sharding: Any, batch_sharding: Any,
-                   fault_step: int = -1, fault_value: float = float("nan")):
+                   fault_step: int = -1, fault_value: float = float("nan"), rng_impl: str = "threefry"):
     """jax.jit of train_step with the state replicated and donated, and batches sharded over 'data'.
 
     The band moves with `state.step` inside the jitted function: one trace for the whole run. `fault_step`,
-    `fault_value`: see `train_step` (tests only; `train.inject_nan_at_step`).
+    `fault_value`: see `train_step` (tests only; `train.inject_nan_at_step`). `rng_impl`: see `step_key`.
     """
     step = functools.partial(train_step, tx=tx, loss_spec=loss_spec, band_spec=band_spec, pooling=pooling,
-                             dropout=dropout, fault_step=fault_step, fault_value=fault_value)
+                             dropout=dropout, fault_step=fault_step, fault_value=fault_value,
+                             rng_impl=resolve_rng_impl(rng_impl))
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
                    donate_argnums=0)

@@ -2,63 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import fake_curves, fake_metrics, load_experiment, per_query_metrics, write_run
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def _load(name: str) -> ModuleType:
-    """experiments/<name>.py as module ``name`` (reproduce.py imports ablate by that name)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ablate = _load("ablate")
+ablate = load_experiment("ablate")
 
 T_2 = 4.302653  # t(0.975, 2)
 T_1 = 12.706205  # t(0.975, 1)
-
-
-def fake_metrics(acc: float, types: bool = False) -> dict:
-    m = {"accuracy@1": acc, "recall@1": acc - 0.01, "mrr@10": acc + 0.02, "ndcg@10": acc + 0.03,
-         "pairwise_accuracy": 0.95 + acc / 100, "num_queries": 200}  # fmt: skip
-    if types:
-        m |= {"pairwise_accuracy/single_token": acc - 0.1, "pairwise_accuracy/format": acc - 0.05,
-              "pairwise_accuracy/semantic": acc}  # fmt: skip
-    return m
-
-
-def fake_curves(shift: float = 0.0, band: bool = False) -> dict:
-    curves = {"train/loss": [[10, 0.3 + shift], [20, 0.2], [30, 0.1]],
-              "train/in_batch_accuracy": [[10, 0.9 - shift], [20, 0.95], [30, 0.97]],
-              "train/positive_score": [[10, 0.8], [20, 0.78], [30, 0.77]],
-              "train/hardest_negative_score": [[10, 0.5 + shift], [20, 0.5], [30, 0.5]],
-              "refresh/pool_score_mean": [[0, 0.6], [15, 0.4 + shift]]}  # fmt: skip
-    if band:
-        curves |= {"train/band_lo": [[10, 0.3], [20, 0.4], [30, 0.5]],
-                   "train/band_hi": [[10, 0.8], [20, 0.9], [30, 0.95]],
-                   "train/explicit_negative_score": [[10, 0.35], [20, 0.4], [30, 0.45]]}  # fmt: skip
-    return curves
-
-
-def write_run(runs_dir: Path, config: str, dataset: str, seed: int, acc: float, **extra) -> dict:
-    result = {"config": config, "dataset": dataset, "seed": seed, "wall_s": 60.0 * (seed + 1),
-              "metrics": fake_metrics(acc, types=dataset == "synthetic")} | extra  # fmt: skip
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    ablate.write_json(runs_dir / f"{config}-{dataset}-{seed}.json", result)
-    return result
 
 
 ACC = {"in_batch": (0.80, 0.82, 0.81), "offline": (0.83, 0.84, 0.82), "full": (0.86, 0.88, 0.87),
@@ -154,6 +110,7 @@ def test_plans():
     assert ("walmart_amazon", "full") in ablate.PLANS["all"]
     assert ablate.parse_runs(["abt_buy:in_batch,full", "synthetic:full", "abt_buy:full"]) == [
         ("abt_buy", "in_batch"), ("abt_buy", "full"), ("synthetic", "full")]
+    assert ablate.parse_runs(["abt_buy,x:a,b"]) == [("abt_buy", "a"), ("abt_buy", "b"), ("x", "a"), ("x", "b")]
     runs = ablate.expand([("abt_buy", "a"), ("x", "b")], [0, 1])
     assert [r.name for r in runs] == ["a-abt_buy-0", "b-x-0", "a-abt_buy-1", "b-x-1"]
     assert ablate.config_path("full").name == "full.py" and ablate.config_path("offline").parent.name == "ablations"
@@ -256,17 +213,6 @@ def test_report_tables_and_plots(runs_dir, tmp_path):
     assert ablate.curriculum_dataset(ablate.load_runs(runs_dir)) == "synthetic"
 
 
-def per_query_metrics(acc: float, ranks: dict[str, int], pairs: dict[tuple[str, str], int] | None = None) -> dict:
-    """fake_metrics plus per-query ranks of the deployed (hybrid) retriever; rank_dense is a decoy (all 5)."""
-    m = fake_metrics(acc) | {"retriever": "hybrid",
-                             "per_query": {"query_ids": list(ranks), "rank_dense": [5] * len(ranks),
-                                           "rank_hybrid": list(ranks.values())}}  # fmt: skip
-    if pairs is not None:
-        m["per_pair"] = {"query_ids": [q for q, _ in pairs], "doc_ids": [d for _, d in pairs],
-                         "correct": list(pairs.values())}  # fmt: skip
-    return m
-
-
 def test_report_paired_section_aligns_queries_and_pools_seeds(tmp_path):
     runs = tmp_path / "runs"
     full = [{"q1": 1, "q2": 1, "q3": 1, "q4": 2}, {"q1": 1, "q2": 1, "q3": 11, "q4": 1}]
@@ -321,3 +267,184 @@ def test_paired_items_use_the_rerank_stage_and_shared_seeds():
     assert ablate.comparison_pairs(["in_batch", "offline", "online_band", "full"]) == [
         ("full", "in_batch"), ("full", "offline"), ("full", "online_band"), ("offline", "in_batch"),
         ("online_band", "in_batch"), ("online_band", "offline")]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- the tuned suite
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections loading config files
+def test_every_grid_has_the_same_budget_and_every_point_validates():
+    from absl import flags
+    from ml_collections import config_flags
+
+    from hnm_jax.config import spec_from_config
+
+    assert set(ablate.TUNED_CONFIGS) <= set(ablate.GRIDS)
+    assert {len(ablate.grid_points(c, d)) for c in ablate.GRIDS for d in ablate.TUNE_DATASETS} == {8}
+    assert {p["train.num_epochs"] for p in ablate.grid_points("full", "synthetic_power")} == {1, 2}
+    for config in ablate.GRIDS:
+        for point in ablate.grid_points(config, "abt_buy"):
+            overrides = ablate.arm_overrides(config, point, "dev")
+            command = ablate.train_command(ablate.Run(config, "abt_buy", 0), Path("/w"), overrides)
+            argv = command[command.index("--config"):command.index("--workdir")]
+            flag_values = flags.FlagValues()
+            config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
+                                            sys_argv=["hnm train", *argv])  # as hnm_jax/main.py
+            flag_values(["hnm train", *argv])
+            spec_from_config(flag_values.config)  # raises on a bad value
+            parsed = flag_values.config
+            for key, value in overrides.items():
+                section, name = key.split(".")
+                assert parsed[section][name] == value, (config, key)
+            assert parsed.retriever.mode == ("dense" if config == "online_band_dense_mining" else "hybrid")
+            assert parsed.eval.search == "exact" and parsed.data.eval_split == "dev"
+    assert ablate.point_tag({"train.learning_rate": 2e-5, "train.num_epochs": 2, "band.lo": -0.5}) == (
+        "learning_rate2e-05_num_epochs2_lo-0.5")
+
+
+class FakeRunner:
+    """Stands in for run_training: records each call and writes the run JSON as run_training would."""
+
+    def __init__(self, dev_metrics=None, wall_s=None, fail=()):
+        self.calls, self.dev_metrics, self.wall_s, self.fail = [], dev_metrics, wall_s, fail
+
+    def __call__(self, run, workdirs, runs_dir, overrides, split, workdir, out, extra=None):
+        self.calls.append((run, dict(overrides), split, Path(workdir), Path(out), extra))
+        tag = ablate.point_tag(ablate.point_of(run.config, overrides))
+        if tag in self.fail:
+            raise subprocess.CalledProcessError(1, "hnm train")
+        metrics = self.dev_metrics(tag) if split == "dev" and self.dev_metrics else fake_metrics(0.8)
+        wall = self.wall_s(run.config, split, overrides) if self.wall_s else 60.0
+        result = {"config": run.config, "dataset": run.dataset, "seed": run.seed, "wall_s": wall, "resumed": False,
+                  "split": split, "overrides": dict(overrides), "metrics": metrics} | (extra or {})  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ablate.write_json(out, result)
+        return result
+
+
+def test_tuning_picks_the_best_dev_point_and_runs_test_once(tmp_path):
+    config = "online_band_dense_mining"  # deploys dense: chosen on its evaluation's hybrid figures
+    points = ablate.grid_points(config, "abt_buy")
+    tags = [ablate.point_tag(p) for p in points]
+    best, tied = tags[5], tags[2]  # same hybrid accuracy@1, best has the higher MRR@10
+
+    def dev_metrics(tag):
+        acc, mrr = (0.85, 0.90) if tag == best else (0.85, 0.89) if tag == tied else (0.80, 0.95)
+        top = 0.99 if tag == tags[0] else 0.5  # the dense (top-level) figures would pick tags[0]
+        return per_query_metrics(top, {"q1": 1}) | {"retrievers": {"hybrid": {"accuracy@1": acc, "mrr@10": mrr}}}
+
+    runner, runs_dir, workdirs = FakeRunner(dev_metrics), tmp_path / "tuned", tmp_path / "w"
+    arm = ablate.tune_arm(config, "abt_buy", [0, 1], workdirs, runs_dir, runner)
+    assert arm.chosen == points[5] and arm.failed == []
+    dev, test = runner.calls[:8], runner.calls[8:]
+    assert [c[2] for c in dev] == ["dev"] * 8 and [c[2] for c in test] == ["test", "test"]
+    for (run, overrides, _, workdir, out, _), tag in zip(dev, tags, strict=True):
+        assert run == ablate.Run(config, "abt_buy", ablate.TUNE_SEED)
+        assert overrides["data.eval_split"] == "dev" and overrides["retriever.mode"] == "dense"
+        assert overrides["eval.search"] == "exact" and overrides["train.log_every"] == 1
+        assert out == runs_dir / "dev" / f"{config}-abt_buy-0-{tag}.json" and workdir.parent == workdirs / "tune"
+    for seed, (run, overrides, _, workdir, out, extra) in enumerate(test):
+        assert run.seed == seed and overrides == ablate.arm_overrides(config, points[5], "test")
+        assert out == runs_dir / f"{config}-abt_buy-{seed}.json" and workdir.name == f"{run.name}-{best}"
+        assert extra["tuning"]["chosen"] == best and extra["tuning"]["dev_accuracy@1"] == 0.85
+    assert json.loads((runs_dir / f"{config}-abt_buy-1.json").read_text())["tuning"]["grid_points"] == 8
+    dev_json = json.loads((runs_dir / "dev" / f"{config}-abt_buy-0-{best}.json").read_text())
+    assert "per_query" not in dev_json["metrics"] and dev_json["metrics"]["retrievers"]["hybrid"]["mrr@10"] == 0.90
+    # resumable: nothing is run again
+    again = FakeRunner(dev_metrics)
+    assert ablate.tune_arm(config, "abt_buy", [0, 1], workdirs, runs_dir, again).chosen == points[5]
+    assert again.calls == []
+    # the report: the chosen point, its dev figures, the grid range
+    out = ablate.write_report(runs_dir, tmp_path / "results", "python experiments/ablate.py --tune --report")
+    text = out.read_text()
+    assert f"| abt_buy | {config} | 8 / 8 | `{best}` | 0.850 / 0.900 | 0.800-0.850 | 0 1 |" in text
+
+
+def test_a_failed_grid_point_chooses_nothing(tmp_path):
+    tags = [ablate.point_tag(p) for p in ablate.grid_points("in_batch", "abt_buy")]
+    runner = FakeRunner(fail={tags[3]})
+    arm = ablate.tune_arm("in_batch", "abt_buy", [0], tmp_path / "w", tmp_path / "tuned", runner)
+    assert arm.chosen is None and arm.failed == [f"in_batch-abt_buy-0-{tags[3]}"]
+    assert [c[2] for c in runner.calls] == ["dev"] * 8  # no test run on a partial grid
+
+
+def test_equal_wallclock_epochs_by_hand(tmp_path):
+    # in_batch: 200 s for 2 epochs, 320 s for 4 -> 60 s an epoch + 80 s; full takes 800 s -> (800 - 80) / 60 = 12
+    assert ablate.epoch_cost([(2, 200.0), (4, 320.0), (2, 200.0), (4, 320.0)]) == pytest.approx((80.0, 60.0))
+    assert ablate.equal_wallclock_epochs(800.0, 80.0, 60.0) == 12
+    assert ablate.equal_wallclock_epochs(799.0, 80.0, 60.0) == 11 and ablate.equal_wallclock_epochs(50.0, 80, 60) == 1
+    assert ablate.epoch_cost([(2, 200.0), (2, 220.0)]) == (0.0, 105.0)  # one epochs value: wall / epochs
+    assert ablate.epoch_cost([(2, 300.0), (4, 280.0)]) == (0.0, 110.0)  # slope <= 0 (noise): mean(150, 70)
+
+    def wall_s(config, split, overrides):
+        return 800.0 if config == "full" else 80.0 + 60.0 * overrides["train.num_epochs"]
+
+    runner, runs_dir = FakeRunner(wall_s=wall_s), tmp_path / "tuned"
+    plan = [("abt_buy", "in_batch"), ("abt_buy", "full")]
+    assert ablate.tune_suite(plan, [0], tmp_path / "w", runs_dir, runner) == []
+    run, overrides, split, _, out, extra = runner.calls[-1]
+    assert len(runner.calls) == 8 + 1 + 8 + 1 + 1 and run == ablate.Run("in_batch", "abt_buy", 0) and split == "test"
+    assert overrides["train.num_epochs"] == 12 and extra["wallclock"]["target_s"] == 800.0
+    assert out == runs_dir / "in_batch_wallclock_full-abt_buy-0.json"
+    result = json.loads(out.read_text())
+    assert result["config"] == "in_batch_wallclock_full" and result["recipe"] == "in_batch"
+    assert ablate.tune_suite(plan, [0], tmp_path / "w", runs_dir, FakeRunner(wall_s=wall_s)) == []  # all done
+    text = ablate.write_report(runs_dir, tmp_path / "results", "x").read_text()
+    assert "- in_batch_wallclock_full-abt_buy-0: 12 epochs for full's 13.3 min (overhead 80 s + 60 s an epoch" in text
+
+
+def test_tune_plan_estimate_and_dry_run(tmp_path, capsys):
+    # in_batch on abt_buy (cpu): 90 + 0.4 x 210 x epochs; 4 points at 2 epochs, 4 at 4, 3 test runs at 3
+    text, seconds = ablate.describe_tune_plan([("abt_buy", "in_batch")], [0, 1, 2], tmp_path)
+    assert seconds == pytest.approx(4 * 258.0 + 4 * 426.0 + 3 * 342.0)
+    assert "abt_buy         in_batch" in text
+    runs_dir = tmp_path / "tuned"
+    assert ablate.main(["--tune", "--dry-run", "--runs", "abt_buy:in_batch,full", "--runs-dir", str(runs_dir)]) == 0
+    assert "in_batch_wallclock_full" in capsys.readouterr().out and not list(runs_dir.iterdir())
+    with pytest.raises(SystemExit, match="no grid for online_band_hybrid_retriever"):
+        ablate.tune_suite([("abt_buy", "online_band_hybrid_retriever")], [0], tmp_path, tmp_path, FakeRunner())
+
+
+def test_saturation_step_on_a_hand_curve():
+    curves = {"train/in_batch_accuracy": [[1, 0.5], [2, 0.9], [3, 0.96], [4, 0.93], [30, 0.99]],
+              "train/loss": [[1, 1.0], [30, 0.1]]}  # fmt: skip
+    run = {"config": "in_batch", "dataset": "abt_buy", "seed": 0, "metrics": {}, "curves": curves}
+    assert ablate.saturation(run) == ablate.Saturation(3, 30, False, 0.99)
+    late = {**run, "seed": 1, "curves": {"train/in_batch_accuracy": [[10, 0.98], [36, 0.99]]}}
+    assert ablate.saturation(late) == ablate.Saturation(10, 36, True, 0.99)
+    never = {**run, "seed": 2, "curves": {"train/in_batch_accuracy": [[10, 0.9], [40, 0.95]]}}  # 0.95 is not above
+    assert ablate.saturation(never) == ablate.Saturation(None, 40, False, 0.95)
+    assert ablate.saturation({**run, "curves": {}}) is None
+    lines = ablate.saturation_section([run, late, never])
+    assert "Saturated within the first 10% of the run: 1 of 3 runs." in lines  # step 3 of 30
+    assert "| in_batch-abt_buy-0 | 3 | 30 | 0.10 |" in lines
+    assert "| in_batch-abt_buy-1 | 10 (first log) | 36 | 0.28 |" in lines
+    assert "| in_batch-abt_buy-2 | never (max 0.950) | 40 | - |" in lines
+    dev = {**run, "overrides": ablate.arm_overrides("in_batch", {"train.learning_rate": 1e-5}, "dev")}
+    assert "| in_batch-abt_buy-0 (dev: learning_rate1e-05) | 3 | 30 | 0.10 |" in ablate.saturation_section([], [dev])
+
+
+def test_contrast_items_weights_several_configs():
+    runs = [{"config": c, "dataset": "d", "seed": 0, "metrics": per_query_metrics(0.8, ranks)}
+            for c, ranks in (("m", {"a": 1, "b": 1, "c": 2}), ("band", {"a": 1, "b": 2, "c": 2}),
+                             ("dense", {"a": 2, "b": 2, "c": 1}))]  # fmt: skip
+    items = ablate.contrast_items(runs, "d", {"m": 1, "band": -2, "dense": 1}, "accuracy@1", "hybrid")
+    # (m - band) - (band - dense) per query: a: 1 - 2 + 0, b: 1 - 0 + 0, c: 0 - 0 + 1
+    assert (items.a - items.b).tolist() == [-1.0, 1.0, 1.0] and items.seeds == [0]
+    dense = ablate.paired_items(runs, "d", "m", "band", "accuracy@1", retriever="dense")  # the decoy: all rank 5
+    assert dense.a.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_slim_copy_keeps_what_resuming_needs(tmp_path):
+    runs = tmp_path / "tuned"
+    full = {"config": "x", "dataset": "d", "seed": 0, "wall_s": 9.0, "overrides": {"train.num_epochs": 2},
+            "metrics": per_query_metrics(0.8, {"q1": 1}, {("q1", "d1"): 1}), "curves": fake_curves()}  # fmt: skip
+    runs.mkdir()
+    ablate.write_json(runs / "x-d-0.json", full)
+    (runs / "dev").mkdir()
+    ablate.write_json(runs / "dev" / "x-d-0-tag.json", full)
+    assert ablate.main(["--runs-dir", str(runs), "--slim-copy", str(tmp_path / "slim")]) == 0
+    for name in ("x-d-0.json", "dev/x-d-0-tag.json"):
+        copy = json.loads((tmp_path / "slim" / name).read_text())
+        assert copy["curves"] == {} and copy["metrics"] == fake_metrics(0.8) | {"retriever": "hybrid"}
+        assert ablate.finished_result(tmp_path / "slim" / name, {"train.num_epochs": 2}) == copy

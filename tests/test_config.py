@@ -51,6 +51,8 @@ def test_wrong_type_names_key():
     ("train", "learning_rate", 5.0, r"train\.learning_rate"),
     ("mining", "strategy", "hardest_ever", r"mining\.strategy: unknown 'hardest_ever'; valid: .*random"),
     ("model", "dtype", "float16", r"model\.dtype"),
+    ("model", "attention", "flash", r"model\.attention: unknown 'flash'; valid: auto, einsum, xla, cudnn"),
+    ("model", "rng_impl", "philox", r"model\.rng_impl: unknown 'philox'; valid: auto, threefry, rbg"),
     ("data", "doc_max_length", 1024, r"data\.doc_max_length"),
 ])
 def test_impossible_values(section, key, value, message):

@@ -14,7 +14,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_texts
 from hnm_jax.models import pretrained
-from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec, embed, pool
+from hnm_jax.models.encoder import (
+    BertConfig,
+    BertEmbeddings,
+    BertEncoder,
+    PoolingSpec,
+    embed,
+    pool,
+    resolve_attention,
+)
 from hnm_jax.models.hf_weights import hf_state_dict, load_hf_weights
 from hnm_jax.models.pretrained import (
     ModelNotFoundError,
@@ -401,3 +409,96 @@ def test_minilm_encode_parity_and_export(minilm, reference, tmp_path):
     assert reloaded.pooling == minilm.pooling and reloaded.config == minilm.config
     short = [s for s in sentences if len(s) < 40][:8]
     np.testing.assert_array_equal(reloaded.encode(short, batch_size=8), minilm.encode(short, batch_size=8))
+
+
+# ---------------------------------------------------------------- accelerator compute: attention and mixed precision
+
+
+def test_resolve_attention():
+    assert resolve_attention("auto", jnp.float32, "cpu") == "einsum"
+    assert resolve_attention("auto", jnp.bfloat16, "cpu") == "einsum"
+    assert resolve_attention("auto", jnp.bfloat16, "gpu") == "cudnn"
+    assert resolve_attention("auto", jnp.float32, "gpu") == "xla"
+    assert resolve_attention("auto", jnp.bfloat16, "tpu") == "xla"
+    assert resolve_attention("xla", jnp.float32, "cpu") == "xla"
+    with pytest.raises(ValueError, match="attention must be one of"):
+        resolve_attention("flash", jnp.float32, "cpu")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        BertEncoder(BertConfig.tiny(vocab_size=len(VOCAB)), rngs=nnx.Rngs(0), attention="flash")
+
+
+def test_dot_product_attention_matches_einsum_in_f32(config):
+    """jax.nn.dot_product_attention (XLA) vs the einsum path, same params, padded rows and an all-padding row."""
+    ids, mask = random_batch(batch=4, length=12)
+    mask[3] = 0  # an all-padding row (an empty negative slot): finite either way, its pooled vector is 0
+    ids[3] = 0
+    einsum = BertEncoder(config, rngs=nnx.Rngs(0), attention="einsum")
+    xla = BertEncoder(config, rngs=nnx.Rngs(0), attention="xla")
+    hidden_e = np.asarray(jax.jit(lambda i, m: einsum(i, m))(ids, mask))
+    hidden_x = np.asarray(jax.jit(lambda i, m: xla(i, m))(ids, mask))
+    assert np.all(np.isfinite(hidden_x))
+    real = mask == 1
+    np.testing.assert_allclose(hidden_x[real], hidden_e[real], atol=1e-5)
+    for spec in (PoolingSpec("mean"), PoolingSpec("cls")):
+        np.testing.assert_allclose(embed(xla, ids, mask, spec), embed(einsum, ids, mask, spec), atol=1e-5)
+
+    def loss(model_state, graphdef):  # gradients agree too (no dropout: the xla path has no attention dropout)
+        return jnp.sum(embed(nnx.merge(graphdef, model_state), ids, mask, PoolingSpec()) ** 3)
+
+    (gdef_e, state_e), (gdef_x, state_x) = nnx.split(einsum), nnx.split(xla)
+    grads_e = jax.grad(loss)(state_e, gdef_e)
+    grads_x = jax.grad(loss)(state_x, gdef_x)
+    for a, b in zip(jax.tree.leaves(grads_e), jax.tree.leaves(grads_x), strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_mixed_precision_embeddings_gather_in_f32_and_scatter_nothing_narrow(config):
+    """bf16 compute: every embedding gradient is float32, and no scatter-add runs in a narrow dtype.
+
+    Before: the tables were cast to bf16 and gathered, so their gradients were bf16 scatter-adds, the token-type
+    one with every token of the batch into row 0 (a contended compare-and-swap loop on GPU).
+    """
+    ids, mask = random_batch()
+    types = (np.arange(ids.shape[1])[None] >= 4).astype(np.int32) * mask
+    f32 = BertEmbeddings(config, rngs=nnx.Rngs(0), dtype=jnp.float32, param_dtype=jnp.float32)
+    bf16 = BertEmbeddings(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    out16 = bf16(ids, types)
+    assert out16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out16, np.float32), f32(ids, types), atol=5e-2)
+
+    graphdef, state = nnx.split(bf16)
+    weights = np.random.default_rng(0).normal(size=(*ids.shape, config.hidden_size)).astype(np.float32)
+
+    def loss(s):
+        return jnp.sum(nnx.merge(graphdef, s)(ids, types).astype(jnp.float32) * weights)
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(state)
+    scatters = [e.invars[0].aval.dtype for e in jaxpr.jaxpr.eqns if e.primitive.name.startswith("scatter")]
+    for e in jaxpr.jaxpr.eqns:  # nested calls (jnp.take) hold the scatter-adds
+        for value in e.params.values():
+            if hasattr(value, "jaxpr") and hasattr(value, "consts"):
+                scatters += [s.invars[0].aval.dtype for s in value.jaxpr.eqns if s.primitive.name.startswith("scatter")]
+    assert scatters and all(dtype == jnp.float32 for dtype in scatters), scatters  # the word table only, in f32
+    assert len(scatters) == 1
+    grads = jax.grad(loss)(state)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(grads))
+    # the token-type rows' gradients by selects equal the gather's (scatter-add) gradients of the f32 module
+    graphdef32, state32 = nnx.split(f32)
+    grads32 = jax.grad(lambda s: jnp.sum(nnx.merge(graphdef32, s)(ids, types) * weights))(state32)
+    g16, g32 = (np.asarray(g["token_type_embeddings"]["embedding"][...]) for g in (grads, grads32))
+    assert np.abs(g16 - g32).max() < 0.05 * np.abs(g32).max()  # bf16 activations: ~1% of the gradient's scale
+    np.testing.assert_array_equal(bf16.token_type_embeddings.embedding[...][types],
+                                  jnp.take(bf16.token_type_embeddings.embedding[...], types, axis=0))
+
+
+def test_bf16_xla_attention_runs_with_f32_softmax_and_bf16_dots(config):
+    ids, mask = random_batch()
+    f32 = BertEncoder(config, rngs=nnx.Rngs(0), attention="einsum")
+    bf16 = BertEncoder(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, attention="xla")
+    out16 = jax.jit(lambda i, m: embed(bf16, i, m, PoolingSpec()))(ids, mask)
+    out32 = embed(f32, ids, mask, PoolingSpec())
+    assert out16.dtype == jnp.float32 and np.all(np.isfinite(out16))
+    assert np.min(np.sum(np.asarray(out16) * np.asarray(out32), axis=1)) > 0.99  # cosine
+    jaxpr = jax.make_jaxpr(lambda i, m: bf16(i, m))(ids, mask)
+    text = str(jaxpr)
+    assert "BF16_BF16_F32" in text  # the scores dot: bf16 operands, f32 accumulation (also in its transposes)

@@ -1,44 +1,166 @@
-"""Tests for experiments/reproduce.py: the verdict logic and the report on fake run JSONs (no training)."""
+"""Tests for experiments/reproduce.py: the nine claims' verdicts from hand-made per-query data (no training)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-from test_ablate import _load, fake_curves, write_run
+from conftest import fake_curves, load_experiment, per_query_metrics, write_run
 
-reproduce = _load("reproduce")
+reproduce = load_experiment("reproduce")
 
 NAN = math.nan
+QUERIES = [f"q{i:02d}" for i in range(60)]
+# arm -> the queries it ranks first (the others at rank 2), the same under each of 3 seeds
+CORRECT = {"online_band": range(40), "random": range(20), "in_batch": range(20),
+           "offline": range(52),  # (2) fails: offline beats online on 12 queries, never the reverse
+           "online_hardest": [*range(35), 40],  # (3) inconclusive: online_band alone right on 5, hardest alone on 1
+           "online_band_ce": range(50), "online_band_margin": range(60), "online_band_curriculum": range(50),
+           "online_band_hybrid_logits": range(40), "online_band_uniformity": range(40),
+           "online_band_dense_mining": range(37),  # (7) inconclusive: online_band alone right on 3
+           "full": range(60)}  # fmt: skip
+PAIRS_RIGHT = {"online_band": 10, "online_band_uniformity": 25, "online_band_hybrid_logits": 25}  # of 30 pairs
+COSINE = {"online_band": 0.8, "online_band_uniformity": 0.6, "online_band_hybrid_logits": 0.7}
+EXPECTED = {1: "holds", 2: "fails", 3: "inconclusive", 4: "holds", 5: "holds", 6: "holds", 7: "inconclusive",
+            8: "holds", 9: "holds"}  # fmt: skip
+
+
+def claim_metrics(config: str, seed: int) -> dict:
+    right = set(CORRECT[config])
+    ranks = {q: 1 if i in right else 2 for i, q in enumerate(QUERIES)}
+    pairs = None
+    if config in PAIRS_RIGHT:
+        pairs = {(q, f"n{i}"): int(i < PAIRS_RIGHT[config]) for i, q in enumerate(QUERIES[:30])}
+    metrics = per_query_metrics(0.8, ranks, pairs, "dense" if config == "online_band_dense_mining" else "hybrid")
+    if config in COSINE:
+        metrics["near_duplicate_cosine"] = COSINE[config] + 0.01 * seed
+    return metrics
+
+
+def write_claim_runs(runs_dir: Path, dataset: str = "abt_buy", **curves_of) -> None:
+    for config in CORRECT:
+        for seed in range(3):
+            curves = curves_of.get(config, fake_curves(0.01 * seed, band=True))
+            write_run(runs_dir, config, dataset, seed, 0.8, metrics=claim_metrics(config, seed), curves=curves,
+                      overrides={"retriever.mode": "hybrid"})  # fmt: skip
+
+
+def table_rows(text: str) -> dict[int, list[str]]:
+    """Claim number -> the cells of its row in REPRODUCTION.md's table."""
+    rows = [line for line in text.splitlines() if line[:4] in {f"| {n} " for n in range(1, 10)}]
+    return {int(row.split(" | ")[0][2:]): row.split(" | ") for row in rows}
+
+
+def test_nine_claims_from_hand_made_per_query_data(tmp_path):
+    runs_dir, results = tmp_path / "runs", tmp_path / "results"
+    write_claim_runs(runs_dir)
+    assert reproduce.main(["--runs-dir", str(runs_dir), "--results", str(results)]) == 0
+    text = (results / "REPRODUCTION.md").read_text()
+    assert text.startswith(f"Made with: `python experiments/reproduce.py --runs-dir {runs_dir} --results {results}`")
+    rows = table_rows(text)
+    assert sorted(rows) == list(range(1, 10))
+    assert {n: row[2].split(" (")[0] for n, row in rows.items()} == EXPECTED
+    # (1): 20 of 60 queries right for online_band only, under each seed: +33.3 points
+    assert rows[1][3] == "online_band − random (accuracy@1)<br>online_band − in_batch (accuracy@1)"
+    assert rows[1][4].startswith("+33.3 [") and rows[1][7] == "<br>".join(["abt_buy (60 queries, 180 items)"] * 2)
+    assert rows[1][8] == "`python experiments/ablate.py --tune --runs abt_buy:online_band,random,in_batch` |"
+    assert rows[2][4].startswith("-20.0 [")
+    # (3): per-query differences: five +1, one -1, 54 zeros -> MDE = 2.8016 x SD / sqrt(60)
+    d = np.array([1.0] * 5 + [-1.0] + [0.0] * 54)
+    mde = 2.8016 * d.std(ddof=1) / math.sqrt(60)
+    assert rows[3][2] == f"inconclusive (could detect >= {100 * mde:.1f} points)" and rows[3][4].startswith("+6.7 [")
+    # (5): the retriever's gain is (margin − band) − (band − dense): +20 − 3 = 17 queries
+    assert "(online_band_margin − online_band) − (online_band − online_band_dense_mining) (accuracy@1)" in rows[5][3]
+    assert rows[5][4].split("<br>")[-1].startswith("+28.3 [")
+    # (7): compared on the hybrid ranks (the dense run's rank_dense would be all wrong): +3 queries
+    assert rows[7][4].startswith("+5.0 [")
+    # (8): pairwise accuracy per pair (+15 of 30) and near_duplicate_cosine per seed (lower is better)
+    assert rows[8][3].split("<br>")[:2] == ["online_band_uniformity − online_band (pairwise_accuracy)",
+                                            "online_band_uniformity − online_band (near_duplicate_cosine, lower is "
+                                            "better)"]  # fmt: skip
+    effects = rows[8][4].split("<br>")
+    assert effects[0].startswith("+50.0 [") and effects[1] == "-0.200 [-0.200, -0.200]"  # cosine: the same each seed
+    assert "abt_buy (3 seeds, 3 items)" in rows[8][7]
+    assert "### (4) Cross-encoder filtering" in text and "not logged. Miner.apply_cross_encoder" in text
+    assert "![early training](reproduce_early_training.png)" in text and "Missing runs: " in text
+    assert (results / "reproduce_early_training.png").stat().st_size > 1000
+
+
+def test_claims_pool_datasets_and_keep_per_dataset_rows(tmp_path):
+    write_claim_runs(tmp_path, "abt_buy")
+    write_claim_runs(tmp_path, "synthetic_power")
+    found = {f.claim.number: f for f in reproduce.findings(reproduce.load_runs(tmp_path), "fig.png")}
+    pooled = found[1].pooled[0]
+    assert pooled.datasets == ("abt_buy", "synthetic_power") and pooled.clusters == 120 and pooled.items == 360
+    assert [m.datasets for m in found[1].per_dataset[:2]] == [("abt_buy",), ("synthetic_power",)]
+    assert found[1].command.endswith("--runs abt_buy,synthetic_power:online_band,random,in_batch")
+    single, pooled = found[3].per_dataset[0], found[3].pooled[0]
+    assert single.verdict.startswith("inconclusive") and pooled.verdict == "holds"  # twice the queries
+    assert pooled.mde == pytest.approx(single.mde / math.sqrt(2), rel=0.01)
 
 
 @pytest.mark.parametrize(
-    "differences, missing, expected",
+    "verdicts, expected",
     [
-        ([(0.02, 0.01, 3)], [], "holds"),
-        ([(0.02, 0.01, 3), (0.05, 0.01, 2)], [], "holds"),
-        ([(0.02, 0.01, 3), (-0.03, 0.01, 3)], [], "does not hold"),
-        ([(0.02, 0.03, 3)], [], "inconclusive (CI includes 0)"),
-        ([(0.02, 0.02, 3)], [], "inconclusive (CI includes 0)"),  # CI touching 0 is not above it
-        ([(0.02, 0.01, 3), (0.01, NAN, 1)], [], "inconclusive (CI includes 0)"),
-        ([(0.02, NAN, 1)], [], "inconclusive (n=1, no CI)"),
-        ([(NAN, NAN, 0)], ["full-abt_buy-{0,1,2}"], "not measured (missing runs: full-abt_buy-{0,1,2})"),
-        ([], ["a-x-0"], "not measured (missing runs: a-x-0)"),
-        ([(0.02, 0.01, 3), (NAN, NAN, 0)], ["b-synthetic-{0,1,2}"], "holds; missing runs: b-synthetic-{0,1,2}"),
+        (["holds", "holds"], "holds"),
+        (["holds", "fails"], "fails"),
+        (["inconclusive (could detect >= 0.050)", "fails"], "fails"),
+        (["holds", "inconclusive (could detect >= 0.050)", "inconclusive (could detect >= 0.070)"],
+         "inconclusive (could detect >= 7.0 points)"),
+        (["holds", "not measured"], "inconclusive (not measured: c1)"),
+        (["not measured", "not measured"], "not measured"),
     ],
 )
-def test_verdict(differences, missing, expected):
-    assert reproduce.verdict(differences, missing) == expected
+def test_claim_verdict(verdicts, expected):
+    measured = [reproduce.Measured(reproduce.Contrast({"a": 1.0, "b": -1.0}, name=f"c{i}"), (), 0, 0, 0, NAN, NAN,
+                                   NAN, (NAN, NAN), NAN, None,
+                                   float(v.split(">= ")[1][:-1]) if v.startswith("inconclusive") else NAN, v)
+                for i, v in enumerate(verdicts)]  # fmt: skip
+    assert reproduce.claim_verdict(measured) == expected
 
 
-def test_classify_and_missing_runs():
-    assert [reproduce.classify(s) for s in [(0.1, 0.05, 3), (-0.1, 0.05, 3), (0.0, 0.1, 3), (0.1, NAN, 1),
-                                            (NAN, NAN, 0)]] == ["CI > 0", "CI < 0", "CI includes 0", "no CI",
-                                                                "not measured"]  # fmt: skip
-    runs = [{"config": "a", "dataset": "x", "seed": 1}]
-    assert reproduce.missing_runs(runs, ["a", "b"], ["x"], [0, 1, 2]) == ["a-x-{0,2}", "b-x-{0,1,2}"]
-    assert reproduce.missing_runs(runs, ["a"], ["x"], [0, 1]) == ["a-x-0"]
+def test_claim_verdict_reports_each_unit():
+    rate = reproduce.Measured(reproduce.ab("a", "b"), (), 1, 1, 1, 0, 0, 0, (0, 0), 0.5, None, 0.062,
+                              "inconclusive (could detect >= 0.062)")  # fmt: skip
+    cosine = dataclasses.replace(rate, contrast=reproduce.ab("a", "b", "near_duplicate_cosine", -1), mde=0.02)
+    assert reproduce.claim_verdict([rate, cosine]) == (
+        "inconclusive (could detect >= 6.2 points; >= 0.020 (near_duplicate_cosine))")
+
+
+def test_ce_filter_checks(tmp_path):
+    removed_nothing = {"refresh/ce_removed_threshold": [[0, 0.0]], "refresh/ce_removed_margin": [[0, 0.0]],
+                       "refresh/ce_kept": [[0, 100.0]]}  # fmt: skip
+    write_claim_runs(tmp_path / "a", online_band_ce=removed_nothing)
+    found = reproduce.findings(reproduce.load_runs(tmp_path / "a"), "fig.png")[3]
+    assert found.verdict == "fails (the cross-encoder removed nothing)"
+    counts = removed_nothing | {"refresh/ce_removed_margin": [[0, 4.0], [10, 2.0]]}
+    for removed, verdict in ((0.0, "fails (removed none of the 36 unlabelled duplicates in its pools)"),
+                             (3.0, "holds")):  # fmt: skip
+        dup = counts | {"refresh/pool_unlabelled_duplicates": [[0, 8.0], [10, 4.0]],
+                        "refresh/ce_removed_unlabelled_duplicates": [[0, removed], [10, 0.0]]}  # fmt: skip
+        runs_dir = tmp_path / f"dup{removed}"
+        write_claim_runs(runs_dir, "synthetic_dup", online_band_ce=dup)
+        found = reproduce.findings(reproduce.load_runs(runs_dir), "fig.png")[3]
+        assert found.verdict == verdict
+    assert "pools held 36 of them over 3 runs' refreshes; the filter removed 9 (25.0%)" in found.details
+    row = "| online_band_ce | synthetic_dup | 3 | 0.0 ± 0.0 | 6.0 ± 0.0 | 100.0 ± 0.0 | 0.057 ± 0.000 |"  # 6 / 106
+    assert row in found.details
+
+
+def test_claim7_needs_two_mining_retrievers(tmp_path):
+    write_claim_runs(tmp_path)
+    runs = reproduce.load_runs(tmp_path)
+    assert reproduce.mining_arms(runs) == ("online_band", "online_band_dense_mining")
+    for r in runs:
+        if r["config"] == "online_band_dense_mining":
+            r["metrics"]["retriever"] = "hybrid"  # as if it had been forced to the hybrid pipeline too
+    found = reproduce.findings(runs, "fig.png")[6]
+    assert found.verdict == "not measured (both arms mined from the hybrid retriever)"
+    untuned = [r for r in runs if r["config"] != "online_band_dense_mining"]
+    assert reproduce.mining_arms(untuned) == ("online_band_hybrid_retriever", "online_band")
 
 
 def test_early_mean():
@@ -47,49 +169,25 @@ def test_early_mean():
     assert math.isnan(reproduce.early_mean({}))
 
 
-ACC = {"random": 0.80, "online_hardest": 0.82, "online_band": 0.85, "online_band_margin": 0.85,
-       "online_band_margin_curriculum": 0.86, "online_band_margin_curriculum_hybrid": 0.87, "full": 0.88,
-       "offline": 0.87, "in_batch": 0.80}  # fmt: skip
-SEED_NOISE = (0.0, 0.004, -0.003)  # the same for every config: paired differences are constant
-
-
-def write_claim_runs(runs_dir: Path, ce_removed: float = 5.0) -> None:
-    for dataset in ("synthetic", "abt_buy"):
-        for config, acc in ACC.items():
-            for seed, noise in enumerate(SEED_NOISE):
-                shift = 0.01 * seed - (0.05 if config == "online_band_margin_curriculum" else 0.0)
-                curves = fake_curves(shift, band=True)
-                if config == "full":
-                    curves |= {"refresh/ce_removed_threshold": [[0, ce_removed], [15, 1.0 * (ce_removed > 0)]],
-                               "refresh/ce_removed_margin": [[0, 2.0 * (ce_removed > 0)], [15, 0.0]],
-                               "refresh/ce_kept": [[0, 100.0], [15, 90.0]]}  # fmt: skip
-                write_run(runs_dir, config, dataset, seed, acc + noise, curves=curves)
-
-
-def test_renders_on_fake_runs(tmp_path):
-    runs_dir, results = tmp_path / "runs", tmp_path / "results"
-    write_claim_runs(runs_dir)
-    assert reproduce.main(["--runs-dir", str(runs_dir), "--results", str(results)]) == 0
-    text = (results / "REPRODUCTION.md").read_text()
-    assert text.startswith(f"Made with: `python experiments/reproduce.py --runs-dir {runs_dir} --results {results}`")
-    verdicts = {row.split(" | ")[0][2:]: row.split(" | ")[-1][:-2] for row in text.splitlines()
-                if row.startswith("| ") and not row.startswith(("| claim", "| dataset", "| |", "| synthetic",
-                                                                 "| abt_buy"))}  # fmt: skip
-    assert list(verdicts.values()) == ["holds", "does not hold", "holds", "inconclusive (CI includes 0)", "holds",
-                                       "holds", "holds"]  # fmt: skip
-    assert "online_band − online_hardest, accuracy@1, **abt_buy**: +0.030 ± 0.000 (n=3; CI > 0)" in text
-    assert "| synthetic | 3 | 6.0 ± 0.0 | 2.0 ± 0.0 | 190.0 ± 0.0 | 0.040 ± 0.000 |" in text  # summed over refreshes
-    assert "pairwise_accuracy/single_token" in text and "![early training](reproduce_early_training.png)" in text
-    assert (results / "reproduce_early_training.png").stat().st_size > 1000
-
-
-def test_ce_filter_that_removes_nothing_does_not_hold(tmp_path):
-    write_claim_runs(tmp_path, ce_removed=0.0)
-    found = reproduce.ce_filter_removes_false_negatives(reproduce.load_runs(tmp_path))
-    assert found.verdict == "does not hold (the cross-encoder removed nothing)"
+def test_missing_runs():
+    runs = [{"config": "a", "dataset": "x", "seed": 1}]
+    assert reproduce.missing_runs(runs, ["a", "b"], ["x"], [0, 1, 2]) == ["a-x-{0,2}", "b-x-{0,1,2}"]
+    assert reproduce.missing_runs(runs, ["a"], ["x"], [0, 1]) == ["a-x-0"]
 
 
 def test_renders_with_no_runs(tmp_path):
     assert reproduce.main(["--runs-dir", str(tmp_path / "none"), "--results", str(tmp_path / "results")]) == 0
     text = (tmp_path / "results" / "REPRODUCTION.md").read_text()
-    assert text.count("| not measured (missing runs: ") == 7
+    assert [row[2] for row in table_rows(text).values()] == ["not measured"] * 9
+    assert "--tune --runs abt_buy,amazon_google,walmart_amazon,synthetic_power,synthetic_dup:full,random," in text
+
+
+def test_equal_wallclock_is_shown_with_claim_9(tmp_path):
+    write_claim_runs(tmp_path)
+    for seed in range(3):
+        ranks = {q: 1 if i < 30 else 2 for i, q in enumerate(QUERIES)}
+        write_run(tmp_path, "in_batch_wallclock_full", "abt_buy", seed, 0.8, metrics=per_query_metrics(0.8, ranks))
+    details = reproduce.findings(reproduce.load_runs(tmp_path), "fig.png")[8].details
+    assert "At equal wall-clock (shown, not judged)" in details
+    assert "- full − in_batch_wallclock_full (accuracy@1; abt_buy): +50.0 [" in details  # 60 vs 30 of 60 queries
+    assert "- in_batch_wallclock_full − in_batch (accuracy@1; abt_buy): +16.7 [" in details  # 30 vs 20

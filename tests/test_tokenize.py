@@ -80,6 +80,16 @@ def test_bucket_length_rejects_too_long():
         bucket_length(129, 128)
 
 
+def test_accelerator_buckets_are_fewer():
+    assert tokenize.length_buckets("cpu") == LENGTH_BUCKETS
+    gpu = tokenize.length_buckets("gpu")
+    assert gpu == tokenize.ACCELERATOR_LENGTH_BUCKETS == tokenize.length_buckets("tpu")
+    assert set(gpu) < set(LENGTH_BUCKETS)
+    assert [bucket_length(n, 120, gpu) for n in (1, 20, 33, 64, 65, 120)] == [32, 32, 64, 64, 120, 120]
+    widths = {length for _, length in bucketed_batches(np.arange(1, 121), 8, 120, gpu)}
+    assert widths == {32, 64, 120}  # vs {16, 32, 48, 64, 120} with the CPU buckets
+
+
 def test_bucketed_batches_hand_case():
     lengths = np.array([5, 40, 3, 17, 5, 200], dtype=np.int32)
     batches = bucketed_batches(lengths, batch_size=2, max_length=256)

@@ -125,6 +125,9 @@ def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):
     train_lines = [line for line in lines if "train/loss" in line]
     assert [line["step"] for line in train_lines] == [1, 2, 3]
     assert all(np.isfinite(line["train/loss"]) for line in train_lines)
+    compiles = [line for line in lines if "setup/compiles" in line]  # compile_stats.CompileCounter, at the end
+    assert len(compiles) == 1 and compiles[0]["step"] == 3 and compiles[0]["setup/compile_s"] > 0
+    assert compiles[0]["setup/compiles"] + compiles[0]["setup/compile_cache_hits"] >= 1
     assert list((tmp_path / "tensorboard").iterdir())
     assert (tmp_path / "checkpoints" / "3").is_dir()
     saved = json.loads((tmp_path / "eval_test.json").read_text())

@@ -7,7 +7,7 @@ numbers on 1 or many hosts. Empty negative slots carry doc -1 and an all-zero ma
 import numpy as np
 
 from hnm_jax.data.beir import Split
-from hnm_jax.data.tokenize import TokenizedTexts, bucket_length
+from hnm_jax.data.tokenize import LENGTH_BUCKETS, TokenizedTexts, bucket_length
 
 
 def steps_per_epoch(num_queries: int, batch_size: int) -> int:
@@ -46,7 +46,8 @@ def canonical_rows(texts: tuple[str, ...] | list[str]) -> np.ndarray:
 
 
 def make_batch(rows: np.ndarray, split: Split, query_tokens: TokenizedTexts, doc_tokens: TokenizedTexts,
-               pos_doc: np.ndarray, neg_doc: np.ndarray, canonical: np.ndarray) -> dict[str, np.ndarray]:
+               pos_doc: np.ndarray, neg_doc: np.ndarray, canonical: np.ndarray,
+               buckets: tuple[int, ...] = LENGTH_BUCKETS) -> dict[str, np.ndarray]:
     """Token arrays and doc ids of one batch (see train_step.BATCH_KEYS for shapes).
 
     The query tensors are cut to Lq = `bucket_length` of the batch's longest query, the document tensors
@@ -58,9 +59,9 @@ def make_batch(rows: np.ndarray, split: Split, query_tokens: TokenizedTexts, doc
         return np.where(rows_ >= 0, canonical[np.maximum(rows_, 0)], -1).astype(np.int32)
 
     query_rows = split.query_rows[rows]
-    query_length = bucket_length(int(query_tokens.lengths[query_rows].max()), query_tokens.max_length)
+    query_length = bucket_length(int(query_tokens.lengths[query_rows].max()), query_tokens.max_length, buckets)
     docs = np.concatenate([pos_doc, neg_doc.reshape(-1)])
-    length = bucket_length(int(doc_tokens.lengths[docs[docs >= 0]].max()), doc_tokens.max_length)
+    length = bucket_length(int(doc_tokens.lengths[docs[docs >= 0]].max()), doc_tokens.max_length, buckets)
     query_ids, query_mask = query_tokens.take(query_rows, query_length)
     pos_ids, pos_mask = doc_tokens.take(pos_doc, length)
     b, n = neg_doc.shape

@@ -2,7 +2,8 @@
 
 Texts are tokenized once (truncated at `max_length`, never padded by the tokenizer) into a
 `TokenizedTexts` of `[N, max_length]` ids plus per-row lengths. Batches are later cut to a bucket
-length from `LENGTH_BUCKETS`, so a jitted encoder compiles at most once per bucket.
+length from `LENGTH_BUCKETS` (`ACCELERATOR_LENGTH_BUCKETS` on GPU/TPU, see `length_buckets`), so a jitted
+encoder compiles at most once per bucket.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import numpy as np
 import tqdm
 
 LENGTH_BUCKETS: tuple[int, ...] = (16, 32, 48, 64, 128, 256, 512)  # 48: records here are ~20-60 tokens
+# GPU/TPU: a compile costs seconds to a minute there while padding a short batch costs little, so fewer buckets
+# (each run compiles one program per bucket below its width, plus the width itself).
+ACCELERATOR_LENGTH_BUCKETS: tuple[int, ...] = (32, 64, 128, 256, 512)
 CHUNK_SIZE = 4096  # texts per tokenizer call: bounds the memory of the Python token lists
 _CACHE_VERSION = b"hnm_jax.tokenize.v1"
 
@@ -237,21 +241,27 @@ def tokenize_pairs(
     return TokenizedTexts(input_ids, lengths, pad_id), type_ids
 
 
-def bucket_length(length: int, max_length: int) -> int:
-    """Smallest bucket in LENGTH_BUCKETS >= `length`, capped at `max_length` (always allowed)."""
+def length_buckets(platform: str) -> tuple[int, ...]:
+    """The bucket set for a JAX platform name: LENGTH_BUCKETS on "cpu", ACCELERATOR_LENGTH_BUCKETS elsewhere."""
+    return LENGTH_BUCKETS if platform == "cpu" else ACCELERATOR_LENGTH_BUCKETS
+
+
+def bucket_length(length: int, max_length: int, buckets: tuple[int, ...] = LENGTH_BUCKETS) -> int:
+    """Smallest bucket in `buckets` >= `length`, capped at `max_length` (always allowed)."""
     if not 0 <= length <= max_length:
         raise ValueError(f"length {length} is outside [0, max_length={max_length}]")
-    for bucket in LENGTH_BUCKETS:
+    for bucket in buckets:
         if bucket >= length:
             return min(bucket, max_length)
     return max_length
 
 
-def bucketed_batches(lengths: np.ndarray, batch_size: int, max_length: int) -> list[tuple[np.ndarray, int]]:
+def bucketed_batches(lengths: np.ndarray, batch_size: int, max_length: int,
+                     buckets: tuple[int, ...] = LENGTH_BUCKETS) -> list[tuple[np.ndarray, int]]:
     """Length-sorted batches: [(row indices [<= batch_size], padded length)], deterministic.
 
     Rows are sorted by length (stable) and cut into consecutive batches of `batch_size` rows; each
-    batch's padded length is `bucket_length` of its longest row.
+    batch's padded length is `bucket_length` of its longest row (in `buckets`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -260,5 +270,5 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, max_length: int) -> l
     batches = []
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batches.append((rows, bucket_length(int(lengths[rows].max()), max_length)))
+        batches.append((rows, bucket_length(int(lengths[rows].max()), max_length, buckets)))
     return batches

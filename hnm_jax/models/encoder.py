@@ -4,18 +4,36 @@ The forward pass is a pure function of (params, inputs, dropout_rng): dropout ma
 `jax.random` from keys folded out of `dropout_rng` per layer and site, so no NNX RNG state is
 mutated and a jitted train step stays pure. Parameter names mirror Hugging Face's `BertModel`
 (see `hf_weights.py` for the exact mapping).
+
+Mixed precision (`dtype=bfloat16`): parameters stay float32; matmuls, attention and activations run in the compute
+dtype; embedding rows are looked up in the float32 tables and summed in float32 (so their gradients accumulate in
+float32, never as a contended bfloat16 scatter-add), layer-norm statistics, the attention softmax, pooling and
+everything after it are float32. Attention (`ATTENTIONS`): the explicit einsum (with attention-probability
+dropout), or `jax.nn.dot_product_attention` (XLA, or cuDNN flash attention on GPU; no attention-probability
+dropout there, hidden dropout is unchanged).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+log = logging.getLogger(__name__)
+
 _INIT = nnx.initializers.normal(stddev=0.02)  # BERT's initializer_range
+
+# model.attention: how self-attention is computed. "einsum": the explicit einsum + mask + float32 softmax (+
+# attention-probability dropout), the CPU reference; "xla": jax.nn.dot_product_attention, XLA implementation (the
+# boolean padding mask, any mask); "cudnn": jax.nn.dot_product_attention on cuDNN flash attention (GPU, bf16/fp16
+# compute; the mask is read as right padding, key lengths = mask.sum(-1), as every batch here is built); "auto":
+# einsum on CPU, cudnn on GPU with bf16/fp16 compute where cuDNN takes the shape (else xla), xla otherwise.
+ATTENTIONS = ("auto", "einsum", "xla", "cudnn")
+SMALL_TABLE = 16  # embedding tables with at most this many rows (token types) are read by selects, not a gather
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +147,55 @@ def _site_key(key: jax.Array | None, site: int) -> jax.Array | None:
     return None if key is None else jax.random.fold_in(key, site)
 
 
+def resolve_attention(kind: str, dtype: Any, platform: str | None = None) -> str:
+    """The implementation `kind` (one of ATTENTIONS) means for compute `dtype` on `platform` (default: JAX's
+    default backend): "auto" -> "einsum" on CPU, "cudnn" on GPU with bfloat16/float16 compute, else "xla"."""
+    if kind not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    platform = platform or jax.default_backend()
+    if platform == "cpu":
+        return "einsum"
+    return "cudnn" if platform in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "xla"
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array,
+                          implementation: str) -> jax.Array:
+    """softmax(q k^T / sqrt(D) over unmasked keys) v by `jax.nn.dot_product_attention` (softmax in float32).
+
+    q, k, v [B, L, N, D] (compute dtype); key_mask [B, L] bool (True = attend) -> [B, L, N, D]. "xla" masks with
+    `key_mask` as given; "cudnn" reads it as right padding (lengths = key_mask.sum(-1), at least 1: an all-padding
+    row attends to its first position instead of uniformly, finite either way, and its output is never pooled).
+    """
+    if implementation == "cudnn":
+        lengths = jnp.maximum(jnp.sum(key_mask, axis=-1, dtype=jnp.int32), 1)
+        return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :], implementation="xla")
+
+
+_warned_cudnn: set[str] = set()
+
+
+def _lookup_small(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """table[ids] for a table of a few rows by selects: exact like a gather, and its gradient is a reduction per
+    row instead of a scatter-add into one hot row (every token of a batch shares token type 0)."""
+    out = jnp.broadcast_to(table[0], (*ids.shape, table.shape[-1]))
+    for row in range(1, table.shape[0]):
+        out = jnp.where((ids == row)[..., None], table[row], out)
+    return out
+
+
 class BertEmbeddings(nnx.Module):
-    """word + position + token-type embeddings, then LayerNorm (and dropout)."""
+    """word + position + token-type embeddings, then LayerNorm (and dropout).
+
+    Rows are read from the parameter-dtype (float32) tables and summed there; the LayerNorm casts to the compute
+    dtype. Positions are a slice of their table. With a compute dtype other than the tables', token types (a
+    table of <= SMALL_TABLE rows) are read by selects, so no gradient is a scatter-add in a narrow dtype.
+    """
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        self.mixed = jnp.dtype(dtype) != jnp.dtype(param_dtype)
         kw = {"dtype": dtype, "param_dtype": param_dtype, "embedding_init": _INIT, "rngs": rngs}
         self.word_embeddings = nnx.Embed(config.vocab_size, config.hidden_size, **kw)
         self.position_embeddings = nnx.Embed(config.max_position_embeddings, config.hidden_size, **kw)
@@ -143,11 +206,15 @@ class BertEmbeddings(nnx.Module):
 
     def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
         """[B, L] ids -> [B, L, H]."""
-        positions = jnp.arange(input_ids.shape[1])[None, :]
+        types = self.token_type_embeddings.embedding[...]
+        if self.mixed and types.shape[0] <= SMALL_TABLE:
+            token_types = _lookup_small(types, token_type_ids)
+        else:
+            token_types = jnp.take(types, token_type_ids, axis=0)
         x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(positions)
-            + self.token_type_embeddings(token_type_ids)
+            jnp.take(self.word_embeddings.embedding[...], input_ids, axis=0)
+            + self.position_embeddings.embedding[...][None, : input_ids.shape[1]]
+            + token_types
         )
         return self.layer_norm(x)
 
@@ -155,9 +222,12 @@ class BertEmbeddings(nnx.Module):
 class BertAttention(nnx.Module):
     """Multi-head self-attention + output projection + residual + LayerNorm (HF `BertAttention`)."""
 
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, attention: str = "auto"):
         h = config.hidden_size
         kw = {"dtype": dtype, "param_dtype": param_dtype, "kernel_init": _INIT, "rngs": rngs}
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.attention_impl = attention  # one of ATTENTIONS, resolved when traced (`resolve_attention`)
         self.num_heads = config.num_heads
         self.attention_dropout = config.attention_dropout
         self.hidden_dropout = config.hidden_dropout
@@ -179,13 +249,26 @@ class BertAttention(nnx.Module):
             return t.reshape(b, length, self.num_heads, head_dim)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(float(head_dim))
-        # Like HF's extended attention mask: masked keys get the most negative float (softmax weight 0).
-        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        probs = _dropout(probs, self.attention_dropout, _site_key(dropout_rng, 0))
-        context = jnp.einsum("bnqk,bknd->bqnd", probs, v).reshape(b, length, h)
+        implementation = resolve_attention(self.attention_impl, q.dtype)
+        if implementation == "einsum":
+            scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+            scores = scores / jnp.sqrt(float(head_dim))
+            # Like HF's extended attention mask: masked keys get the most negative float (softmax weight 0).
+            scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+            probs = _dropout(probs, self.attention_dropout, _site_key(dropout_rng, 0))
+            context = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+        elif implementation == "cudnn" and self.attention_impl == "auto":  # cuDNN where it takes the shape, else XLA
+            try:
+                context = dot_product_attention(q, k, v, key_mask, "cudnn")
+            except (NotImplementedError, RuntimeError, ValueError) as error:
+                if str(error) not in _warned_cudnn:
+                    _warned_cudnn.add(str(error))
+                    log.warning("attention 'auto': cuDNN attention unavailable (%s); using XLA's", error)
+                context = dot_product_attention(q, k, v, key_mask, "xla")
+        else:
+            context = dot_product_attention(q, k, v, key_mask, implementation)
+        context = context.reshape(b, length, h)
         out = _dropout(self.output(context), self.hidden_dropout, _site_key(dropout_rng, 1))
         return self.layer_norm(out + x)
 
@@ -193,11 +276,11 @@ class BertAttention(nnx.Module):
 class BertLayer(nnx.Module):
     """One post-LN transformer block: attention, then GELU feed-forward + residual + LayerNorm."""
 
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, attention: str = "auto"):
         h, i = config.hidden_size, config.intermediate_size
         kw = {"dtype": dtype, "param_dtype": param_dtype, "kernel_init": _INIT, "rngs": rngs}
         self.hidden_dropout = config.hidden_dropout
-        self.attention = BertAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.attention = BertAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, attention=attention)
         self.intermediate = nnx.Linear(h, i, **kw)
         self.output = nnx.Linear(i, h, **kw)
         self.layer_norm = nnx.LayerNorm(
@@ -215,7 +298,8 @@ class BertLayer(nnx.Module):
 class BertEncoder(nnx.Module):
     """BERT encoder without the pooler: ids -> last hidden state.
 
-    `dtype` is the compute dtype (e.g. bfloat16 on GPU); parameters are stored in `param_dtype`.
+    `dtype` is the compute dtype (e.g. bfloat16 on GPU); parameters are stored in `param_dtype`. `attention`: one
+    of ATTENTIONS (see there; "auto" keeps the einsum on CPU).
     """
 
     def __init__(
@@ -225,12 +309,14 @@ class BertEncoder(nnx.Module):
         rngs: nnx.Rngs,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
+        attention: str = "auto",
     ):
         self.config = config
         self.hidden_dropout = config.hidden_dropout
         self.embeddings = BertEmbeddings(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.layers = nnx.List(
-            [BertLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for _ in range(config.num_layers)]
+            [BertLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, attention=attention)
+             for _ in range(config.num_layers)]
         )
 
     def __call__(
@@ -312,11 +398,12 @@ class CrossEncoder(nnx.Module):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         encoder: BertEncoder | None = None,
+        attention: str = "auto",
     ):
         self.config = config
         self.hidden_dropout = config.hidden_dropout
         if encoder is None:
-            encoder = BertEncoder(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+            encoder = BertEncoder(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, attention=attention)
         self.encoder = encoder
         kw = {"dtype": dtype, "param_dtype": param_dtype, "kernel_init": _INIT, "rngs": rngs}
         self.pooler = nnx.Linear(config.hidden_size, config.hidden_size, **kw)

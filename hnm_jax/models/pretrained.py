@@ -23,7 +23,7 @@ import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_pairs, tokenize_texts
+from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, length_buckets, tokenize_pairs, tokenize_texts
 from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder, PoolingSpec, embed
 from hnm_jax.models.hf_weights import export_hf, export_hf_cross_encoder, load_hf_weights
 from hnm_jax.sharding import process_rows, to_replicated
@@ -125,7 +125,8 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
     """Runs jitted `fn(state, ids, mask[, extra])` over length-bucketed batches -> [N, *out_shape] in row order.
 
     Batches come from `bucketed_batches`, padded to exactly `batch_size` rows (pad ids, zero mask; dropped
-    after) and to their bucket length, so `fn` compiles at most once per bucket. On CPU `batch_size` is capped
+    after) and to their bucket length (`length_buckets` of the platform: fewer on accelerators, where compiles
+    cost more than padding), so `fn` compiles at most once per bucket. On CPU `batch_size` is capped
     by `compute_batch_size` (results are the same; smaller batches run faster there). `extra` ([N, L], e.g. token
     type ids) is cut and padded like the ids. `sharding` (batch NamedSharding over a 1-D 'data' mesh) splits
     each batch over devices with `state` replicated. Batch i is fetched while batch i+1 computes.
@@ -149,7 +150,7 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
     out = np.zeros((len(tokens), *out_shape), dtype=np.float32)
     pending: tuple[np.ndarray, jax.Array] | None = None
     with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc=desc, unit="text") as bar:
-        for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length):
+        for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length, length_buckets(platform)):
             ids, mask = tokens.take(rows, length)
             arrays = [ids, mask] + ([] if extra is None else [extra[rows, :length]])
             pad = batch_size - len(rows)
@@ -281,17 +282,19 @@ def read_max_seq_length(model_dir: Path, default: int = 128) -> int:
         raise ValueError(f"{path}: max_seq_length must be an integer ({err})") from err
 
 
-def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int | None = None) -> Encoder:
+def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int | None = None,
+                 attention: str = "auto") -> Encoder:
     """Loads a BERT-family sentence-transformers model (folder, packaged name or hub id) -> Encoder.
 
     `dtype` is the compute dtype; params stay float32. `max_length` defaults to the folder's `max_seq_length`
     (sentence_bert_config.json; 256 for all-MiniLM-L6-v2), so `encode` gives what sentence-transformers gives.
+    `attention`: one of `encoder.ATTENTIONS`.
     """
     model_dir, config, weights_path = _read_model_dir(name_or_path)
     if max_length is None:
         max_length = min(read_max_seq_length(model_dir), config.max_position_embeddings)
     # Shapes only (no random init, ~3 s saved for MiniLM): load_hf_weights overwrites every param.
-    model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype))
+    model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype, attention=attention))
     load_hf_weights(model, weights_path)
     graphdef, state = nnx.split(model)
     return Encoder(
@@ -311,9 +314,11 @@ def random_encoder(
     pooling: PoolingSpec = PoolingSpec(),  # noqa: B008  (frozen dataclass: an immutable default)
     seed: int = 0,
     max_length: int = 128,
+    dtype: Any = jnp.float32,
+    attention: str = "auto",
 ) -> Encoder:
-    """A randomly initialised Encoder (for tiny tests and from-scratch baselines)."""
-    graphdef, state = nnx.split(BertEncoder(config, rngs=nnx.Rngs(seed)))
+    """A randomly initialised Encoder (for tiny tests and from-scratch baselines); `dtype` is the compute dtype."""
+    graphdef, state = nnx.split(BertEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype, attention=attention))
     return Encoder(graphdef, state, config, pooling, tokenizer, source=f"random(seed={seed})", max_length=max_length)
 
 
@@ -397,17 +402,17 @@ class CrossEncoderModel:
 
 
 def load_cross_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int = 256,
-                       seed: int = 0) -> CrossEncoderModel:
+                       seed: int = 0, attention: str = "auto") -> CrossEncoderModel:
     """A cross-encoder from a HF BERT folder, packaged name or hub id -> CrossEncoderModel.
 
     From a `BertForSequenceClassification` checkpoint (num_labels 1, e.g. one written by `export`) everything
     is loaded; from a bi-encoder (`BertModel`) checkpoint the encoder is loaded and the head params missing
     from the file (`pooler`, `classifier`) are initialised from `seed` (listed in `fresh_head`).
-    `dtype` is the compute dtype; params stay float32.
+    `dtype` is the compute dtype; params stay float32. `attention`: one of `encoder.ATTENTIONS`.
     """
     model_dir, config, weights_path = _read_model_dir(name_or_path)
     # Encoder shapes only (load_hf_weights overwrites them all); the small head is initialised for real.
-    encoder = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype))
+    encoder = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype, attention=attention))
     model = CrossEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype, encoder=encoder)
     fresh = load_hf_weights(model, weights_path)
     graphdef, state = nnx.split(model)
@@ -415,8 +420,9 @@ def load_cross_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_lengt
                              source=str(name_or_path), max_length=max_length, fresh_head=tuple(fresh))
 
 
-def random_cross_encoder(config: BertConfig, tokenizer: Any, seed: int = 0, max_length: int = 256) -> CrossEncoderModel:
-    """A randomly initialised CrossEncoderModel (for tiny tests)."""
-    graphdef, state = nnx.split(CrossEncoder(config, rngs=nnx.Rngs(seed)))
+def random_cross_encoder(config: BertConfig, tokenizer: Any, seed: int = 0, max_length: int = 256,
+                         dtype: Any = jnp.float32, attention: str = "auto") -> CrossEncoderModel:
+    """A randomly initialised CrossEncoderModel (for tiny tests); `dtype` is the compute dtype."""
+    graphdef, state = nnx.split(CrossEncoder(config, rngs=nnx.Rngs(seed), dtype=dtype, attention=attention))
     return CrossEncoderModel(graphdef, state, config, tokenizer, source=f"random(seed={seed})",
                              max_length=max_length)
