@@ -74,7 +74,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -85,6 +84,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hnm_jax.atomic_write import atomic_path, write_text
 from hnm_jax.stats import mcnemar, minimum_detectable_effect, paired_bootstrap, paired_sd, verdict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,9 +390,7 @@ def dumps_run(data: Mapping) -> str:
 
 def write_json(path: Path, data: Mapping) -> None:
     """Writes ``data`` atomically (a killed suite never leaves a half-written run file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps_run(data))
-    os.replace(tmp, path)
+    write_text(path, dumps_run(data))
 
 
 def backfill_curves(runs_dir: Path, workdirs: Path) -> list[str]:
@@ -501,13 +499,11 @@ def prepare_synthetic(workdirs: Path, dataset: str = SYNTHETIC) -> Path:
 
     data_dir = Path(workdirs).resolve() / "tfds"
     name = tfds_builders.prepare_synthetic(data_dir, synthetic_size(dataset))
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tfds_builders.beir_from_tfds(name, data_dir, tmp)
-    if not (tmp / PERTURBATIONS_FILE).is_file():
-        raise RuntimeError(f"{tmp}: the export wrote no {PERTURBATIONS_FILE}")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)  # only a complete export gets the final name
+    with atomic_path(root) as tmp:  # only a complete export gets the final name
+        tfds_builders.beir_from_tfds(name, data_dir, tmp)
+        if not (tmp / PERTURBATIONS_FILE).is_file():
+            raise RuntimeError(f"{tmp}: the export wrote no {PERTURBATIONS_FILE}")
+        shutil.rmtree(root, ignore_errors=True)
     return root
 
 

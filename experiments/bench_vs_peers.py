@@ -36,7 +36,7 @@ import numpy as np
 from hnm_jax import sharding
 from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.data import batches
-from hnm_jax.data.beir import BeirData, load_beir, resolve_dataset_path
+from hnm_jax.data.beir import BeirData, load_beir, resolve_dataset
 from hnm_jax.data.tokenize import tokenize_texts
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.models.pretrained import Encoder, load_encoder, resolve_model_dir
@@ -316,7 +316,7 @@ def main() -> None:
     import sentence_transformers
     import torch
 
-    root = resolve_dataset_path(path=args.data) if Path(args.data).is_dir() else resolve_dataset_path(name=args.data)
+    root = resolve_dataset(args.data)
     data = load_beir(root, "train")
     examples = Examples(data)
     result = {"model": args.model, "data": str(args.data), "examples": len(examples.rows), "rounds": args.rounds,

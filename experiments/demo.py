@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 from hnm_jax import sharding
-from hnm_jax.config import load_config_file, spec_from_config
+from hnm_jax.config import dataset_root, load_config_file, spec_from_config
+from hnm_jax.data.beir import load_texts
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.models.pretrained import load_encoder
-from hnm_jax.train import load_texts, train_and_evaluate
+from hnm_jax.train import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def main() -> None:
         zero_shot = json.loads(zero_shot_path.read_text())
     else:
         mesh = sharding.make_mesh()
-        zero_shot = evaluate(spec, load_encoder(spec.model.name), load_texts(spec), spec.data.eval_split,
+        zero_shot = evaluate(spec, load_encoder(spec.model.name), load_texts(dataset_root(spec.data), skip_empty=spec.data.skip_empty), spec.data.eval_split,
                              sharding=sharding.batch_sharding(mesh), cache_dir=workdir / "cache")
         write_metrics(zero_shot, zero_shot_path)
     fine_tuned = train_and_evaluate(config, workdir / "quickstart")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))  # configs/ and experiments/ as packages
 from configs.ablations import online_band  # noqa: E402
 from experiments.ablate import prepare_synthetic  # noqa: E402
 from hnm_jax.config import spec_from_config  # noqa: E402
-from hnm_jax.data.beir import read_corpus, read_queries, resolve_dataset_path  # noqa: E402
+from hnm_jax.data.beir import load_texts, resolve_dataset_path  # noqa: E402
 from hnm_jax.data.lengths import resolve_lengths, token_lengths, truncated_share  # noqa: E402
 from hnm_jax.models.pretrained import load_tokenizer  # noqa: E402
 
@@ -28,7 +28,7 @@ DATASETS = ("abt_buy", "amazon_google", "walmart_amazon", "synthetic")
 
 
 def measure(root: Path, tokenizer) -> dict:
-    corpus, queries = read_corpus(root / "corpus.jsonl"), read_queries(root / "queries.jsonl")
+    _, corpus, queries = load_texts(root)
     config = online_band.get_config()
     config.data.path = str(root)
     spec, stats = resolve_lengths(spec_from_config(config), tokenizer, corpus.texts, queries.texts)

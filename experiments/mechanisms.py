@@ -68,8 +68,8 @@ def outcome(run: dict) -> dict:
 
 def param_change(workdirs: Path, on: str, off: str, dataset: str, seed: int) -> dict | None:
     """||p_on - p_off|| / ||p_off - p_init|| over all parameters (None when a workdir is gone)."""
+    from hnm_jax.models.loading import load_trained
     from hnm_jax.models.pretrained import load_encoder
-    from hnm_jax.train import load_trained
 
     dirs = [workdirs / f"{config}-{dataset}-{seed}" for config in (on, off)]
     if not all((d / "checkpoints").exists() for d in dirs):

@@ -424,7 +424,7 @@ def ce_details(runs: Sequence[Mapping]) -> tuple[str, str | None]:
         if in_pools and not removed:
             override = f"fails (removed none of the {in_pools:.0f} unlabelled duplicates in its pools)"
     else:
-        lines[-1] += (f"not logged. Miner.apply_cross_encoder (hnm_jax/train.py) must log, at each refresh, "
+        lines[-1] += (f"not logged. Miner.apply_cross_encoder (hnm_jax/mining/miner.py) must log, at each refresh, "
                       f"`{DUPLICATE_COUNTS[0]}` (pool entries that are their query's unlabelled duplicate, "
                       "hnm_jax.data.synthetic.read_unlabelled_duplicates) and "
                       f"`{DUPLICATE_COUNTS[1]}` (those the filter removed); see experiments/PLAN_issue12.md.")  # fmt: skip

@@ -11,10 +11,12 @@ import re
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from hnm_jax.data.beir import DataError, resolve_dataset_path
 from hnm_jax.mining.dense_index import IndexSpec
 from hnm_jax.mining.retriever import RetrieverSpec
 from hnm_jax.mining.schedules import BandSpec
@@ -302,6 +304,15 @@ def check_splits(spec: ExperimentSpec, splits: list[str]) -> None:
         if getattr(spec.data, key) not in splits:
             _fail(f"data.{key}", f"no split {getattr(spec.data, key)!r} in the dataset; it has "
                                  f"{', '.join(splits) or 'no qrels/*.tsv'}")
+
+
+def dataset_root(data: DataSpec) -> Path:
+    """The folder of the configured dataset: data.path when set, else the benchmark named data.name (ConfigError
+    naming the key when it is missing or not a BEIR folder)."""
+    try:
+        return resolve_dataset_path(name=None if data.path else data.name, path=data.path or None)
+    except DataError as error:
+        raise ConfigError(f"{'data.path' if data.path else 'data.name'}: {error}") from None
 
 
 def check_against_data(spec: ExperimentSpec, *, train_queries: int, devices: int, processes: int = 1) -> None:

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from hnm_jax import sharding as shardings
+from hnm_jax.atomic_write import write_text
 from hnm_jax.config import ConfigError, ExperimentSpec
 from hnm_jax.data.beir import Split, Texts, read_split
 from hnm_jax.data.tokenize import tokenize_texts
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-query ranks go this deep
 
-EvalData = tuple[Path | None, Texts, Texts]  # (dataset root or None, corpus, queries), as `train.load_texts` gives
+EvalData = tuple[Path | None, Texts, Texts]  # (dataset root or None, corpus, queries), as `data.beir.load_texts` gives
 
 
 def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -58,7 +59,7 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     spec: the run's ExperimentSpec; eval.max_length (0: resolved from the data), eval.batch_size, eval.search,
       index.* (ANN only), retriever.* (the deployed mode and the hybrid fusion), data.memory_budget_mb (corpus
       tokens over it stream to `cache_dir`), ce.rerank_depth and ce.max_length (with `reranker`). data.skip_empty
-      applies where `data` is read (`train.load_texts`, `load_beir(..., skip_empty=...)`).
+      applies where `data` is read (`data.beir.load_texts`, `load_beir(..., skip_empty=...)`).
     data: (root, corpus, queries); `root/perturbations.tsv` (synthetic benchmark) adds `pairwise_accuracy/<type>`
       for the labelled near-duplicates of each perturbation type. root may be None.
     split: a split name (read from `root`) or a read Split.
@@ -84,12 +85,7 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
 
         resolved = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
         spec = resolved[0] if isinstance(resolved, tuple) else resolved
-    if sharding is None:
-        sharding = shardings.batch_sharding(shardings.make_mesh())
-    try:
-        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    sharding = encoding_sharding(spec, sharding)
     if reranker is not None and spec.ce.rerank_depth < 1:
         raise ConfigError("ce.rerank_depth: must be >= 1 to re-rank with a cross-encoder")
     max_length, batch_size = spec.eval.max_length, spec.eval.batch_size
@@ -234,12 +230,22 @@ def dumps_metrics(metrics: Mapping) -> str:
     return text + "\n"
 
 
+def encoding_sharding(spec: ExperimentSpec, sharding: jax.sharding.NamedSharding | None = None,
+                      ) -> jax.sharding.NamedSharding:
+    """`sharding` (default: a batch sharding over every device), checked to split eval.batch_size evenly
+    (ConfigError naming the key otherwise)."""
+    if sharding is None:
+        sharding = shardings.batch_sharding(shardings.make_mesh())
+    try:
+        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return sharding
+
+
 def write_metrics(metrics: Mapping, path: Path) -> None:
     """`dumps_metrics` JSON, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(dumps_metrics(metrics))
-    tmp.replace(path)
+    write_text(path, dumps_metrics(metrics))
 
 
 TABLE_METRICS = ("accuracy@1", "accuracy@5", "accuracy@10", "recall@1", "recall@10", "mrr@10", "ndcg@10",

@@ -147,12 +147,12 @@ def _eval(argv: list[str]) -> int:
 
     from hnm_jax import sharding
     from hnm_jax.config import spec_from_config
-    from hnm_jax.data.beir import load_beir, resolve_dataset_path
+    from hnm_jax.data.beir import load_beir, resolve_dataset
     from hnm_jax.evaluate import evaluate, format_table, write_metrics
     from hnm_jax.models.pretrained import load_cross_encoder
 
     if args.workdir:
-        from hnm_jax.train import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
+        from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
 
         spec = spec_from_config(load_trained_config(args.workdir))
         data = args.data or spec.data.path or spec.data.name
@@ -166,7 +166,7 @@ def _eval(argv: list[str]) -> int:
         spec = spec_from_config(config)
         data, label = args.data, f"{args.model} ({args.split})"
     spec = eval_overrides(spec, args)
-    root = resolve_dataset_path(path=data) if Path(data).is_dir() else resolve_dataset_path(name=data)
+    root = resolve_dataset(data)
     beir = load_beir(root, args.split, skip_empty=spec.data.skip_empty)  # bad data fails here, before any model
     depth = spec.ce.rerank_depth if args.rerank_depth is None else args.rerank_depth
     rerank = args.rerank
@@ -223,7 +223,7 @@ def _export(argv: list[str]) -> int:
                         help="export the run's cross-encoder (its newest checkpoint in WORKDIR/ce) instead")
     args = parser.parse_args(argv)
 
-    from hnm_jax.train import load_trained, load_trained_cross_encoder
+    from hnm_jax.models.loading import load_trained, load_trained_cross_encoder
 
     model = load_trained_cross_encoder(args.workdir) if args.cross_encoder else load_trained(args.workdir)[0]
     model.export(Path(args.out))
@@ -285,10 +285,10 @@ def _mine(argv: list[str]) -> int:
     import jax
 
     from hnm_jax.config import load_config_file, spec_from_config
-    from hnm_jax.data.beir import load_beir, resolve_dataset_path
+    from hnm_jax.data.beir import load_beir, resolve_dataset
     from hnm_jax.mining.export import check_format, mine_to_rows, mining_spec, write_rows
+    from hnm_jax.models.loading import build_encoder, load_trained, load_trained_config
     from hnm_jax.models.pretrained import ModelNotFoundError, load_cross_encoder
-    from hnm_jax.train import build_encoder, load_trained, load_trained_config
 
     try:
         if args.workdir:
@@ -306,7 +306,7 @@ def _mine(argv: list[str]) -> int:
         spec = mining_spec(spec, strategy=args.strategy, num_negatives=args.num_negatives, pool_size=args.pool_size,
                            retriever=args.retriever)
         data = args.data or spec.data.path or spec.data.name
-        root = resolve_dataset_path(path=data) if Path(data).is_dir() else resolve_dataset_path(name=data)
+        root = resolve_dataset(data)
         beir = load_beir(root, args.split or spec.data.train_split, skip_empty=spec.data.skip_empty)
         fmt = args.format or ("parquet" if Path(args.output).suffix == ".parquet" else "jsonl")
         check_format(fmt)  # before any model work
@@ -344,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     from hnm_jax.compile_stats import enable_compilation_cache
 
     enable_compilation_cache()  # every command: compiled programs persist on disk (a config update, no computation)
-    # Importing these (and hnm_jax.train) must run no JAX computation: `init_distributed` comes later.
+    # Importing these (and hnm_jax.train_loop) must run no JAX computation: `init_distributed` comes later.
     from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError
     from hnm_jax.data.beir import DataError
 
     failed: tuple[type[Exception], ...] = (CheckpointError,)
     if argv[0] in ("train", "train-ce"):  # `hnm eval --model` never imports the trainer
-        from hnm_jax.train import TrainingDiverged
+        from hnm_jax.train_loop import TrainingDiverged
 
         failed += (TrainingDiverged,)
     try:

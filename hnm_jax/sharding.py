@@ -26,6 +26,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def put_replicated(tree: Any, mesh: Mesh) -> tuple[Any, Any]:
+    """(`tree` replicated on every device of `mesh`, the tree of its shardings)."""
+    shardings = jax.tree.map(lambda _: replicated(mesh), tree)
+    return jax.device_put(tree, shardings), shardings
+
+
 def check_batch_size(batch_size: int, mesh: Mesh, key: str = "train.batch_size") -> None:
     """Raises ValueError naming `key` when the global batch does not split evenly over the devices."""
     if batch_size % mesh.size:

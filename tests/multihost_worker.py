@@ -50,8 +50,8 @@ def encode(data_dir: str, out: str) -> None:
     from hnm_jax.data.beir import load_beir
     from hnm_jax.data.tokenize import tokenize_texts
     from hnm_jax.models.encoder import BertConfig
+    from hnm_jax.models.loading import TINY_TOKENIZER
     from hnm_jax.models.pretrained import random_encoder, resolve_model_dir
-    from hnm_jax.train import TINY_TOKENIZER
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
     encoder = random_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=0)

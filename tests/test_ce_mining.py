@@ -11,19 +11,13 @@ import numpy as np
 from conftest import tiny_config, write_tiny_beir
 
 from hnm_jax import train
-from hnm_jax.config import spec_from_config
-from hnm_jax.data.beir import read_split
+from hnm_jax.config import dataset_root, spec_from_config
+from hnm_jax.data import batch_sources
+from hnm_jax.data.beir import load_texts, read_split
+from hnm_jax.mining.miner import cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
-from hnm_jax.train import (
-    CE_DIR,
-    _cross_encoder_phase,
-    _make_miner,
-    build_cross_encoder,
-    build_encoder,
-    load_dev_set,
-    load_texts,
-    train_and_evaluate,
-)
+from hnm_jax.models.loading import CE_DIR, build_cross_encoder, build_encoder
+from hnm_jax.train import _cross_encoder_phase, train_and_evaluate
 
 
 def plant_case_variants(root):
@@ -46,11 +40,11 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
                          mining__pool_size=20)
     spec = spec_from_config(config)
     spec = dataclasses.replace(spec, band=spec.band.for_run(2))  # as train_and_evaluate does for a 2-step run
-    _, corpus, queries = load_texts(spec)
+    _, corpus, queries = load_texts(dataset_root(spec.data), skip_empty=spec.data.skip_empty)
     split = read_split(root, "train", corpus, queries)
     positives_before = split.positives.copy()
     encoder = build_encoder(spec.model, spec.seed)
-    miner = _make_miner(spec, tmp_path / "run", encoder, corpus, queries, split, batch_sharding=None)[0]
+    miner = make_miner(spec, tmp_path / "run", encoder, corpus, queries, split, batch_sharding=None)[0]
     miner.refresh(encoder.state, 0)
     row_of = {doc_id: row for row, doc_id in enumerate(corpus.ids)}
     dup_of_query = np.array([row_of[f"dup-{corpus.ids[p[0]]}"] for p in split.positives])  # [Q]
@@ -111,10 +105,10 @@ def mined_miner(root, workdir, **overrides):
                                                      "mining__pool_size": 20, **overrides})
     spec = spec_from_config(config)
     spec = dataclasses.replace(spec, band=spec.band.for_run(2))  # as train_and_evaluate does for a 2-step run
-    _, corpus, queries = load_texts(spec)
+    _, corpus, queries = load_texts(dataset_root(spec.data), skip_empty=spec.data.skip_empty)
     split = read_split(root, "train", corpus, queries)
     encoder = build_encoder(spec.model, spec.seed)
-    miner = _make_miner(spec, workdir, encoder, corpus, queries, split, batch_sharding=None)[0]
+    miner = make_miner(spec, workdir, encoder, corpus, queries, split, batch_sharding=None)[0]
     miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer)
     miner.refresh(encoder.state, 0)
     return spec, corpus, queries, split, encoder, miner
@@ -133,7 +127,7 @@ def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, mon
     plant_case_variants(root)
     workdir = tmp_path / "run"
     spec, corpus, queries, split, encoder, miner = mined_miner(root, workdir)
-    assert spec.ce.cross_fit and miner.dev is None and train.cross_fitted(spec, miner)
+    assert spec.ce.cross_fit and miner.dev is None and cross_fitted(spec, miner)
     pool_before = miner.pool
     oracle = positives_by_query(corpus, queries, split)
     trained, fakes = {}, {}
@@ -206,7 +200,7 @@ def test_dev_check_skips_a_worse_ce_and_filters_with_a_better_one(tmp_path, capl
     # A CE that ranks the positives last: accuracy@1 0 <= the bi-encoder's -> skipped, pool untouched, no masks.
     worse = FakeCE(oracle, sign=-1.0)
     miner.use_cross_encoders([worse])
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.train"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.mining.miner"):
         stats = miner.apply_cross_encoder(encoder.state)
     assert stats["ce_dev_rerank_acc1"] == 0.0 and stats["ce_dev_biencoder_acc1"] == bi_acc1
     assert stats["ce_filter_on"] == 0.0 and not miner.ce_filter_on and "ce_kept" not in stats
@@ -231,7 +225,7 @@ def test_dev_check_skips_a_worse_ce_and_filters_with_a_better_one(tmp_path, capl
     caplog.clear()
     better = FakeCE(oracle, also=lambda doc: doc.endswith(" pro"))
     miner.use_cross_encoders([better])
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.train"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.mining.miner"):
         stats = miner.apply_cross_encoder(encoder.state)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert stats["ce_dev_rerank_acc1"] == hit_at_10 and stats["ce_dev_biencoder_acc1"] == bi_acc1
@@ -257,7 +251,7 @@ def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monk
     config = tiny_config(root, "configs/full.py", train__max_steps=2, ce__rerank_depth=5, ce__require_better=False)
     assert config.ce.cross_fit and config.ce.rescore_top == 0
     fold_of_training, trained_rows = [], {}  # spies: the rows each fold's CE trains on
-    real_train, real_batch = train.train_cross_encoder, train.make_ce_batch
+    real_train, real_batch = train.train_cross_encoder, batch_sources.make_ce_batch
 
     def spy_train(spec, ce_dir, miner, mesh, rows=None):
         fold_of_training.append(ce_dir.name)
@@ -268,7 +262,7 @@ def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monk
         return real_batch(ce, query_texts, doc_texts, rows, *args)
 
     monkeypatch.setattr(train, "train_cross_encoder", spy_train)
-    monkeypatch.setattr(train, "make_ce_batch", spy_batch)
+    monkeypatch.setattr(batch_sources, "make_ce_batch", spy_batch)
     metrics = train_and_evaluate(config, workdir)
     assert set(metrics["stages"]) == {"retrieve", "rerank"}
     for name, value in metrics["stages"]["rerank"].items():  # top level = the final stage

@@ -11,7 +11,7 @@ from hnm_jax.config import ConfigError, spec_from_config
 from hnm_jax.data.beir import load_beir
 from hnm_jax.main import main
 from hnm_jax.mining.export import final_band, mine_to_rows, mining_spec, write_rows
-from hnm_jax.train import build_cross_encoder, build_encoder
+from hnm_jax.models.loading import build_cross_encoder, build_encoder
 
 N = 3
 

@@ -1,6 +1,7 @@
 """The mining engine inside training: deterministic refresh, one trace across a moving band, a resumed run
 reuses the checkpointed pool, and empty negative slots stay NaN-free."""
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +15,11 @@ from hnm_jax import sharding, train
 from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.config import spec_from_config
 from hnm_jax.data import batches
+from hnm_jax.data.batch_sources import BatchBuilder
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.mining.miner import Miner
+from hnm_jax.models.loading import build_encoder
 from hnm_jax.optimizer import make_optimizer
 from hnm_jax.train_step import contrastive_loss, create_train_state, jit_train_step
 
@@ -25,14 +29,17 @@ ONLINE = "configs/ablations/online_band_margin_curriculum_hybrid.py"
 def make_miner(tiny_beir, config_file=ONLINE):
     spec = spec_from_config(tiny_config(tiny_beir, config_file))
     data = load_beir(tiny_beir, "train")
-    encoder = train.build_encoder(spec.model, spec.seed)
+    total = spec.train.max_steps or spec.train.num_epochs * batches.steps_per_epoch(len(data.split),
+                                                                                      spec.train.batch_size)
+    spec = dataclasses.replace(spec, band=spec.band.for_run(total))  # as train_and_evaluate does
+    encoder = build_encoder(spec.model, spec.seed)
     doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, spec.data.doc_max_length)
     query_tokens = tokenize_texts(encoder.tokenizer, [data.queries.texts[r] for r in data.split.query_rows],
                                   spec.data.query_max_length)
     mesh = sharding.make_mesh()
-    miner = train.Miner(spec, encoder, data.corpus, [data.queries.texts[r] for r in data.split.query_rows],
-                        data.split, query_tokens, doc_tokens, batches.canonical_rows(data.corpus.texts),
-                        sharding.batch_sharding(mesh))
+    miner = Miner(spec, encoder, data.corpus, [data.queries.texts[r] for r in data.split.query_rows],
+                  data.split, query_tokens, doc_tokens, batches.canonical_rows(data.corpus.texts),
+                  sharding.batch_sharding(mesh))
     return miner, encoder, data
 
 
@@ -67,8 +74,8 @@ def test_one_trace_while_the_band_moves(tiny_beir):
     tx = make_optimizer(spec.train, 10)
     state = create_train_state(encoder.graphdef, encoder.state, tx, 0)
     state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
-    step_fn = jit_train_step(tx, spec.loss, spec.band, encoder.pooling, False, state_sharding,
-                             sharding.batch_sharding(mesh))
+    step_fn = jit_train_step(tx, spec.loss, spec.band.for_run(10), encoder.pooling, False, state_sharding,
+                             sharding.batch_sharding(mesh))  # the curriculum spans 7 of a 10-step run
     state = jax.device_put(state, state_sharding)
     bands = []
     for _ in range(4):
@@ -94,7 +101,7 @@ def make_builder(tiny_beir, config_file):
     spec = miner.spec
     query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, spec.data.query_max_length)
     steps = batches.steps_per_epoch(len(data.split), spec.train.batch_size)
-    return train.BatchBuilder(spec, miner, query_tokens, miner.doc_tokens, steps), encoder
+    return BatchBuilder(spec, miner, query_tokens, miner.doc_tokens, steps), encoder
 
 
 @pytest.mark.parametrize("config_file", ["configs/ablations/offline.py", ONLINE])
@@ -123,7 +130,7 @@ class Crash(RuntimeError):
 def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypatch):
     overrides = dict(train__max_steps=4, train__checkpoint_every=2)
     config = tiny_config(tiny_beir, "configs/ablations/offline.py", **overrides)
-    real_save, real_refresh = Checkpointer.save, train.Miner.refresh
+    real_save, real_refresh = Checkpointer.save, Miner.refresh
     refreshes = []
 
     def save_then_crash(self, state, position, pool=None):
@@ -135,7 +142,7 @@ def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypat
         refreshes.append(step)
         return real_refresh(self, params, step)
 
-    monkeypatch.setattr(train.Miner, "refresh", counting_refresh)
+    monkeypatch.setattr(Miner, "refresh", counting_refresh)
     monkeypatch.setattr(Checkpointer, "save", save_then_crash)
     with pytest.raises(Crash):
         train.train_and_evaluate(config, tmp_path / "crashed")

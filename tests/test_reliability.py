@@ -25,8 +25,10 @@ from conftest import REPO, tiny_config
 from hnm_jax import train
 from hnm_jax.checkpointing import TMP_SUFFIX, Checkpointer, CheckpointError
 from hnm_jax.config import ConfigError, spec_from_config
+from hnm_jax.models.loading import build_encoder, load_trained, load_trained_config
 from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train import TrainingDiverged, load_trained, train_and_evaluate
+from hnm_jax.train import train_and_evaluate
+from hnm_jax.train_loop import TrainingDiverged
 from hnm_jax.train_step import create_train_state, jit_train_step
 
 OFFLINE = "configs/ablations/offline.py"
@@ -207,8 +209,8 @@ CORRUPTIONS = {
 
 def _restore(workdir: Path) -> tuple:
     """Checkpointer.restore of a workdir as training does it: state and pool templates."""
-    spec = spec_from_config(train.load_trained_config(workdir))
-    encoder = train.build_encoder(spec.model, spec.seed)
+    spec = spec_from_config(load_trained_config(workdir))
+    encoder = build_encoder(spec.model, spec.seed)
     template = create_train_state(encoder.graphdef, encoder.state, make_optimizer(spec.train, 1), spec.seed)
     pool_template = {k: np.zeros_like(v) for k, v in read_checkpoint(workdir, 2)[3].items()}
     checkpointer = Checkpointer(workdir / "checkpoints", keep=2)
@@ -334,7 +336,7 @@ CONFIG_ERRORS = {  # case -> (config file, edit, start of the message)
     "unknown key": ("configs/base.py", ("train", "batchsize", 8), "train.batchsize: unknown key; did you mean "
                                                                   "train.batch_size?"),
     "wrong type": ("configs/base.py", ("train", "batch_size", "8"), "train.batch_size: expected int, got str"),
-    "band lo > hi": (OFFLINE, ("band", "lo", 0.99), "band: final band is empty (lo=0.99 > hi=0.95)"),
+    "band lo > hi": (OFFLINE, ("band", "lo", 2.5), "band.lo must be <= hi (the band is empty): lo=2.5 > hi=2.0"),
     "temperature 0": ("configs/base.py", ("loss", "temperature", 0.0), "loss.temperature: must be in"),
     "temperature < 0": ("configs/base.py", ("loss", "temperature", -0.05), "loss.temperature: must be in"),
     "num_negatives > pool_size": (OFFLINE, ("mining", "num_negatives", 40), "mining.pool_size: must be in "
@@ -379,7 +381,7 @@ def test_cli_bad_data_path_is_one_line(tmp_path, capsys, monkeypatch):
 def tiny_state(tiny_beir):
     """A fresh tiny TrainState (no training needed to exercise the checkpointer)."""
     spec = spec_from_config(tiny_config(tiny_beir))
-    encoder = train.build_encoder(spec.model, spec.seed)
+    encoder = build_encoder(spec.model, spec.seed)
     return create_train_state(encoder.graphdef, encoder.state, make_optimizer(spec.train, 10), spec.seed)
 
 
@@ -444,7 +446,6 @@ def test_corpus_over_the_memory_budget_streams_to_disk_with_identical_results(ti
     from test_train import params_of
 
     from hnm_jax.data.tokenize import tokenize_texts
-    from hnm_jax.train import build_encoder, train_and_evaluate
 
     spec = spec_from_config(tiny_config(tiny_beir))
     tokenizer = build_encoder(spec.model, 0).tokenizer

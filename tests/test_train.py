@@ -13,7 +13,8 @@ from hnm_jax.data import batches
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.tokenize import bucket_length, tokenize_texts
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
-from hnm_jax.train import build_encoder, load_trained, train_and_evaluate
+from hnm_jax.models.loading import build_encoder, load_trained
+from hnm_jax.train import train_and_evaluate
 from hnm_jax.train_step import contrastive_loss, jit_train_step
 
 

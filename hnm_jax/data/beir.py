@@ -147,6 +147,20 @@ def resolve_dataset_path(name: str | None = None, path: str | Path | None = None
     return root
 
 
+def resolve_dataset(name_or_path: str | Path) -> Path:
+    """`resolve_dataset_path` of a command-line dataset argument: a folder when one exists there, else a name."""
+    if Path(name_or_path).is_dir():
+        return resolve_dataset_path(path=name_or_path)
+    return resolve_dataset_path(name=str(name_or_path))
+
+
+def load_texts(root: str | Path, *, skip_empty: bool = False) -> tuple[Path, Texts, Texts]:
+    """(root, corpus, queries) of the dataset folder `root` (every split's texts; no qrels read)."""
+    root = Path(root)
+    corpus = read_corpus(root / "corpus.jsonl", skip_empty=skip_empty)
+    return root, corpus, read_queries(root / "queries.jsonl", skip_empty=skip_empty)
+
+
 def list_splits(root: Path) -> list[str]:
     """Names of the splits with a ``qrels/{split}.tsv`` file, sorted."""
     qrels_dir = Path(root) / "qrels"
@@ -391,6 +405,5 @@ def load_beir(root: str | Path, split: str, *, skip_empty: bool = False) -> Beir
     root = Path(root)
     _check_dataset_dir(root)
     _qrels_path(root, split)  # fail fast on a wrong split name, before reading the corpus
-    corpus = read_corpus(root / "corpus.jsonl", skip_empty=skip_empty)
-    queries = read_queries(root / "queries.jsonl", skip_empty=skip_empty)
+    _, corpus, queries = load_texts(root, skip_empty=skip_empty)
     return BeirData(root, corpus, queries, read_split(root, split, corpus, queries))

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import tqdm
+
+from hnm_jax.atomic_write import atomic_path
 
 LENGTH_BUCKETS: tuple[int, ...] = (16, 32, 48, 64, 128, 256, 512)  # 48: records here are ~20-60 tokens
 # GPU/TPU: a compile costs seconds to a minute there while padding a short batch costs little, so fewer buckets
@@ -116,19 +116,6 @@ def _cache_key(tokenizer: Any, texts: Sequence[str], max_length: int) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Calls `write(file)` on a temporary file beside `path`, then renames it: readers never see a partial file,
-    and processes writing the same cache at once each use their own temporary name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def tokenize_texts(
     tokenizer: Any,
     texts: Sequence[str],
@@ -176,9 +163,9 @@ def tokenize_texts(
 
     tokens = TokenizedTexts(input_ids, lengths, pad_id)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cache_path, lambda f: np.savez(f, input_ids=input_ids, lengths=lengths,
-                                                     pad_id=np.int64(pad_id)))
+        # Own temporary names: the processes of a multi-process run may write the same cache at once.
+        with atomic_path(cache_path, unique=True) as tmp, open(tmp, "wb") as f:
+            np.savez(f, input_ids=input_ids, lengths=lengths, pad_id=np.int64(pad_id))
     return tokens
 
 
@@ -189,25 +176,24 @@ def _tokenize_to_memmap(tokenizer: Any, texts: list[str], max_length: int, cache
     ids_path, lengths_path = cache_dir / f"tokens-{key}.ids.npy", cache_dir / f"tokens-{key}.lengths.npy"
     pad_id = _pad_id(tokenizer)
     if not (ids_path.exists() and lengths_path.exists()):
-        cache_dir.mkdir(parents=True, exist_ok=True)
         # Own temporary names: the processes of a multi-process run may write the same cache at once.
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=ids_path.name, suffix=".tmp.npy")
-        os.close(fd)
-        ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(len(texts), max_length))
-        lengths = np.zeros((len(texts),), dtype=np.int32)
-        with tqdm.tqdm(total=len(texts), disable=not show_progress, desc="tokenize (to disk)", unit="text") as bar:
-            for start in range(0, len(texts), CHUNK_SIZE):
-                chunk = texts[start : start + CHUNK_SIZE]
-                encoded = tokenizer(chunk, truncation=True, max_length=max_length, return_attention_mask=False,
-                                    return_token_type_ids=False)
-                block = np.full((len(chunk), max_length), pad_id, dtype=np.int32)
-                lengths[start : start + len(chunk)] = _fill(encoded["input_ids"], block, 0)
-                ids[start : start + len(chunk)] = block
-                bar.update(len(chunk))
-        ids.flush()
-        del ids
-        _write_atomic(lengths_path, lambda f: np.save(f, lengths))
-        os.replace(tmp, ids_path)
+        with atomic_path(ids_path, unique=True) as tmp:
+            ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(len(texts), max_length))
+            lengths = np.zeros((len(texts),), dtype=np.int32)
+            with tqdm.tqdm(total=len(texts), disable=not show_progress, desc="tokenize (to disk)",
+                           unit="text") as bar:
+                for start in range(0, len(texts), CHUNK_SIZE):
+                    chunk = texts[start : start + CHUNK_SIZE]
+                    encoded = tokenizer(chunk, truncation=True, max_length=max_length, return_attention_mask=False,
+                                        return_token_type_ids=False)
+                    block = np.full((len(chunk), max_length), pad_id, dtype=np.int32)
+                    lengths[start : start + len(chunk)] = _fill(encoded["input_ids"], block, 0)
+                    ids[start : start + len(chunk)] = block
+                    bar.update(len(chunk))
+            ids.flush()
+            del ids
+            with atomic_path(lengths_path, unique=True) as lengths_tmp, open(lengths_tmp, "wb") as f:
+                np.save(f, lengths)
     return TokenizedTexts(np.load(ids_path, mmap_mode="r"), np.load(lengths_path), pad_id)
 
 

@@ -25,19 +25,18 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hnm_jax import sharding as shardings
+from hnm_jax.atomic_write import atomic_path
 from hnm_jax.config import ConfigError, ExperimentSpec
 from hnm_jax.data.batches import canonical_rows
 from hnm_jax.data.beir import Split, Texts
 from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.evaluate import best_positive_scores
+from hnm_jax.evaluate import best_positive_scores, encoding_sharding
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec, ce_filter, mine_pool, needs_pool
 from hnm_jax.mining.retriever import Retriever
@@ -130,12 +129,7 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
         from hnm_jax.data.lengths import resolve_lengths
 
         spec = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)[0]
-    if sharding is None:
-        sharding = shardings.batch_sharding(shardings.make_mesh())
-    try:
-        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    sharding = encoding_sharding(spec, sharding)
 
     query_texts = [queries.texts[r] for r in split.query_rows]
     budget = spec.data.memory_budget_bytes if cache_dir is not None else None
@@ -216,15 +210,12 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path, fmt: str = "jsonl")
     """Writes `rows` (dicts with the same keys) to `path` as JSONL (one JSON object a line, UTF-8) or Parquet
     (pyarrow), atomically. Column order is the first row's key order."""
     check_format(fmt)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    if fmt == "jsonl":
-        with open(partial, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_path(path) as partial:
+        if fmt == "jsonl":
+            with open(partial, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), partial)
-    os.replace(partial, path)
+            pq.write_table(pa.Table.from_pylist(rows), partial)

@@ -146,19 +146,22 @@ class LexicalIndex:
         return cls(bm25, int(meta["num_docs"]))
 
 
-def normalize_per_query(scores: np.ndarray) -> np.ndarray:
-    """Min-max normalize each row over its finite entries: [Q, M] -> [Q, M] in [0, 1].
+def minmax_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Min-max normalization of each row over its `valid` entries: [Q, M] -> [Q, M] in [0, 1], in x's dtype.
 
-    x' = (x - min_row) / (max_row - min_row); rows whose finite entries are all equal map them to 0;
-    non-finite entries (-inf for missing slots, NaN) are kept as they are.
+    x' = (x - min_row) / (max_row - min_row) over the row's valid entries; invalid entries and the entries of
+    rows whose valid entries are all equal -> 0. The one min-max of the package (fusion, hybrid logits).
     """
+    lo = np.min(np.where(valid, x, np.inf), axis=-1, keepdims=True)
+    hi = np.max(np.where(valid, x, -np.inf), axis=-1, keepdims=True)
+    span = hi - lo
+    ok = valid & (span > 0)
+    out = (np.where(valid, x, 0.0) - np.where(np.isfinite(lo), lo, 0.0)) / np.where(span > 0, span, 1.0)
+    return np.where(ok, np.clip(out, 0.0, 1.0), 0.0).astype(x.dtype)
+
+
+def normalize_per_query(scores: np.ndarray) -> np.ndarray:
+    """`minmax_rows` over the finite entries, float32; non-finite entries (-inf for missing slots, NaN) are kept."""
     scores = np.asarray(scores, np.float32)
     finite = np.isfinite(scores)
-    lo = np.min(np.where(finite, scores, np.inf), axis=-1, keepdims=True)
-    hi = np.max(np.where(finite, scores, -np.inf), axis=-1, keepdims=True)
-    span = hi - lo
-    ok = finite & (span > 0)
-    safe_span = np.where(span > 0, span, 1.0)
-    safe_lo = np.where(np.isfinite(lo), lo, 0.0)
-    normalized = np.clip((scores - safe_lo) / safe_span, 0.0, 1.0)
-    return np.where(ok, normalized, np.where(finite, 0.0, scores)).astype(np.float32)
+    return np.where(finite, minmax_rows(scores, finite), scores)

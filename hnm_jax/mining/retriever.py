@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.lexical import LexicalIndex, top_k_rows
+from hnm_jax.mining.lexical import LexicalIndex, minmax_rows, top_k_rows
 
 MODES = ("dense", "lexical", "hybrid")
 QUERY_CHUNK = 1024  # queries processed together (bounds the [chunk, candidates, D] re-scoring memory)
@@ -66,16 +66,6 @@ class Retrieved:
     lexical: np.ndarray
 
 
-def _minmax_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(x - min) / (max - min) per row over valid entries, float64; constant rows -> 0."""
-    lo = np.min(np.where(valid, x, np.inf), axis=1, keepdims=True)
-    hi = np.max(np.where(valid, x, -np.inf), axis=1, keepdims=True)
-    span = hi - lo
-    ok = valid & (span > 0)
-    out = (np.where(valid, x, 0.0) - np.where(np.isfinite(lo), lo, 0.0)) / np.where(span > 0, span, 1.0)
-    return np.where(ok, out, 0.0)
-
-
 def fuse_weighted(dense: np.ndarray, lexical: np.ndarray, spec: RetrieverSpec) -> np.ndarray:
     """fused = w_d * minmax(dense) + w_l * minmax(lexical), min-max per row over valid candidates.
 
@@ -86,9 +76,9 @@ def fuse_weighted(dense: np.ndarray, lexical: np.ndarray, spec: RetrieverSpec) -
     valid = np.isfinite(dense) & np.isfinite(lexical)
     fused = np.zeros(dense.shape, np.float64)
     if spec.dense_weight != 0:
-        fused += spec.dense_weight * _minmax_rows(dense, valid)
+        fused += spec.dense_weight * minmax_rows(dense, valid)
     if spec.lexical_weight != 0:
-        fused += spec.lexical_weight * _minmax_rows(lexical, valid)
+        fused += spec.lexical_weight * minmax_rows(lexical, valid)
     return np.where(valid, fused, -np.inf)
 
 

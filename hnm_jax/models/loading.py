@@ -1,0 +1,120 @@
+"""Every loader a run needs that reads a config or a workdir: the encoder and cross-encoder a config names (a tiny
+random one, or `models/pretrained.py`'s load_encoder / load_cross_encoder, with the configured dropout), and the
+trained models of a workdir (its config.json and newest checkpoint).
+
+Separate from `pretrained.py` (which knows nothing of configs, optimizers or checkpoints) so the CLI, the miners and
+the experiments reach trained models without importing `hnm_jax.train`.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+from flax import nnx
+
+from hnm_jax.checkpointing import Checkpointer
+from hnm_jax.config import ExperimentSpec, ModelSpec, spec_from_config
+from hnm_jax.models.encoder import BertConfig
+from hnm_jax.models.pretrained import (
+    CrossEncoderModel,
+    Encoder,
+    load_cross_encoder,
+    load_encoder,
+    random_cross_encoder,
+    random_encoder,
+    resolve_model_dir,
+)
+from hnm_jax.optimizer import make_optimizer
+from hnm_jax.train_step import create_train_state
+
+TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
+CE_DIR = "ce"  # <workdir>/ce: the cross-encoder's checkpoints, logs and exported HF folder ("model")
+CE_FOLD_DIR = "fold{}"  # cross-fitting: <workdir>/ce/fold0, <workdir>/ce/fold1, each laid out like <workdir>/ce
+
+
+def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
+    """The pretrained encoder named by `model.name` (or a tiny random one), with the configured dropout."""
+    if spec.name == "tiny":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
+        encoder = random_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=seed,
+                                 dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
+    else:
+        encoder = load_encoder(spec.name, dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
+    return with_dropout(encoder, spec.dropout)
+
+
+def build_cross_encoder(spec: ExperimentSpec) -> CrossEncoderModel:
+    """The cross-encoder to train: `ce.model` if set, else initialised from the bi-encoder's `model.name`."""
+    name, max_length = spec.ce.model or spec.model.name, spec.ce.max_length
+    if name == "tiny":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(TINY_TOKENIZER))
+        model = random_cross_encoder(BertConfig.tiny(vocab_size=tokenizer.vocab_size), tokenizer, seed=spec.seed,
+                                     max_length=max_length, dtype=jax.numpy.dtype(spec.model.dtype),
+                                     attention=spec.model.attention)
+    else:
+        model = load_cross_encoder(name, dtype=jax.numpy.dtype(spec.model.dtype), max_length=max_length,
+                                   seed=spec.seed, attention=spec.model.attention)
+    return with_dropout(model, spec.model.dropout)
+
+
+def with_dropout(encoder: Encoder | CrossEncoderModel, rate: float) -> Encoder | CrossEncoderModel:
+    """The same model with hidden and attention dropout `rate` (used only when a step passes a dropout key)."""
+    model = encoder.module()
+    for _, module in nnx.iter_modules(model):
+        for name in ("hidden_dropout", "attention_dropout"):
+            if hasattr(module, name):
+                setattr(module, name, rate)
+    graphdef, state = nnx.split(model)
+    config = dataclasses.replace(encoder.config, hidden_dropout=rate, attention_dropout=rate)
+    return dataclasses.replace(encoder, graphdef=graphdef, state=state, config=config)
+
+
+def load_trained_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a training workdir was run with (its config.json)."""
+    config_path = Path(workdir) / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path}: no config.json; is {workdir} a training workdir?")
+    return ml_collections.ConfigDict(json.loads(config_path.read_text()))
+
+
+def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec):
+    """The params of the newest checkpoint in `directory`, given a model's graphdef and params as template."""
+    tx = make_optimizer(spec.train, total_steps=1)  # the opt_state structure does not depend on the schedule
+    template = create_train_state(graphdef, params, tx, spec.seed)
+    checkpointer = Checkpointer(directory, keep=spec.train.keep_checkpoints)
+    try:
+        restored = checkpointer.restore(template)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"{directory}: no readable checkpoint")
+    return restored[0].params
+
+
+def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDict]:
+    """The encoder of a training workdir with the parameters of its newest checkpoint, and its config."""
+    workdir = Path(workdir)
+    config = load_trained_config(workdir)
+    spec = spec_from_config(config)
+    encoder = build_encoder(spec.model, spec.seed)
+    params = _newest_params(workdir / "checkpoints", encoder.graphdef, encoder.state, spec)
+    return dataclasses.replace(encoder, state=params), config
+
+
+def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
+    """The cross-encoder of a training workdir (<workdir>/ce) with the parameters of its newest checkpoint; of a
+    cross-fitted run without <workdir>/ce/checkpoints, the fold-0 CE (<workdir>/ce/fold0, the one its evaluation
+    re-ranked with)."""
+    spec = spec_from_config(load_trained_config(workdir))
+    model = build_cross_encoder(spec)
+    ce_dir = Path(workdir) / CE_DIR
+    if not (ce_dir / "checkpoints").is_dir() and (ce_dir / CE_FOLD_DIR.format(0) / "checkpoints").is_dir():
+        ce_dir = ce_dir / CE_FOLD_DIR.format(0)
+    params = _newest_params(ce_dir / "checkpoints", model.graphdef, model.state, spec)
+    return dataclasses.replace(model, state=params)
