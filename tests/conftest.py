@@ -137,3 +137,37 @@ def per_query_metrics(acc: float, ranks: dict[str, int], pairs: dict[tuple[str, 
         m["per_pair"] = {"query_ids": [q for q, _ in pairs], "doc_ids": [d for _, d in pairs],
                          "correct": list(pairs.values())}  # fmt: skip
     return m
+
+
+def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8, max_length=16):
+    """(tiny encoder, one training batch of the tiny BEIR set) for step-level tests."""
+    from hnm_jax.config import spec_from_config
+    from hnm_jax.data import batches
+    from hnm_jax.data.beir import load_beir
+    from hnm_jax.data.tokenize import tokenize_texts
+    from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
+    from hnm_jax.models.loading import build_encoder
+
+    data = load_beir(tiny_beir, "train")
+    spec = spec_from_config(tiny_config(tiny_beir))
+    encoder = build_encoder(spec.model, seed=0)
+    doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, max_length)
+    query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, max_length)
+    rng = batches.step_rng(0, 0, 0)
+    rows = batches.batch_rows(0, 0, 0, len(data.split), batch_size)
+    pos = batches.sample_positives(data.split.positives[rows], rng)
+    candidates = Candidates(data.split.positives[rows], len(data.corpus), None, (-1.0, 1.0), "absolute")
+    neg = random_negatives(candidates, SelectSpec(num_negatives), rng)
+    neg[0, 0] = pos[1]  # a document twice in the batch: must be counted once
+    return encoder, batches.make_batch(rows, data.split, query_tokens, doc_tokens, pos, neg,
+                                      batches.canonical_rows(data.corpus.texts))
+
+
+def params_of(workdir):
+    """The parameter leaves of a training workdir's newest checkpoint."""
+    import jax
+
+    from hnm_jax.models.loading import load_trained
+
+    encoder, _ = load_trained(workdir)
+    return jax.tree.leaves(jax.device_get(encoder.state))

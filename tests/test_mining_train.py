@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
-from test_train import make_tiny_batch, params_of
+from conftest import make_tiny_batch, params_of, tiny_config
 
 from hnm_jax import sharding, train
 from hnm_jax.checkpointing import Checkpointer

@@ -5,13 +5,12 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, make_tiny_batch, params_of, tiny_config
 
 from hnm_jax import sharding, train
 from hnm_jax.config import spec_from_config
 from hnm_jax.data import batches
-from hnm_jax.data.beir import load_beir
-from hnm_jax.data.tokenize import bucket_length, tokenize_texts
+from hnm_jax.data.tokenize import bucket_length
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.models.loading import build_encoder, load_trained
 from hnm_jax.train import train_and_evaluate
@@ -37,22 +36,6 @@ def test_random_negatives_never_known_positives():
         neg = random_negatives(candidates, SelectSpec(num_negatives=4), np.random.default_rng(seed))
         for row in range(3):
             assert not set(neg[row].tolist()) & set(positives[row].tolist()) - {-1}
-
-
-def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8, max_length=16):
-    data = load_beir(tiny_beir, "train")
-    spec = spec_from_config(tiny_config(tiny_beir))
-    encoder = build_encoder(spec.model, seed=0)
-    doc_tokens = tokenize_texts(encoder.tokenizer, data.corpus.texts, max_length)
-    query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, max_length)
-    rng = batches.step_rng(0, 0, 0)
-    rows = batches.batch_rows(0, 0, 0, len(data.split), batch_size)
-    pos = batches.sample_positives(data.split.positives[rows], rng)
-    candidates = Candidates(data.split.positives[rows], len(data.corpus), None, (-1.0, 1.0), False)
-    neg = random_negatives(candidates, SelectSpec(num_negatives), rng)
-    neg[0, 0] = pos[1]  # a document twice in the batch: must be counted once
-    return encoder, batches.make_batch(rows, data.split, query_tokens, doc_tokens, pos, neg,
-                                      batches.canonical_rows(data.corpus.texts))
 
 
 @pytest.mark.parametrize("num_devices", [2, 4])
@@ -138,11 +121,6 @@ def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):
         assert saved[name] == metrics[name]
 
 
-def params_of(workdir):
-    encoder, _ = load_trained(workdir)
-    return jax.tree.leaves(jax.device_get(encoder.state))
-
-
 CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.py") if p.name != "__init__.py")
 
 
@@ -152,6 +130,23 @@ def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
     metrics = train_and_evaluate(config, tmp_path)
     assert metrics["train_steps"] == 1
     assert 0.0 <= metrics["accuracy@1"] <= 1.0
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    step = next(row for row in logged if "train/loss" in row)
+    assert np.isfinite(step["train/loss"]) and step["train/grad_norm"] > 0
+    spec = spec_from_config(config)
+    initial = jax.tree.leaves(build_encoder(spec.model, spec.seed).state)
+    assert any(not np.array_equal(a, b) for a, b in zip(params_of(tmp_path), initial, strict=True))
+    # the config's own mechanism shows in its logged diagnostics
+    if spec.loss.margin_kind == "additive":
+        assert step["train/margin_grad_share"] > 0
+    if spec.mining.strategy == "band" and spec.mining.band_in_step:
+        assert "train/band_kept_per_query" in step
+    if spec.band.curriculum != "none":
+        assert step["train/band_lo"] < spec.band.lo or step["train/band_hi"] < spec.band.hi
+    if spec.loss.uniformity_weight:
+        assert np.isfinite(step["train/uniformity"])
+    if spec.ce.guides_mining:
+        assert any("refresh/ce_filter_on" in row for row in logged)
 
 
 def test_cli_eval_and_export_round_trip(tiny_beir, tmp_path):

@@ -13,6 +13,7 @@ scores exactly 0. ``search`` returns only docs with a positive score (other slot
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ def _bm25s():
     backend, and `jax.distributed.initialize` (multi-process runs) must come before that."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG when imported
     return bm25s
 
 
