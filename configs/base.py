@@ -20,6 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dropout = 0.1  # hidden and attention dropout while training (0 turns it off)
     c.model.attention = "auto"  # auto (CPU: einsum; GPU: cudnn for bf16, else xla) | einsum | xla | cudnn (xla/cudnn: jax.nn.dot_product_attention, no attention-prob dropout)
     c.model.rng_impl = "auto"  # dropout PRNG: auto (CPU: threefry; GPU/TPU: rbg) | threefry | rbg | unsafe_rbg
+    c.model.normalize = True  # L2-normalize pooled embeddings as the model's own modules say (False: never; raw dots)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "abt_buy"  # a benchmark under $HNM_DATA_DIR (default ../shared/datasets); ignored if data.path is set
@@ -68,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mining.simans_b = -0.1  # SimANS offset b: most likely negatives score about s_pos + b
     c.mining.band_in_step = True  # also mask explicit negatives outside the band on the step's fresh scores
     c.mining.refresh_every_epochs = 1  # online pool: re-encode the corpus and rebuild the index every K epochs
+    c.mining.retriever = ""  # what mines the pool: "" (= retriever.mode) | dense | lexical | hybrid (retriever.*)
 
     c.band = ml_collections.ConfigDict()
     c.band.mode = "gap"  # gap: keep s_pos + lo <= s_neg <= s_pos + hi | relative: lo*s_pos..hi*s_pos | absolute: lo..hi
@@ -81,7 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.band.num_stages = 4  # stages of the "step" curriculum
 
     c.retriever = ml_collections.ConfigDict()
-    c.retriever.mode = "dense"  # the deployed pipeline, used by eval AND mining: dense | lexical | hybrid
+    c.retriever.mode = "dense"  # deployed pipeline: dense | lexical | hybrid (eval; mining too unless mining.retriever)
     c.retriever.fusion = "weighted"  # hybrid fusion: weighted (min-max per query) | rrf
     c.retriever.dense_weight = 1.0  # weight of the dense score (or dense rank in rrf)
     c.retriever.lexical_weight = 0.3  # weight of the BM25 score (or BM25 rank in rrf)

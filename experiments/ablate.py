@@ -144,15 +144,11 @@ TUNE_DATASETS = ("abt_buy", "amazon_google", "walmart_amazon", "synthetic_power"
 # Fixed for every tuned run: one deployed retriever with exact search, exact search in mining too (full.py mines
 # with ScaNN at every size, the others below 20k records only; exact needs no scann package on a GPU machine), a
 # refresh every epoch (the minimum mining.refresh_every_epochs allows), a log line every step (the saturation step).
+# Mining uses the deployed retriever unless the arm's config sets mining.retriever: online_band mines from the hybrid
+# pipeline, online_band_dense_mining (claim 7) from the dense index alone, both deploying the same pipeline.
 BUDGET = {"retriever.mode": DEPLOYED_RETRIEVER, "eval.search": "exact", "index.exact_threshold": 10_000_000,
           "mining.refresh_every_epochs": 1, "train.log_every": 1}  # fmt: skip
 DEV_CURVES = ("train/loss", "train/in_batch_accuracy")  # what a dev run JSON keeps of its curves
-# Arms that are not a config file of their own: label -> (config file, overrides applied after BUDGET).
-# retriever.mode sets what mining AND deployment use, so the forced BUDGET makes every mining arm mine from the
-# hybrid pipeline (online_band_hybrid_retriever is then online_band). The dense-only miner of claim (7) keeps
-# retriever.mode=dense; it is compared on its evaluation's hybrid ranks (the same deployed pipeline, DEPLOYED_RETRIEVER)
-# and chosen on dev by them. A mining.retriever key would remove this exception (experiments/PLAN_issue12.md).
-ARM_RECIPES = {"online_band_dense_mining": ("online_band", {"retriever.mode": "dense"})}
 # (label, arm given more epochs, arm whose mean test wall-clock it gets)
 EQUAL_WALLCLOCK = ("in_batch_wallclock_full", "in_batch", "full")
 
@@ -512,11 +508,6 @@ def data_source(dataset: str, workdirs: Path) -> str:
     return str(synthetic_root(workdirs, dataset)) if is_synthetic(dataset) else dataset
 
 
-def recipe_of(config: str) -> str:
-    """The config file an arm runs: ARM_RECIPES' for labels such as online_band_dense_mining, else the arm itself."""
-    return ARM_RECIPES[config][0] if config in ARM_RECIPES else config
-
-
 def override_text(value: object) -> str:
     """A --config.key=VALUE value: repr of floats (2e-05, -0.5), str of the rest (ints, bools, strings)."""
     return repr(value) if isinstance(value, float) else str(value)
@@ -525,13 +516,11 @@ def override_text(value: object) -> str:
 def train_command(run: Run, workdirs: Path, overrides: Mapping[str, object] | None = None,
                   workdir: Path | None = None) -> list[str]:  # fmt: skip
     """`hnm train` for one run (the trainer resumes from the workdir's checkpoint if there is one), with
-    ``--config.<key>=<value>`` for each of ARM_RECIPES' fixed overrides of a label, then of ``overrides``; workdir
-    defaults to <workdirs>/<run name>."""
+    ``--config.<key>=<value>`` for each of ``overrides``; workdir defaults to <workdirs>/<run name>."""
     key = "path" if is_synthetic(run.dataset) else "name"
-    overrides = {**(ARM_RECIPES[run.config][1] if run.config in ARM_RECIPES else {}), **(overrides or {})}
-    return [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(config_path(recipe_of(run.config))),
+    return [sys.executable, "-m", "hnm_jax.main", "train", "--config", str(config_path(run.config)),
             f"--config.data.{key}={data_source(run.dataset, workdirs)}", f"--config.seed={run.seed}",
-            *(f"--config.{k}={override_text(v)}" for k, v in overrides.items()),
+            *(f"--config.{k}={override_text(v)}" for k, v in (overrides or {}).items()),
             "--workdir", str(Path(workdir) if workdir is not None else Path(workdirs) / run.name)]  # fmt: skip
 
 
@@ -601,8 +590,8 @@ def run_suite(runs: Sequence[Run], workdirs: Path, runs_dir: Path) -> list[str]:
             bar.update(1)
         for run in todo:
             bar.set_postfix_str(f"{run.name}; est. {_duration(sum(left.values()))} left")
-            if not config_path(recipe_of(run.config)).is_file():
-                tqdm.write(f"== {run.name} skipped: no {config_path(recipe_of(run.config)).relative_to(REPO)}")
+            if not config_path(run.config).is_file():
+                tqdm.write(f"== {run.name} skipped: no {config_path(run.config).relative_to(REPO)}")
                 failed.append(run.name)
                 left.pop(run)
                 bar.update(1)
@@ -646,9 +635,9 @@ def point_tag(point: Mapping[str, object]) -> str:
 
 
 def arm_overrides(config: str, point: Mapping[str, object], split: str) -> dict[str, object]:
-    """Every override of a tuned run: BUDGET, the arm's fixed ARM_RECIPES overrides, the grid point, the split."""
-    fixed = ARM_RECIPES[config][1] if config in ARM_RECIPES else {}
-    return {**BUDGET, **fixed, **point, "data.eval_split": split}
+    """Every override of a tuned run: BUDGET, the grid point, the split. An arm's own keys (online_band_dense_mining's
+    mining.retriever, ...) live in its config file, so every arm gets the same BUDGET, with no exception."""
+    return {**BUDGET, **point, "data.eval_split": split}
 
 
 def deployed_metric(metrics: Mapping, key: str, retriever: str = DEPLOYED_RETRIEVER) -> float:
@@ -848,9 +837,8 @@ def tune_suite(plan: Plan, seeds: Sequence[int], workdirs: Path, runs_dir: Path,
 def tune_wall_s(config: str, dataset: str, epochs: float, device: str = "cpu") -> float:
     """Estimated wall seconds of one tuned run (TUNE_WALL_S, EPOCH_COST, CE_OVERHEAD_S)."""
     overhead, per_epoch = TUNE_WALL_S[device].get(dataset, TUNE_WALL_S[device]["abt_buy"])
-    recipe = recipe_of(config)
-    ce = CE_OVERHEAD_S[device] if recipe in CE_CONFIGS else 0.0
-    return overhead + ce + EPOCH_COST.get(recipe, 1.0) * per_epoch * epochs
+    ce = CE_OVERHEAD_S[device] if config in CE_CONFIGS else 0.0
+    return overhead + ce + EPOCH_COST.get(config, 1.0) * per_epoch * epochs
 
 
 def describe_tune_plan(plan: Plan, seeds: Sequence[int], runs_dir: Path, device: str = "cpu") -> tuple[str, float]:
@@ -1172,8 +1160,8 @@ def load_dev_runs(dev_dir: Path) -> list[dict]:
 
 
 def point_of(config: str, overrides: Mapping[str, object]) -> dict[str, object]:
-    """The grid point of a tuned run's overrides (without BUDGET, the arm's fixed overrides and the split)."""
-    fixed = {**BUDGET, **(ARM_RECIPES[config][1] if config in ARM_RECIPES else {}), "data.eval_split": None}
+    """The grid point of a tuned run's overrides (without BUDGET and the split)."""
+    fixed = {**BUDGET, "data.eval_split": None}
     return {k: v for k, v in overrides.items() if k not in fixed}
 
 

@@ -87,11 +87,12 @@ def timed_steps(step, sync, seconds: float, max_steps: int) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------------ contenders
-def run_hnm(shape: str, batch: int, length: int, dtype: str, attention: str, rng_impl: str, seconds: float,
-            max_steps: int) -> dict:
-    from hnm_jax.compile_stats import CompileCounter, enable_compilation_cache
+def build_hnm_step(shape: str, batch: int, length: int, dtype: str, attention: str, rng_impl: str):
+    """The project's jitted train step on a random `BertEncoder` of `shape` and one fixed batch of random ids.
 
-    enable_compilation_cache()  # HNM_COMPILATION_CACHE: the bench's own folder (see main)
+    Returns (step, step_fn, state_and_batch): `step()` runs one update in place and returns its metrics;
+    `step_fn` is the jitted function and `state_and_batch()` its current arguments (for `.lower`, e.g. to read HLO).
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -99,9 +100,9 @@ def run_hnm(shape: str, batch: int, length: int, dtype: str, attention: str, rng
 
     from hnm_jax import sharding
     from hnm_jax.config import load_config_file, spec_from_config
-    from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec, resolve_attention
+    from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
     from hnm_jax.optimizer import make_optimizer
-    from hnm_jax.train_step import create_train_state, jit_train_step, resolve_rng_impl
+    from hnm_jax.train_step import create_train_state, jit_train_step
 
     config = BertConfig(vocab_size=VOCAB, **SHAPES[shape])
     compute = jnp.dtype(dtype)
@@ -133,6 +134,21 @@ def run_hnm(shape: str, batch: int, length: int, dtype: str, attention: str, rng
         holder["state"], metrics = step_fn(holder["state"], data)
         return metrics
 
+    return step, step_fn, lambda: (holder["state"], data)
+
+
+def run_hnm(shape: str, batch: int, length: int, dtype: str, attention: str, rng_impl: str, seconds: float,
+            max_steps: int) -> dict:
+    from hnm_jax.compile_stats import CompileCounter, enable_compilation_cache
+
+    enable_compilation_cache()  # HNM_COMPILATION_CACHE: the bench's own folder (see main)
+    import jax
+    import jax.numpy as jnp
+
+    from hnm_jax.models.encoder import resolve_attention
+    from hnm_jax.train_step import resolve_rng_impl
+
+    step, _, _ = build_hnm_step(shape, batch, length, dtype, attention, rng_impl)
     counter = CompileCounter().start()
     t0 = time.perf_counter()
     metrics = jax.block_until_ready(step())
@@ -145,7 +161,7 @@ def run_hnm(shape: str, batch: int, length: int, dtype: str, attention: str, rng
     device = jax.devices()[0]
     return {"step_s": statistics.median(times), "steps_timed": len(times), "first_step_s": first_s,
             "loss": float(metrics["loss"]), **{f"first_step_{k}": v for k, v in compiles.items()},
-            "attention_resolved": resolve_attention(attention, compute, device.platform),
+            "attention_resolved": resolve_attention(attention, jnp.dtype(dtype), device.platform),
             "rng_resolved": resolve_rng_impl(rng_impl, device.platform), "device": device.device_kind,
             "platform": device.platform, "jax": jax.__version__}
 

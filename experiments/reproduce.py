@@ -247,8 +247,9 @@ def command_for(runs: Sequence[Mapping], claim: Claim, datasets: Sequence[str]) 
 
 def mining_arms(runs: Sequence[Mapping]) -> tuple[str, str]:
     """(arm mining from the hybrid pipeline, arm mining from the dense index alone) for claim (7): the tuned suite's
-    online_band (retriever.mode forced to hybrid) and online_band_dense_mining when the latter has runs; else the
-    untuned online_band_hybrid_retriever (retriever.mode hybrid) and online_band (dense)."""
+    online_band (mining with the deployed retriever, forced to hybrid) and online_band_dense_mining
+    (mining.retriever=dense) when the latter has runs; else the untuned online_band_hybrid_retriever (retriever.mode
+    hybrid) and online_band (dense)."""
     if any(r["config"] == "online_band_dense_mining" for r in runs):
         return "online_band", "online_band_dense_mining"
     return "online_band_hybrid_retriever", "online_band"
@@ -282,8 +283,8 @@ def claims(runs: Sequence[Mapping]) -> list[Claim]:
               "deployed retriever)", (ab(hybrid, dense),)),
         Claim(8, "The uniformity regularizer and hybrid logits reduce near-duplicate collapse (pairwise accuracy up, "
               "near_duplicate_cosine down)", tuple(collapse),
-              "L2 normalization is always on (models/encoder.py): no arm turns it off, so its share of this claim is "
-              "not measured (a model.normalize switch would be needed). near_duplicate_cosine (mean cosine of a "
+              "No arm turns L2 normalization off (model.normalize = False would), so its share of this claim is "
+              "not measured. near_duplicate_cosine (mean cosine of a "
               "positive with its labelled near-duplicates) is one number per run: its items are the seeds."),
         Claim(9, "The combination beats random negatives, offline mining and the hardest negatives",
               (ab("full", "random"), ab("full", "offline"), ab("full", "online_hardest"))),
@@ -432,9 +433,17 @@ def ce_details(runs: Sequence[Mapping]) -> tuple[str, str | None]:
 
 
 def mined_from(runs: Sequence[Mapping], config: str) -> set[str]:
-    """The retrievers an arm's runs mined from: a run JSON's "mining_retriever" when recorded, else its
-    metrics["retriever"] (retriever.mode sets mining and deployment alike today)."""
-    return {r.get("mining_retriever") or r["metrics"].get("retriever") for r in runs if r["config"] == config} - {None}
+    """The retrievers an arm's runs mined from: the "mining_retriever" a run's eval JSON records (mining.retriever,
+    or retriever.mode when unset; also read from the top level of a run JSON); for runs older than that key, its
+    metrics["retriever"] (retriever.mode then set mining and deployment alike)."""
+
+    def one(run: Mapping) -> str | None:
+        for where in (run, run["metrics"]):
+            if "mining_retriever" in where:
+                return where["mining_retriever"]
+        return run["metrics"].get("retriever")
+
+    return {one(r) for r in runs if r["config"] == config} - {None}
 
 
 def wallclock_details(runs: Sequence[Mapping]) -> str:

@@ -18,6 +18,7 @@ import ml_collections
 
 from hnm_jax.data.beir import DataError, resolve_dataset_path
 from hnm_jax.mining.dense_index import IndexSpec
+from hnm_jax.mining.retriever import MODES as RETRIEVER_MODES
 from hnm_jax.mining.retriever import RetrieverSpec
 from hnm_jax.mining.schedules import BandSpec
 
@@ -37,6 +38,7 @@ class ModelSpec:
     dropout: float
     attention: str = "auto"
     rng_impl: str = "auto"
+    normalize: bool = True  # False: the pooled embedding is not L2-normalized (scores are raw dot products)
 
     def __post_init__(self):
         from hnm_jax.models.encoder import ATTENTIONS
@@ -169,6 +171,7 @@ class MiningSpec:
     simans_b: float
     band_in_step: bool
     refresh_every_epochs: int
+    retriever: str = ""  # the retriever that mines pools: "" (= retriever.mode) | dense | lexical | hybrid
 
     def __post_init__(self):
         from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
@@ -193,6 +196,11 @@ class MiningSpec:
             _fail("mining.pool_size", f"must be in [num_negatives={self.num_negatives}, 1000], got {self.pool_size}")
         if self.refresh_every_epochs < 1:
             _fail("mining.refresh_every_epochs", f"must be >= 1, got {self.refresh_every_epochs}")
+        if self.retriever not in ("", *RETRIEVER_MODES):
+            _fail("mining.retriever", f"unknown {self.retriever!r}; valid: '' (= retriever.mode), "
+                                      f"{', '.join(RETRIEVER_MODES)}")
+        if self.retriever and self.pool == "none":
+            _fail("mining.retriever", f"strategy {self.strategy!r} mines no pool (mining.pool = 'none'): set ''")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +304,15 @@ class ExperimentSpec:
         if self.ce.needed and not self.ce.model and self.mining.pool == "none":
             _fail("ce.model", "training a cross-encoder needs mined negatives: set mining.pool, or ce.model to a "
                               "trained cross-encoder folder")
+        if self.loss.uniformity_weight and not self.model.normalize:
+            _fail("loss.uniformity_weight", "the uniformity regularizer acts on unit vectors: set "
+                                            "model.normalize = True (or 0 here)")
+
+    @property
+    def mining_retriever(self) -> RetrieverSpec:
+        """The retriever that mines pools: retriever.* with mode mining.retriever ("" = retriever.mode, the
+        deployed one evaluation uses)."""
+        return dataclasses.replace(self.retriever, mode=self.mining.retriever or self.retriever.mode)
 
 
 def check_splits(spec: ExperimentSpec, splits: list[str]) -> None:
@@ -400,9 +417,10 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
     if "margin_kind" not in loss and "margin_weight" in loss:
         loss["margin_kind"] = "hinge" if loss["margin_weight"] else "none"
     ce = config.get("ce", {})
-    added = {"model": {"attention": "auto", "rng_impl": "auto"},  # auto = the einsum and threefry of old on CPU
+    # auto = the einsum and threefry of old on CPU
+    added = {"model": {"attention": "auto", "rng_impl": "auto", "normalize": True},
              "data": {"max_length_cap": 256, "length_coverage": 0.95}, "train": {"lr_schedule": "linear"},
-             "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact"},
+             "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact"}, "mining": {"retriever": ""},
              "ce": {"cross_fit": False, "require_better": False, "negatives_top": ce.get("rescore_top", 10)}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour
         if isinstance(config.get(section), dict):

@@ -73,8 +73,9 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     ({"query_ids": [...], "rank_<retriever>": [...][, "rank_rerank": [...]]}: 1-based rank of the first relevant
     document within the top RETRIEVE_K, 0 when not retrieved); the bi-encoder's (dense) score gaps, near-tie
     rate, pairwise accuracy and collapse; with labelled candidates, "per_pair" ({"query_ids", "doc_ids",
-    "correct"}: per labelled negative pair, 1 when the query's best positive scores strictly above it); and the
-    settings used ("retriever", "search", "max_length", "batch_size", "rerank").
+    "correct"}: per labelled negative pair, 1 when the query's best positive scores strictly above it); the
+    settings used ("retriever", "search", "max_length", "batch_size", "rerank"); and the hardware ("device":
+    `device_record`). near_duplicate_cosine is a cosine even when the encoder does not normalize (model.normalize).
     """
     root, corpus, queries = data
     if isinstance(split, str):
@@ -140,13 +141,28 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
             of_kind = (doc_types[cand.doc] == kind) | (cand.label == 1)
             per_kind = pairwise_accuracy(cand.query[of_kind], cand_scores[of_kind], cand.label[of_kind], best_positive)
             metrics.update({f"{name}/{kind}": value for name, value in per_kind.items()})
-        metrics.update(near_duplicate_collapse(doc_emb, cand.query, cand.doc, cand.label, split.positives))
+        unit = doc_emb if encoder.pooling.normalize else unit_rows(doc_emb)  # cosines, whatever the pooling
+        metrics.update(near_duplicate_collapse(unit, cand.query, cand.doc, cand.label, split.positives))
     metrics.update(num_queries=len(split), num_docs=len(corpus), split=split.name, search=search,
                    max_length=max_length, batch_size=batch_size, skipped_docs=corpus.skipped,
-                   skipped_queries=queries.skipped)
+                   skipped_queries=queries.skipped, device=device_record())
     metrics["per_query"] = {"query_ids": [queries.ids[r] for r in split.query_rows],
                             **{name: rank.tolist() for name, rank in ranks.items()}}
     return metrics
+
+
+def device_record() -> dict[str, Any]:
+    """The hardware a run computed on, for its JSON: {"kind": jax.devices()[0].device_kind (e.g. "cpu", "NVIDIA
+    H200"), "platform": "cpu" | "gpu" | "tpu", "count": jax.device_count()}. Runs on different hardware differ in
+    numerics, so they are not paired."""
+    device = jax.devices()[0]
+    return {"kind": str(device.device_kind), "platform": str(device.platform), "count": jax.device_count()}
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """[N, D] rows scaled to unit L2 norm (all-zero rows stay zero): float32."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _at_least_10(ranked: np.ndarray) -> np.ndarray:

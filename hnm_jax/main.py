@@ -255,7 +255,8 @@ def _mine(argv: list[str]) -> int:
     parser.add_argument("--split", help="qrels split to mine for (default: data.train_split)")
     parser.add_argument("--output", required=True, help="FILE.jsonl or FILE.parquet")
     parser.add_argument("--format", choices=FORMATS, help="default: parquet for a .parquet output, else jsonl")
-    parser.add_argument("--retriever", choices=("dense", "lexical", "hybrid"), help="default: retriever.mode")
+    parser.add_argument("--retriever", choices=("dense", "lexical", "hybrid"),
+                        help="default: mining.retriever, or retriever.mode when that is ''")
     parser.add_argument("--strategy", help=f"hardest | band (the final band of band.*) | uniform (default: the "
                                            f"config's mining.strategy when it mines a pool, else {DEFAULT_STRATEGY})")
     parser.add_argument("--num-negatives", type=int, help=f"negatives per row (default: mining.num_negatives when "
@@ -324,7 +325,7 @@ def _mine(argv: list[str]) -> int:
                         cache_dir=Path(args.workdir) / "cache" if args.workdir else None)
     write_rows(rows, args.output, fmt)
     print(f"hnm mine: {len(rows)} rows ({len(beir.split)} {beir.split.name} queries, {spec.mining.num_negatives} "
-          f"{spec.mining.strategy} negatives each, {spec.retriever.mode} retriever"
+          f"{spec.mining.strategy} negatives each, {spec.mining_retriever.mode} retriever"
           f"{', CE-filtered' if cross_encoder else ''}) -> {args.output} ({fmt}), {time.perf_counter() - start:.1f} s")
     return 0
 

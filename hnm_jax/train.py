@@ -37,7 +37,7 @@ from hnm_jax.data.beir import list_splits, load_texts, read_split
 from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, make_miner
+from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, load_unlabelled_duplicates, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, load_cross_encoder
@@ -154,6 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                                  batch_sharding)
     if miner.guided:  # the split the CEs must do well on before they filter
         miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer, cache_dir=workdir / "cache")
+        miner.duplicates = load_unlabelled_duplicates(root, corpus, queries, train_split)  # counted per refresh
     tx = make_optimizer(spec.train, total_steps)
     lr_at = learning_rate_schedule(spec.train, total_steps)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
@@ -204,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                        sharding=batch_sharding, cache_dir=workdir / "cache",
                        reranker=ce if spec.ce.rerank_depth else None)
     metrics["train_steps"] = total_steps
+    metrics["mining_retriever"] = spec.mining_retriever.mode if miner.enabled else None  # None: no mined pool
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")
         writer.write(total_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},
@@ -217,8 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """`hnm train-ce`: trains only the cross-encoder, into <workdir>/ce (exported to <workdir>/ce/model).
 
-    Its negatives are mined by `model.name` with the configured retriever (a pool of `mining.pool_size`, mined
-    once, whatever `mining.pool` says). Then it re-ranks that retriever's top `ce.rerank_depth` (10 when 0) on
+    Its negatives are mined by `model.name` with the mining retriever (a pool of `mining.pool_size`, mined
+    once, whatever `mining.pool` says). Then it re-ranks the deployed retriever's top `ce.rerank_depth` (10 when 0) on
     the eval split; returns those metrics (both stages) and writes them to <workdir>/ce/eval_<split>.json.
     It is one CE trained on every training query (no cross-fitting). A later `hnm train` with the same workdir
     uses it unless that run cross-fits (`ce.cross_fit` with a CE-guided pool: it trains <workdir>/ce/fold0, fold1).

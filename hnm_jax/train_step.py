@@ -190,8 +190,9 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
     if fault_step >= 1:
         loss_fn = _with_fault(loss_fn, state.step + 1 == fault_step, fault_value)
     (loss, (scores, mask, diagnostics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("optimizer"):  # a name in the HLO metadata, for profiles (experiments/profile_step.py)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
     diag = jnp.diagonal(scores)
     own = jnp.arange(scores.shape[1])[None, :] == jnp.arange(scores.shape[0])[:, None]
     hardest = jnp.max(jnp.where(mask & ~own, scores, -jnp.inf), axis=-1)

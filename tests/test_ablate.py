@@ -291,12 +291,13 @@ def test_every_grid_has_the_same_budget_and_every_point_validates():
             config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
                                             sys_argv=["hnm train", *argv])  # as hnm_jax/main.py
             flag_values(["hnm train", *argv])
-            spec_from_config(flag_values.config)  # raises on a bad value
             parsed = flag_values.config
             for key, value in overrides.items():
                 section, name = key.split(".")
                 assert parsed[section][name] == value, (config, key)
-            assert parsed.retriever.mode == ("dense" if config == "online_band_dense_mining" else "hybrid")
+            assert parsed.retriever.mode == "hybrid"  # every arm deploys the same pipeline, no exception
+            spec = spec_from_config(parsed)  # raises on a bad value
+            assert spec.mining_retriever.mode == ("dense" if config == "online_band_dense_mining" else "hybrid")
             assert parsed.eval.search == "exact" and parsed.data.eval_split == "dev"
     assert ablate.point_tag({"train.learning_rate": 2e-5, "train.num_epochs": 2, "band.lo": -0.5}) == (
         "learning_rate2e-05_num_epochs2_lo-0.5")
@@ -323,7 +324,7 @@ class FakeRunner:
 
 
 def test_tuning_picks_the_best_dev_point_and_runs_test_once(tmp_path):
-    config = "online_band_dense_mining"  # deploys dense: chosen on its evaluation's hybrid figures
+    config = "online_band_dense_mining"  # chosen on its evaluation's hybrid figures, not the top-level ones
     points = ablate.grid_points(config, "abt_buy")
     tags = [ablate.point_tag(p) for p in points]
     best, tied = tags[5], tags[2]  # same hybrid accuracy@1, best has the higher MRR@10
@@ -340,7 +341,7 @@ def test_tuning_picks_the_best_dev_point_and_runs_test_once(tmp_path):
     assert [c[2] for c in dev] == ["dev"] * 8 and [c[2] for c in test] == ["test", "test"]
     for (run, overrides, _, workdir, out, _), tag in zip(dev, tags, strict=True):
         assert run == ablate.Run(config, "abt_buy", ablate.TUNE_SEED)
-        assert overrides["data.eval_split"] == "dev" and overrides["retriever.mode"] == "dense"
+        assert overrides["data.eval_split"] == "dev" and overrides["retriever.mode"] == "hybrid"
         assert overrides["eval.search"] == "exact" and overrides["train.log_every"] == 1
         assert out == runs_dir / "dev" / f"{config}-abt_buy-0-{tag}.json" and workdir.parent == workdirs / "tune"
     for seed, (run, overrides, _, workdir, out, extra) in enumerate(test):

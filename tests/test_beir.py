@@ -421,6 +421,7 @@ def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     final_newline=st.booleans(),
     skip_empty=st.booleans(),
 )
+@pytest.mark.slow
 def test_fuzz_corpus_reader(
     fuzz_dir: Path,
     lines: list[tuple[str, bytes]],
@@ -514,6 +515,7 @@ def fuzz_root(fuzz_dir: Path) -> Path:
     bom=st.booleans(),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_fuzz_qrels_reader(
     fuzz_root: Path,
     qrels: list[tuple[str, bytes, Row | None]],
@@ -597,6 +599,7 @@ def test_fuzz_qrels_reader(
     final_newline=st.booleans(),
     skip_empty=st.booleans(),
 )
+@pytest.mark.slow
 def test_fuzz_queries_reader(
     fuzz_dir: Path,
     lines: list[tuple[str, bytes]],
@@ -699,6 +702,7 @@ def candidates_root(fuzz_dir: Path) -> Path:
     bom=st.booleans(),
     final_newline=st.booleans(),
 )
+@pytest.mark.slow
 def test_fuzz_candidates_reader(
     candidates_root: Path,
     lines: list[tuple[str, bytes, CandRow | None]],

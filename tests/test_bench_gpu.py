@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "bench_gpu.py"
 
@@ -27,6 +29,7 @@ def test_train_flops_by_hand_and_peaks():
     assert bench.peak_for("cpu", None) is None and bench.peak_for("cpu", 7.0) == 7.0
 
 
+@pytest.mark.slow
 def test_smoke_run_on_cpu_writes_json_and_markdown(tmp_path):
     plan = [["tiny", 8, 16, "bfloat16", "hnm", "auto", "auto", "cold"],
             ["tiny", 8, 16, "bfloat16", "hnm", "auto", "auto", "warm"],

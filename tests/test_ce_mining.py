@@ -8,13 +8,15 @@ import logging
 import shutil
 
 import numpy as np
+import pytest
 from conftest import tiny_config, write_tiny_beir
 
 from hnm_jax import train
 from hnm_jax.config import dataset_root, spec_from_config
 from hnm_jax.data import batch_sources
 from hnm_jax.data.beir import load_texts, read_split
-from hnm_jax.mining.miner import cross_fitted, load_dev_set, make_miner
+from hnm_jax.data.synthetic import SyntheticConfig, generate, write_beir
+from hnm_jax.mining.miner import cross_fitted, load_dev_set, load_unlabelled_duplicates, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import CE_DIR, build_cross_encoder, build_encoder
 from hnm_jax.train import _cross_encoder_phase, train_and_evaluate
@@ -33,6 +35,7 @@ def plant_case_variants(root):
     return planted
 
 
+@pytest.mark.slow
 def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     root = write_tiny_beir(tmp_path / "data")
     planted = plant_case_variants(root)
@@ -122,6 +125,7 @@ class Writes:
         self.lines.append((step, {f"{prefix}{k}": v for k, v in scalars.items()}))
 
 
+@pytest.mark.slow
 def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, monkeypatch):
     root = write_tiny_beir(tmp_path / "data")
     plant_case_variants(root)
@@ -179,6 +183,48 @@ def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, mon
     assert [len(fake.pairs) for fake in fakes.values()] == counts
 
 
+def test_refreshes_count_the_unlabelled_duplicates_in_the_pool_and_those_the_filter_drops(tmp_path):
+    """Claim (4)'s counts on a tiny power_dup-like benchmark: its unlabelled_duplicates.tsv mapped to corpus rows per
+    training query; a refresh whose CE filter runs logs how many pool entries are their query's duplicate and how
+    many of those the filter dropped. Datasets without the file (or a filter that did not run) log nothing new."""
+    bench = generate(SyntheticConfig(num_tasks=40, distractors=10, queries_per_task=2, seed=4, duplicate_share=0.25))
+    root = write_beir(bench, tmp_path / "data")
+    spec, corpus, queries, split, encoder, miner = mined_miner(root, tmp_path / "run")
+    miner.dev = None  # no dev check: the CE filters
+    duplicates = load_unlabelled_duplicates(root, corpus, queries, split)
+    expected = {(queries.ids[split.query_rows[q]], corpus.ids[d]) for q, row in enumerate(duplicates)
+                for d in row if d >= 0}
+    train_ids = {queries.ids[r] for r in split.query_rows}
+    assert expected == {pair for pair in bench.unlabelled_duplicates() if pair[0] in train_ids}
+    assert expected and duplicates.shape == (len(split), 1)
+    miner.duplicates = duplicates
+    is_duplicate = (miner.pool.indices == duplicates) & (duplicates >= 0)  # [Q, M] (one duplicate per query)
+    assert is_duplicate.sum() >= 2  # BM25 + dense surface them
+    # A CE that knows the duplicates of even split rows only: it scores them like the positive (the margin rule
+    # drops them), the others like any negative.
+    known = {miner.query_texts[q]: {miner.doc_texts[d].lower() for d in duplicates[q] if d >= 0}
+             for q in range(0, len(split), 2)}
+    oracle = positives_by_query(corpus, queries, split)
+    miner.use_cross_encoders([FakeCE({q: oracle[q] | known.get(q, set()) for q in oracle})])
+    stats = miner.apply_cross_encoder(encoder.state)
+    even = np.arange(len(split)) % 2 == 0
+    assert stats["ce_filter_on"] == 1.0
+    assert stats["pool_unlabelled_duplicates"] == is_duplicate.sum()
+    assert stats["ce_removed_unlabelled_duplicates"] == is_duplicate[even].sum() < is_duplicate.sum()
+    assert not np.any((miner.pool.indices == duplicates) & (duplicates >= 0) & even[:, None])
+
+    ce = dataclasses.replace(spec.ce, filter=False)  # guide masks only: no filter ran
+    miner.spec = dataclasses.replace(spec, ce=ce)
+    assert "pool_unlabelled_duplicates" not in miner.apply_cross_encoder(encoder.state)
+    miner.spec = spec
+    (root / "unlabelled_duplicates.tsv").unlink()  # a dataset without the file
+    assert load_unlabelled_duplicates(root, corpus, queries, split) is None
+    miner.duplicates = None
+    assert not {"pool_unlabelled_duplicates", "ce_removed_unlabelled_duplicates"} & set(
+        miner.apply_cross_encoder(encoder.state))
+
+
+@pytest.mark.slow
 def test_dev_check_skips_a_worse_ce_and_filters_with_a_better_one(tmp_path, caplog):
     root = add_dev_split(write_tiny_beir(tmp_path / "data"))
     planted = plant_case_variants(root)
@@ -245,6 +291,7 @@ def test_dev_check_skips_a_worse_ce_and_filters_with_a_better_one(tmp_path, capl
     assert stats["ce_dev_negatives_dropped"] == 0.75  # mean of 0.5 and 1.0
 
 
+@pytest.mark.slow
 def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monkeypatch):
     root = add_dev_split(write_tiny_beir(tmp_path / "data"))
     workdir = tmp_path / "run"

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hnm_jax import compile_stats
 from hnm_jax.compile_stats import CompileCounter, enable_compilation_cache
@@ -52,6 +53,7 @@ def run_child(cache_dir: Path) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_second_run_reads_its_compiles_from_the_persistent_cache(tmp_path):
     first = run_child(tmp_path / "cache")
     assert first["compiles"] >= 1 and first["compile_cache_writes"] >= 1 and first["compile_cache_hits"] == 0

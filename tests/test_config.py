@@ -54,6 +54,10 @@ def test_wrong_type_names_key():
     ("model", "attention", "flash", r"model\.attention: unknown 'flash'; valid: auto, einsum, xla, cudnn"),
     ("model", "rng_impl", "philox", r"model\.rng_impl: unknown 'philox'; valid: auto, threefry, rbg"),
     ("data", "doc_max_length", 1024, r"data\.doc_max_length"),
+    ("mining", "retriever", "bm25", r"mining\.retriever: unknown 'bm25'; valid: '' \(= retriever\.mode\), dense, "
+                                    r"lexical, hybrid$"),
+    ("mining", "retriever", "dense", r"mining\.retriever: strategy 'random' mines no pool"),  # base: no pool
+    ("model", "normalize", "no", r"model\.normalize: expected bool, got str"),
 ])
 def test_impossible_values(section, key, value, message):
     config = base_dict()
@@ -74,3 +78,32 @@ def test_cli_rejects_unknown_override(tmp_path, capsys):
                  "--workdir", str(tmp_path)])
     assert code == 2
     assert "tempreature" in capsys.readouterr().err
+
+
+def test_mining_retriever_defaults_to_the_deployed_one():
+    config = base_dict()
+    config["mining"].update(strategy="band", pool="online")
+    config["retriever"].update(mode="hybrid", lexical_weight=0.5)
+    spec = spec_from_config(config)
+    assert spec.mining.retriever == "" and spec.mining_retriever == spec.retriever  # "": retriever.mode
+    config["mining"]["retriever"] = "dense"
+    spec = spec_from_config(config)
+    assert spec.retriever.mode == "hybrid"  # evaluation still deploys hybrid
+    assert spec.mining_retriever.mode == "dense" and spec.mining_retriever.lexical_weight == 0.5
+
+
+def test_normalize_off_refuses_the_uniformity_regularizer():
+    config = base_dict()
+    config["model"]["normalize"] = False
+    assert not spec_from_config(config).model.normalize
+    config["loss"]["uniformity_weight"] = 0.1
+    with pytest.raises(ConfigError, match=r"^loss\.uniformity_weight: .*model\.normalize"):
+        spec_from_config(config)
+
+
+def test_configs_saved_before_the_new_keys_still_load():
+    """A workdir's config.json from before model.normalize and mining.retriever reads as it meant."""
+    config = base_dict()
+    del config["model"]["normalize"], config["mining"]["retriever"]
+    spec = spec_from_config(config)
+    assert spec.model.normalize is True and spec.mining.retriever == "" and spec.mining_retriever.mode == "dense"

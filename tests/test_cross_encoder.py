@@ -95,6 +95,7 @@ def test_cross_encoder_forward_shapes_dropout_and_determinism(config):
     assert np.abs(np.asarray(forward(state, ids, mask, np.zeros_like(types)) - out)).max() > 1e-6
 
 
+@pytest.mark.slow
 def test_score_bucketed_compiles_once_per_bucket_and_matches_direct(config, tokenizer):
     model = random_cross_encoder(config, tokenizer, seed=0, max_length=64)
     tokens, types = model.tokenize(QUERIES, DOCS)
@@ -182,6 +183,7 @@ def test_load_rejects_a_multi_label_classifier(config, tokenizer, tmp_path):
         load_cross_encoder(str(tmp_path / "ce"))
 
 
+@pytest.mark.slow
 @pytest.mark.pretrained
 def test_minilm_bi_encoder_weights_into_cross_encoder():
     bi = load_encoder("all-MiniLM-L6-v2", max_length=64)
@@ -246,6 +248,7 @@ def test_ce_accuracy_is_strict():
     assert float(ce_accuracy(logits, valid)) == pytest.approx(2 / 3)  # row 1 ties (miss), row 3 is padding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_name", ["listwise", "binary"])
 def test_ce_train_step_lowers_the_loss(config, loss_name):
     b, c, length = 2, 3, 12

@@ -56,6 +56,19 @@ def test_per_perturbation_metrics_on_synthetic(tmp_path):
     assert '\n    "correct": [' in dumps_metrics(metrics)  # one line per list
 
 
+def test_collapse_is_a_cosine_without_normalization_and_the_device_is_recorded(tmp_path):
+    """model.normalize = False: the encoder's vectors are not unit, yet near_duplicate_cosine stays a cosine (the
+    same figure as the normalized encoder's, whose directions are the same)."""
+    root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
+    data = load_beir(root, "test")
+    raw = build_encoder(ModelSpec(name="tiny", dtype="float32", dropout=0.0, normalize=False), seed=0)
+    by = {name: evaluate(tiny_spec(root, eval__max_length=32), encoder, (root, data.corpus, data.queries), data.split,
+                         show_progress=False) for name, encoder in (("unit", tiny_encoder()), ("raw", raw))}
+    for key in ("near_duplicate_cosine", "near_duplicate_cosine_max"):
+        assert by["raw"][key] == pytest.approx(by["unit"][key], abs=1e-5) and -1.0 <= by["raw"][key] <= 1.0
+    assert by["raw"]["device"] == by["unit"]["device"] and {"kind", "platform", "count"} == set(by["raw"]["device"])
+
+
 def test_lexical_retriever_finds_single_token_twins_by_text(tmp_path):
     root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
     data = load_beir(root, "test")
@@ -67,6 +80,7 @@ def test_lexical_retriever_finds_single_token_twins_by_text(tmp_path):
     assert {k: metrics[k] for k in retrievers["lexical"]} == retrievers["lexical"]  # deployed = top level
 
 
+@pytest.mark.slow
 def test_cli_eval_reports_types(tmp_path):
     root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
     out = tmp_path / "eval.json"
@@ -76,6 +90,7 @@ def test_cli_eval_reports_types(tmp_path):
     assert {"pairwise_accuracy/single_token", "pairwise_accuracy/format", "pairwise_accuracy/semantic"} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_cli_eval_retriever_override(tmp_path):
     root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
     outputs = {}
@@ -137,6 +152,7 @@ def write_items_beir(root, num_docs: int, num_queries: int, seed: int = 0):
     return root
 
 
+@pytest.mark.slow
 def test_exact_search_over_25k_docs_matches_numpy_brute_force(tmp_path, monkeypatch):
     num_docs = 25_000
     assert num_docs > IndexSpec().exact_threshold  # the old evaluation searched a corpus this size with ScaNN

@@ -151,3 +151,10 @@ def test_mining_spec_defaults_and_errors(tiny_beir):
     assert (mining_spec(mined).mining.strategy, mining_spec(mined).mining.num_negatives) == ("band", 2)
     with pytest.raises(ConfigError, match="mining.pool_size"):
         mining_spec(base, num_negatives=8, pool_size=4)
+    # the retriever is the training refresh's: mining.retriever ("" = retriever.mode); --retriever replaces it
+    assert mining_spec(base).mining_retriever.mode == "dense"
+    lexical = mining_spec(base, retriever="lexical")
+    assert lexical.mining_retriever.mode == "lexical" and lexical.retriever.mode == "dense"
+    split = spec_from_config(tiny_config(tiny_beir, mining__strategy="band", mining__pool="online",
+                                         mining__retriever="dense", retriever__mode="hybrid"))
+    assert mining_spec(split).mining_retriever.mode == "dense"

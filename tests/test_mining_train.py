@@ -25,8 +25,8 @@ from hnm_jax.train_step import contrastive_loss, create_train_state, jit_train_s
 ONLINE = "configs/ablations/online_band_margin_curriculum_hybrid.py"
 
 
-def make_miner(tiny_beir, config_file=ONLINE):
-    spec = spec_from_config(tiny_config(tiny_beir, config_file))
+def make_miner(tiny_beir, config_file=ONLINE, **overrides):
+    spec = spec_from_config(tiny_config(tiny_beir, config_file, **overrides))
     data = load_beir(tiny_beir, "train")
     total = spec.train.max_steps or spec.train.num_epochs * batches.steps_per_epoch(len(data.split),
                                                                                       spec.train.batch_size)
@@ -54,6 +54,26 @@ def test_refresh_is_deterministic_and_excludes_positives(tiny_beir):
     assert {"encode_s", "build_s", "search_s", "band_kept_fraction", "false_negative_suspects"} <= set(stats)
 
 
+def test_mining_retriever_is_set_apart_from_the_deployed_one(tiny_beir):
+    """mining.retriever picks what mines the pool, with BM25 built when it needs it; retriever.mode is only deployed."""
+    online_band = "configs/ablations/online_band.py"  # deploys dense, no hybrid logits
+    lexical, encoder, data = make_miner(tiny_beir, online_band, mining__retriever="lexical")
+    assert lexical.lexical is not None  # BM25 for mining, although the deployed retriever is dense
+    lexical.refresh(encoder.state, step=0)
+    assert lexical.retriever.spec.mode == "lexical"
+    valid = lexical.pool.indices >= 0
+    assert valid.any() and np.isfinite(lexical.pool.lexical[valid]).all()
+    np.testing.assert_array_equal(lexical.pool.fused, lexical.pool.lexical)  # ranked by BM25 alone
+    assert np.isfinite(lexical.pool.dense[valid]).all()  # with the dense scores the band selects on
+    dense, _, _ = make_miner(tiny_beir, online_band, retriever__mode="hybrid", mining__retriever="dense")
+    assert dense.lexical is None  # hybrid is only deployed: mining needs no BM25
+    dense.refresh(encoder.state, step=0)
+    assert dense.retriever.spec.mode == "dense" and np.isnan(dense.pool.lexical[dense.pool.indices >= 0]).all()
+    default, _, _ = make_miner(tiny_beir, online_band, retriever__mode="hybrid")  # "": the deployed retriever
+    default.refresh(encoder.state, step=0)
+    assert default.retriever.spec.mode == "hybrid" and default.lexical is not None
+
+
 def test_online_candidates_requery_with_current_params(tiny_beir):
     miner, encoder, _ = make_miner(tiny_beir)
     miner.refresh(encoder.state, step=0)
@@ -65,6 +85,7 @@ def test_online_candidates_requery_with_current_params(tiny_beir):
     assert not np.allclose(fresh.pool.dense, miner.pool.dense[rows])
 
 
+@pytest.mark.slow
 def test_one_trace_while_the_band_moves(tiny_beir):
     spec = spec_from_config(tiny_config(tiny_beir, ONLINE))
     encoder, batch = make_tiny_batch(tiny_beir)
@@ -84,6 +105,7 @@ def test_one_trace_while_the_band_moves(tiny_beir):
     assert bands[0] < bands[1] < bands[2] < bands[3]  # the curriculum moved the band every step
 
 
+@pytest.mark.slow
 def test_empty_negative_slots_give_finite_loss_and_gradients(tiny_beir):
     spec = spec_from_config(tiny_config(tiny_beir))
     encoder, batch = make_tiny_batch(tiny_beir)
@@ -126,6 +148,7 @@ class Crash(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypatch):
     overrides = dict(train__max_steps=4, train__checkpoint_every=2)
     config = tiny_config(tiny_beir, "configs/ablations/offline.py", **overrides)

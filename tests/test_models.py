@@ -114,6 +114,23 @@ def test_pool_by_hand():
     np.testing.assert_array_equal(empty, np.zeros((2, 2)))
 
 
+def test_model_normalize_switch():
+    """model.normalize (configs/base.py): True (default) keeps the model's own L2-normalizing pooling, bit for bit;
+    False gives the raw pooled vectors (same directions, norms != 1); `encoder.pooling` is what the train step gets."""
+    from hnm_jax.config import ModelSpec
+    from hnm_jax.models.loading import build_encoder
+
+    texts = ["acme camera AC-100 black", "zenith router ZE-7 white", "nova tablet"]
+    normed, raw = (build_encoder(ModelSpec("tiny", "float32", 0.0, normalize=n), seed=0) for n in (True, False))
+    assert normed.pooling == PoolingSpec("mean", normalize=True) and raw.pooling == PoolingSpec("mean", normalize=False)
+    unit, free = normed.encode(texts, max_length=16), raw.encode(texts, max_length=16)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+    assert np.all(np.abs(np.linalg.norm(free, axis=1) - 1.0) > 1e-2)
+    np.testing.assert_allclose(free / np.linalg.norm(free, axis=1, keepdims=True), unit, atol=1e-5)
+    np.testing.assert_array_equal(unit, build_encoder(ModelSpec("tiny", "float32", 0.0), seed=0).encode(
+        texts, max_length=16))  # the default is today's encoder
+
+
 # ---------------------------------------------------------------- the encoder
 
 
@@ -243,6 +260,7 @@ def mixed_tokens(tokenizer) -> TokenizedTexts:
     return tokenize_texts(tokenizer, [texts[i] for i in np.random.default_rng(0).permutation(11)], 64)
 
 
+@pytest.mark.slow
 def test_encode_tokens_bucketed_matches_direct_and_compiles_once_per_bucket(config, tokenizer, monkeypatch):
     traces = []
 
@@ -365,6 +383,7 @@ def test_minilm_tokenization_parity(minilm, reference):
     np.testing.assert_array_equal(tokens.attention_mask(), reference["attention_mask"])
 
 
+@pytest.mark.slow
 @pytest.mark.pretrained
 def test_minilm_forward_parity(minilm, reference):
     """The model on the fixture's own ids/mask: token embeddings <= 1e-4, sentence embeddings <= 1e-5.
@@ -392,6 +411,7 @@ def test_minilm_forward_parity(minilm, reference):
     assert sentence_err < 1e-5, sentence_err
 
 
+@pytest.mark.slow
 @pytest.mark.pretrained
 def test_minilm_encode_parity_and_export(minilm, reference, tmp_path):
     sentences = [str(s) for s in reference["sentences"]]
@@ -427,6 +447,7 @@ def test_resolve_attention():
         BertEncoder(BertConfig.tiny(vocab_size=len(VOCAB)), rngs=nnx.Rngs(0), attention="flash")
 
 
+@pytest.mark.slow
 def test_dot_product_attention_matches_einsum_in_f32(config):
     """jax.nn.dot_product_attention (XLA) vs the einsum path, same params, padded rows and an all-padding row."""
     ids, mask = random_batch(batch=4, length=12)
@@ -452,6 +473,7 @@ def test_dot_product_attention_matches_einsum_in_f32(config):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_mixed_precision_embeddings_gather_in_f32_and_scatter_nothing_narrow(config):
     """bf16 compute: every embedding gradient is float32, and no scatter-add runs in a narrow dtype.
 

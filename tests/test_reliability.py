@@ -224,6 +224,7 @@ ORBAX_READ_NOISE = pytest.mark.filterwarnings(  # a failed orbax restore leaves 
     "ignore::pytest.PytestUnraisableExceptionWarning")
 
 
+@pytest.mark.slow
 @ORBAX_READ_NOISE
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_corrupted_newest_checkpoint_falls_back_to_the_previous(trained, tmp_path, caplog, corruption):
@@ -245,6 +246,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous(trained, tmp_pat
         assert any("checkpoint at step 3" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 @ORBAX_READ_NOISE
 def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(trained, tmp_path):
     workdir = shutil.copytree(trained, tmp_path / "run")
@@ -254,6 +256,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(trained, tmp_pa
         load_trained(workdir)
 
 
+@pytest.mark.slow
 @ORBAX_READ_NOISE
 def test_rerun_after_corruption_resumes_from_the_previous_and_rewrites_the_bad_step(trained, tiny_beir, tmp_path,
                                                                                    caplog):
@@ -274,6 +277,7 @@ def test_rerun_after_corruption_resumes_from_the_previous_and_rewrites_the_bad_s
 # ------------------------------------------------------------------------------- 3. NaN / Inf
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_range_and_keeps_the_last_good_checkpoint(tiny_beir, tmp_path):
     config = tiny_config(tiny_beir, train__max_steps=8, train__log_every=2, train__checkpoint_every=2,
                          train__keep_checkpoints=5, train__inject_nan_at_step=5)
@@ -287,6 +291,7 @@ def test_nan_loss_stops_with_the_step_range_and_keeps_the_last_good_checkpoint(t
     assert not (tmp_path / "eval_test.json").exists()
 
 
+@pytest.mark.slow
 def test_inf_loss_stops_at_that_step(tiny_beir, tmp_path, monkeypatch):
     def with_inf(*args, **kwargs):
         return jit_train_step(*args, **kwargs, fault_value=float("inf"))
@@ -441,6 +446,7 @@ def test_real_full_disk_during_save_fails_loudly_and_keeps_the_previous(small_tm
 
 
 # ------------------------------------------------------------------------------- 7. memory budget
+@pytest.mark.slow
 def test_corpus_over_the_memory_budget_streams_to_disk_with_identical_results(tiny_beir, tmp_path):
     import numpy as np
     from test_train import params_of

@@ -161,6 +161,19 @@ def test_claim7_needs_two_mining_retrievers(tmp_path):
     assert found.verdict == "not measured (both arms mined from the hybrid retriever)"
     untuned = [r for r in runs if r["config"] != "online_band_dense_mining"]
     assert reproduce.mining_arms(untuned) == ("online_band_hybrid_retriever", "online_band")
+    # eval JSONs record the mining retriever (mining.retriever): it wins over the deployed one, at either level
+    for r in runs:
+        if r["config"] in ("online_band", "online_band_dense_mining"):
+            r["metrics"]["mining_retriever"] = "dense" if r["config"] == "online_band_dense_mining" else "hybrid"
+    assert reproduce.mined_from(runs, "online_band_dense_mining") == {"dense"}
+    assert reproduce.findings(runs, "fig.png")[6].verdict.startswith("inconclusive")
+    band = [r for r in runs if r["config"] == "online_band"]
+    band[0]["mining_retriever"] = "lexical"  # a run JSON's own top-level record comes first
+    assert reproduce.mined_from(band, "online_band") == {"lexical", "hybrid"}
+    for r in runs:
+        if r["config"] == "online_band_dense_mining":
+            r["metrics"]["mining_retriever"] = "hybrid"
+    assert reproduce.findings(runs, "fig.png")[6].verdict == "not measured (both arms mined from the hybrid retriever)"
 
 
 def test_early_mean():

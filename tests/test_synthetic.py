@@ -429,6 +429,7 @@ def tokenizer():
     return load_tokenizer("all-MiniLM-L6-v2")
 
 
+@pytest.mark.slow
 def test_power_siblings_stay_distinguishable_at_the_covering_width(tokenizer):
     from configs import base
     from hnm_jax.data.lengths import covering_width, token_lengths

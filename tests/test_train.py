@@ -38,6 +38,7 @@ def test_random_negatives_never_known_positives():
             assert not set(neg[row].tolist()) & set(positives[row].tolist()) - {-1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_devices", [2, 4])
 def test_same_loss_and_grads_on_1_2_4_devices(tiny_beir, num_devices):
     if jax.device_count() < num_devices:
@@ -63,6 +64,7 @@ def test_same_loss_and_grads_on_1_2_4_devices(tiny_beir, num_devices):
 TOKEN_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask")
 
 
+@pytest.mark.slow
 def test_bucketed_batch_gives_the_loss_and_gradients_of_max_length_padding(tiny_beir):
     encoder, batch = make_tiny_batch(tiny_beir, max_length=64)
     assert batch["query_ids"].shape[1] < 64 and batch["pos_ids"].shape[1] < 64  # cut to their length buckets
@@ -80,6 +82,7 @@ def test_bucketed_batch_gives_the_loss_and_gradients_of_max_length_padding(tiny_
     assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads_b, grads_m))) <= 1e-5
 
 
+@pytest.mark.slow
 def test_tiny_run_compiles_one_step_per_length_bucket_pair(tiny_beir, tmp_path, monkeypatch):
     compiled, shapes = [], set()
 
@@ -102,6 +105,7 @@ def test_tiny_run_compiles_one_step_per_length_bucket_pair(tiny_beir, tmp_path, 
     assert max(length for shape in shapes for length in shape) < 64  # short texts: no max-length padding
 
 
+@pytest.mark.slow
 def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):
     config = tiny_config(tiny_beir, train__max_steps=3, train__log_every=1)
     metrics = train_and_evaluate(config, tmp_path)
@@ -124,16 +128,18 @@ def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):
 CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.py") if p.name != "__init__.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_file", CONFIG_FILES)
 def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
     config = tiny_config(tiny_beir, config_file, train__max_steps=1)
     metrics = train_and_evaluate(config, tmp_path)
     assert metrics["train_steps"] == 1
+    spec = spec_from_config(config)
+    assert metrics["mining_retriever"] == (spec.mining_retriever.mode if spec.mining.pool != "none" else None)
     assert 0.0 <= metrics["accuracy@1"] <= 1.0
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     step = next(row for row in logged if "train/loss" in row)
     assert np.isfinite(step["train/loss"]) and step["train/grad_norm"] > 0
-    spec = spec_from_config(config)
     initial = jax.tree.leaves(build_encoder(spec.model, spec.seed).state)
     assert any(not np.array_equal(a, b) for a, b in zip(params_of(tmp_path), initial, strict=True))
     # the config's own mechanism shows in its logged diagnostics
@@ -149,6 +155,20 @@ def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
         assert any("refresh/ce_filter_on" in row for row in logged)
 
 
+@pytest.mark.slow
+def test_eval_json_records_the_mining_retriever_and_the_device(tiny_beir, tmp_path):
+    """A run deploying hybrid while mining from dense (configs/ablations/online_band_dense_mining.py) says so in its
+    eval JSON ("retriever", "mining_retriever"), with the hardware it ran on ("device")."""
+    config = tiny_config(tiny_beir, "configs/ablations/online_band_dense_mining.py", train__max_steps=1,
+                         retriever__mode="hybrid")
+    train_and_evaluate(config, tmp_path)
+    saved = json.loads((tmp_path / "eval_test.json").read_text())
+    assert saved["retriever"] == "hybrid" and saved["mining_retriever"] == "dense"
+    device = jax.devices()[0]
+    assert saved["device"] == {"kind": device.device_kind, "platform": device.platform, "count": jax.device_count()}
+
+
+@pytest.mark.slow
 def test_cli_eval_and_export_round_trip(tiny_beir, tmp_path):
     from hnm_jax import load_encoder
     from hnm_jax.main import main

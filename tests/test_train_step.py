@@ -88,6 +88,7 @@ def run_steps(dtype, attention="einsum", dropout=False, rng_impl="threefry", ste
     return np.asarray(losses), state
 
 
+@pytest.mark.slow
 def test_bf16_and_f32_losses_agree():
     """bf16 compute (f32 params, optimizer state, softmax, pooling and loss) tracks f32 over 5 steps.
 
@@ -122,6 +123,7 @@ def test_step_key_threefry_is_the_old_fold_in_and_others_are_typed_keys():
         assert not np.array_equal(jax.random.key_data(key), jax.random.key_data(step_key(rng, jnp.int32(4), impl)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rng_impl", ["rbg", "unsafe_rbg"])
 def test_dropout_with_rbg_is_deterministic_and_checkpoints_restore(rng_impl, tmp_path):
     threefry, _ = run_steps("float32", dropout=True, steps=3)

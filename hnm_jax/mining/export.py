@@ -1,7 +1,8 @@
 """`hnm mine`: hard negatives from the project's live mining pipeline, written for other trainers.
 
 The pipeline is the training refresh's, run once: encode the corpus and the split's queries, retrieve with the
-deployed `Retriever` (dense, BM25 or hybrid; `index.*` as in training), `mine_pool` (known positives and their
+mining `Retriever` (`mining.retriever`, "" = the deployed `retriever.mode`: dense, BM25 or hybrid; `index.*` as in
+training), `mine_pool` (known positives and their
 exact-text twins removed), optionally `ce_filter` with a cross-encoder (the `ce.*` rules), then a pool strategy
 (`hardest`, `band` at the curriculum's final band, `uniform`) picks N negatives.
 
@@ -53,8 +54,8 @@ DEFAULT_NUM_NEGATIVES = 5
 
 def mining_spec(spec: ExperimentSpec, *, strategy: str | None = None, num_negatives: int | None = None,
                 pool_size: int | None = None, retriever: str | None = None) -> ExperimentSpec:
-    """`spec` set up to mine once: the arguments given replace mining.strategy / num_negatives / pool_size and
-    retriever.mode; the others come from a config that mines a pool (mining.pool != "none"), else `hardest` with
+    """`spec` set up to mine once: the arguments given replace mining.strategy / num_negatives / pool_size /
+    retriever; the others come from a config that mines a pool (mining.pool != "none"), else `hardest` with
     DEFAULT_NUM_NEGATIVES. The pool is "offline" (mined once) and the band the curriculum's final band.
     Raises ConfigError naming the key."""
     mines = spec.mining.pool != "none"
@@ -65,14 +66,9 @@ def mining_spec(spec: ExperimentSpec, *, strategy: str | None = None, num_negati
         valid = ", ".join(name for name in NEGATIVE_STRATEGIES if needs_pool(name))
         raise ConfigError(f"mining.strategy: {strategy!r} does not pick mined negatives; valid here: {valid}")
     mining = dataclasses.replace(spec.mining, strategy=strategy, num_negatives=num_negatives, pool="offline",
-                                 pool_size=spec.mining.pool_size if pool_size is None else pool_size)
-    spec = dataclasses.replace(spec, mining=mining, band=spec.band.for_run(1))
-    if retriever is not None:
-        try:
-            spec = dataclasses.replace(spec, retriever=dataclasses.replace(spec.retriever, mode=retriever))
-        except ValueError as error:
-            raise ConfigError(f"retriever.mode: {error}") from None
-    return spec
+                                 pool_size=spec.mining.pool_size if pool_size is None else pool_size,
+                                 retriever=spec.mining.retriever if retriever is None else retriever)
+    return dataclasses.replace(spec, mining=mining, band=spec.band.for_run(1))
 
 
 def final_band(spec: ExperimentSpec) -> tuple[float, float]:
@@ -111,7 +107,7 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
     """Mines negatives for every (query, labelled positive) pair of `split`; the rows of the module docstring.
 
     spec: a validated ExperimentSpec (see `mining_spec`): mining.strategy (a pool strategy), num_negatives,
-      pool_size, sampling; band.* (the final band); retriever.*; index.*; data.query_max_length and
+      pool_size, sampling, retriever; band.* (the final band); retriever.*; index.*; data.query_max_length and
       data.doc_max_length (0: measured on the data), eval.batch_size (encoding), ce.* (with `cross_encoder`), seed.
     corpus, queries, split: as `data.beir.load_beir` gives them.
     cross_encoder: scores the pool and drops likely false negatives (`ce_filter`); None: no filter.
@@ -142,11 +138,11 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
 
     # The training refresh's retriever; the dense index is built in every mode so each row carries dense cosines.
     lexical = None
-    if spec.retriever.mode != "dense":
+    if spec.mining_retriever.mode != "dense":
         from hnm_jax.mining.lexical import LexicalIndex
 
         lexical = LexicalIndex.build(list(corpus.texts))
-    retriever = Retriever(spec.retriever, DenseIndex.build(doc_emb, spec.index), lexical)
+    retriever = Retriever(spec.mining_retriever, DenseIndex.build(doc_emb, spec.index), lexical)
     positives = split.positives
     pool = mine_pool(retriever, query_emb, query_texts, positives, best_positive_scores(query_emb, doc_emb, positives),
                      canonical_rows(corpus.texts), spec.mining.pool_size)

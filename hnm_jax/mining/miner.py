@@ -1,9 +1,10 @@
-"""The Miner: host-side mining state of a run (the deployed retriever over the corpus and the pool of candidates).
+"""The Miner: host-side mining state of a run (the mining retriever over the corpus and the pool of candidates).
 
 The refresh re-encodes the corpus with the current parameters (jitted, sharded), rebuilds the dense index, mines a
 pool per training query, and (with cross-encoders) checks them on the dev split before they filter and guide.
-Also here: the dev split of that check (DevSet, load_dev_set), the run's Miner with its tokens (make_miner) and
-whether a run cross-fits its cross-encoders (cross_fitted).
+Also here: the dev split of that check (DevSet, load_dev_set), the unlabelled duplicates of a synthetic benchmark
+(load_unlabelled_duplicates), the run's Miner with its tokens (make_miner) and whether a run cross-fits its
+cross-encoders (cross_fitted).
 """
 
 import dataclasses
@@ -52,13 +53,35 @@ def load_dev_set(spec: ExperimentSpec, root: Path, corpus: Texts, queries: Texts
     return DevSet(split, texts, tokenize_texts(tokenizer, texts, spec.data.query_max_length, cache_dir=cache_dir))
 
 
+def load_unlabelled_duplicates(root: Path, corpus: Texts, queries: Texts, split: Split) -> np.ndarray | None:
+    """[Q, K] corpus rows of the unlabelled duplicates of each of `split`'s queries (K >= 1, -1 padded), from
+    `root`/unlabelled_duplicates.tsv (`hnm_jax.data.synthetic.read_unlabelled_duplicates`); None when the dataset
+    lists none. Rows naming a query outside the split or a document outside the corpus are ignored."""
+    from hnm_jax.data.synthetic import read_unlabelled_duplicates
+
+    pairs = read_unlabelled_duplicates(root)
+    if not pairs:
+        return None
+    split_row = {int(query_row): q for q, query_row in enumerate(split.query_rows)}
+    by_query: dict[int, list[int]] = {}
+    for query_id, doc_id in pairs:
+        q = split_row.get(queries.index.get(query_id, -1))
+        if q is not None and doc_id in corpus.index:
+            by_query.setdefault(q, []).append(corpus.index[doc_id])
+    out = np.full((len(split), max(map(len, by_query.values()), default=1)), -1, np.int32)
+    for q, docs in by_query.items():
+        out[q, :len(docs)] = docs
+    return out
+
+
 class Miner:
-    """Host-side mining state of a run: the deployed retriever over the corpus and the pool of candidates.
+    """Host-side mining state of a run: the mining retriever over the corpus and the pool of candidates.
 
     refresh(): re-encode the corpus with the current parameters (jitted, sharded), rebuild the dense index,
-    and mine a pool of `pool_size` candidates per training query with the retriever (BM25 + dense, fused, as
-    configured), known positives and exact-text twins removed. candidates(): this step's candidates; with an
-    online pool the batch's queries are re-encoded with the current parameters and re-queried against the index.
+    and mine a pool of `pool_size` candidates per training query with the mining retriever (`mining.retriever`,
+    "" = the deployed `retriever.mode`: BM25 + dense, fused, as configured), known positives and exact-text twins
+    removed. candidates(): this step's candidates; with an online pool the batch's queries are re-encoded with the
+    current parameters and re-queried against the index.
 
     With cross-encoders (`use_cross_encoders`, called by the cross-encoder phase), each refresh first checks them
     on the dev split (`check_cross_encoders`), then scores the first `ce.rescore_top` pool entries (0: all) and
@@ -77,7 +100,7 @@ class Miner:
         self.doc_tokens, self.batch_sharding = doc_tokens, batch_sharding
         self.num_docs = len(corpus)
         self.doc_texts = corpus.texts
-        mines_lexically = spec.mining.pool != "none" and spec.retriever.mode in ("lexical", "hybrid")
+        mines_lexically = spec.mining.pool != "none" and spec.mining_retriever.mode in ("lexical", "hybrid")
         needs_lexical = mines_lexically or spec.loss.hybrid_beta > 0  # BM25 for mining and/or hybrid logits
         self.lexical = LexicalIndex.build(list(corpus.texts)) if needs_lexical else None
         self.retriever: Retriever | None = None
@@ -90,6 +113,9 @@ class Miner:
         self.ce_positive: np.ndarray | None = None  # [Q] CE logit of each query and its best labelled positive
         self.ce_filter_on = True  # the last dev check let the CEs filter and guide (`check_cross_encoders`)
         self.dev: DevSet | None = None  # the split of that check (None: no check, the CEs filter)
+        # [Q, K] corpus rows of each query's unlabelled duplicates, -1 padded (`load_unlabelled_duplicates`); None:
+        # the dataset lists none. With them, each refresh whose CE filter runs counts those in and out of the pool.
+        self.duplicates: np.ndarray | None = None
         self._dev_dropped: dict[int, float] = {}  # CE index -> share of dev negatives its rules drop (fixed)
         self._warned_no_dev = False
 
@@ -111,9 +137,13 @@ class Miner:
                                           sharding=self.batch_sharding, show_progress=show_progress)
 
     def _build_retriever(self, doc_emb: np.ndarray) -> None:
-        dense = DenseIndex.build(doc_emb, self.spec.index) if self.spec.retriever.mode != "lexical" else None
+        """The mining retriever (`ExperimentSpec.mining_retriever`) over this refresh's corpus embeddings. Lexical
+        mining gets an exact dense index too, so its pool carries the dense scores the band and strategies read."""
+        retriever, index = self.spec.mining_retriever, self.spec.index
+        if retriever.mode == "lexical":  # the index only scores BM25's candidates: exact, never ScaNN
+            index = dataclasses.replace(index, exact_threshold=doc_emb.shape[0] + 1)
         self.doc_emb = doc_emb
-        self.retriever = Retriever(self.spec.retriever, dense, self.lexical)
+        self.retriever = Retriever(retriever, DenseIndex.build(doc_emb, index), self.lexical)
 
     def _mine(self, query_emb: np.ndarray, rows: np.ndarray) -> Pool:
         positives = self.split.positives[rows]
@@ -180,10 +210,18 @@ class Miner:
         filtered, counts = ce_filter(pool, scores, self.ce_positive[rows], self.spec.ce.filter_spec())
         return (filtered if self.spec.ce.filter else unfiltered), counts
 
+    def _count_duplicates(self, indices: np.ndarray, rows: np.ndarray) -> int:
+        """How many entries of pool `indices` [R, M] (of split rows `rows`) are their query's unlabelled duplicate."""
+        duplicates = self.duplicates[rows][:, None, :]  # [R, 1, K]
+        return int(((indices[:, :, None] == duplicates) & (duplicates >= 0)).any(axis=2).sum())
+
     def apply_cross_encoder(self, params) -> dict[str, float]:
         """The dev check (`check_cross_encoders`, with the bi-encoder at `params`); when it passes, CE scores of the
         pool's first `ce.rescore_top` entries (0: all) and of every query's positives, then `ce_filter`. Returns
-        the check's figures, the filter's counts and the time taken.
+        the check's figures, the filter's counts and the time taken; with `duplicates` (a synthetic benchmark's
+        unlabelled duplicates: true matches no qrels lists), when the filter ran (`ce.filter`, the check passed),
+        also `pool_unlabelled_duplicates` (pool entries before the filter that are their query's unlabelled
+        duplicate) and `ce_removed_unlabelled_duplicates` (those the filter dropped).
 
         When the check fails, nothing is scored or dropped: the pool keeps every candidate (its `ce` column from
         the cache, NaN where unscored) and `guide()` masks nothing, until a later refresh passes the check.
@@ -198,8 +236,14 @@ class Miner:
         positive = self.cached_ce(rows, positives)
         self.ce_positive = np.where(np.isnan(positive), -np.inf, positive).max(axis=1)
         self.ce_positive[~np.isfinite(self.ce_positive)] = np.nan
+        before = self.pool
         self.pool, counts = self._filter(self.pool, rows)
-        return {**stats, **{f"ce_{k}": float(v) for k, v in counts.items()}, "ce_s": time.perf_counter() - t0}
+        stats = {**stats, **{f"ce_{k}": float(v) for k, v in counts.items()}}
+        if self.duplicates is not None and self.ce_filter_on and self.spec.ce.filter:
+            in_pool = self._count_duplicates(before.indices, rows)
+            stats["pool_unlabelled_duplicates"] = float(in_pool)
+            stats["ce_removed_unlabelled_duplicates"] = float(in_pool - self._count_duplicates(self.pool.indices, rows))
+        return {**stats, "ce_s": time.perf_counter() - t0}
 
     def check_cross_encoders(self, params) -> dict[str, float]:
         """Whether the CEs earn the right to filter: sets `ce_filter_on` and returns the figures behind it.

@@ -139,8 +139,9 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Inverted dropout; identity when `key` is None or rate == 0."""
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    with jax.named_scope("dropout"):  # a name in the HLO metadata, for profiles (experiments/profile_step.py)
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 def _site_key(key: jax.Array | None, site: int) -> jax.Array | None:

@@ -35,7 +35,8 @@ CE_FOLD_DIR = "fold{}"  # cross-fitting: <workdir>/ce/fold0, <workdir>/ce/fold1,
 
 
 def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
-    """The pretrained encoder named by `model.name` (or a tiny random one), with the configured dropout."""
+    """The pretrained encoder named by `model.name` (or a tiny random one), with the configured dropout; with
+    `model.normalize` False its pooled embeddings are not L2-normalized (True: the model's own pooling, as loaded)."""
     if spec.name == "tiny":
         from transformers import AutoTokenizer
 
@@ -44,6 +45,8 @@ def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
                                  dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
     else:
         encoder = load_encoder(spec.name, dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
+    if not spec.normalize:
+        encoder = dataclasses.replace(encoder, pooling=dataclasses.replace(encoder.pooling, normalize=False))
     return with_dropout(encoder, spec.dropout)
 
 
