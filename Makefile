@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/python experiments/demo.py --workdir workdirs/demo
 
+# The full suite, one pytest-xdist worker per core: most of its time is single-threaded XLA compiles.
 test: venv
 	$(BIN)/ruff check hnm_jax tests experiments configs
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 bench: venv
 	$(BIN)/python experiments/bench_train.py --out results/bench_train.json

@@ -8,9 +8,12 @@ Initializes jax.distributed on localhost with gloo CPU collectives (2 fake CPU d
 """
 
 import os
+import re
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+# the test process's flags (conftest.xla_flags), with 2 devices per process
+os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")
+                                 ) + " --xla_force_host_platform_device_count=2"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

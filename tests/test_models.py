@@ -18,6 +18,7 @@ from hnm_jax.models.encoder import (
     BertConfig,
     BertEmbeddings,
     BertEncoder,
+    DropoutMasks,
     PoolingSpec,
     embed,
     pool,
@@ -132,6 +133,38 @@ def test_model_normalize_switch():
 
 
 # ---------------------------------------------------------------- the encoder
+
+
+def test_dropout_masks_cut_one_draw_into_sites_at_their_own_rates():
+    """DropoutMasks: each site's keep-rate is 1 - its rate, sites get different bits (no reuse), a rate-0 site or
+    no key gives None, the same key gives the same masks, and asking out of the planned order fails."""
+    sites = [((40, 50), 0.1), ((3, 1000), 0.5), ((7,), 0.0), ((40, 50), 0.1)]
+    masks = DropoutMasks(jax.random.key(0), sites)
+    taken = [masks.take(shape, rate) for shape, rate in sites]
+    assert taken[2] is None and [m.shape for m in taken if m is not None] == [(40, 50), (3, 1000), (40, 50)]
+    assert abs(float(taken[0].mean()) - 0.9) < 0.03 and abs(float(taken[1].mean()) - 0.5) < 0.03
+    assert abs(float(taken[3].mean()) - 0.9) < 0.03
+    assert float(jnp.mean(taken[0] == taken[3])) < 0.9  # two same-shape sites: independent bits (0.82 expected)
+    again = DropoutMasks(jax.random.key(0), sites)
+    np.testing.assert_array_equal(again.take(*sites[0]), taken[0])
+    with pytest.raises(ValueError, match="planned"):
+        again.take((40, 50), 0.1)  # the plan's next site is (3, 1000) at 0.5
+    assert DropoutMasks(None, sites).take(*sites[0]) is None
+
+
+def test_encoder_dropout_is_one_draw_at_every_site(config):
+    """A training forward of the tiny encoder draws its masks once: the random-bits primitives of its jaxpr are
+    one draw however many layers and sites (one per site compiled ~8x slower on CPU), and dropout still acts at the
+    attention probabilities (einsum path): with only attention dropout on, the output changes."""
+    graphdef, state = tiny_state(config, seed=0)
+    ids, mask = random_batch()
+    jaxpr = jax.make_jaxpr(lambda s, k: nnx.merge(graphdef, s)(ids, mask, dropout_rng=k))(state, jax.random.key(1))
+    assert str(jaxpr).count("random_bits[") == 1  # nested jaxprs (jit-wrapped jax.random calls) print inline
+    attention_only = BertConfig(**{**config.__dict__, "hidden_dropout": 0.0})
+    graphdef_a, state_a = tiny_state(attention_only, seed=0)
+    forward = forward_fn(graphdef_a)
+    assert np.abs(np.asarray(forward(state_a, ids, mask, jax.random.key(1)) - forward(state_a, ids, mask))).max() > 1e-4
+
 
 
 def test_forward_shapes_dropout_and_masking(config):

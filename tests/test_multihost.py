@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
@@ -73,7 +73,7 @@ def test_two_processes_encode_the_corpus_like_one(tiny_beir, tmp_path):
 @pytest.mark.slow
 def test_cli_train_in_two_processes_matches_one(tiny_beir, tmp_path):
     def train(workdir: Path, num_processes: int, devices_per_process: int) -> dict:
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+        env = {**os.environ, "XLA_FLAGS": xla_flags(devices_per_process),
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
         base = [sys.executable, "-m", "hnm_jax.main", "train", "--config", "configs/base.py:tiny",
                 f"--config.data.path={tiny_beir}", "--config.train.max_steps=2", f"--workdir={workdir}"]

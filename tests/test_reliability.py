@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, xla_flags
 
 from hnm_jax import train
 from hnm_jax.checkpointing import TMP_SUFFIX, Checkpointer, CheckpointError
@@ -119,7 +119,7 @@ KILL_PLAN = [("startup", (0.5, 4.0)), ("checkpoint write", (0.0, 0.3)), ("step",
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun_matches_uninterrupted(tiny_beir, tmp_path):
     started = time.perf_counter()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    env = {**os.environ, "XLA_FLAGS": xla_flags(4),
            # compiled programs shared by every attempt: a restart costs seconds, not a recompile
            "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

@@ -1,9 +1,10 @@
 """BERT-family encoder in Flax NNX (post-LN, absolute positions, exact-erf GELU) and bi-encoder pooling.
 
-The forward pass is a pure function of (params, inputs, dropout_rng): dropout masks are drawn with
-`jax.random` from keys folded out of `dropout_rng` per layer and site, so no NNX RNG state is
-mutated and a jitted train step stays pure. Parameter names mirror Hugging Face's `BertModel`
-(see `hf_weights.py` for the exact mapping).
+The forward pass is a pure function of (params, inputs, dropout_rng): every dropout mask of one forward pass
+is cut from ONE `jax.random.bits` draw of `dropout_rng` (`DropoutMasks`), so no NNX RNG state is mutated and a
+jitted train step stays pure. One draw, not one per site: XLA compiles each random-bits call into its own
+kernel (threefry: ~20 unrolled integer rounds), and on CPU 16 draws compile ~8x slower than one of the same size.
+Parameter names mirror Hugging Face's `BertModel` (see `hf_weights.py` for the exact mapping).
 
 Mixed precision (`dtype=bfloat16`): parameters stay float32; matmuls, attention and activations run in the compute
 dtype; embedding rows are looked up in the float32 tables and summed in float32 (so their gradients accumulate in
@@ -16,7 +17,9 @@ dropout there, hidden dropout is unchanged).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import math
 from typing import Any
 
 import jax
@@ -135,17 +138,53 @@ class PoolingSpec:
             raise ValueError(f"PoolingSpec.mode must be 'mean' or 'cls', got {self.mode!r}")
 
 
-def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity when `key` is None or rate == 0."""
-    if key is None or rate == 0.0:
+def _dropout(x: jax.Array, rate: float, keep: jax.Array | None) -> jax.Array:
+    """Inverted dropout with the bool mask `keep` (x's shape; True with probability `keep_probability(rate)`);
+    identity when `keep` is None."""
+    if keep is None:
         return x
     with jax.named_scope("dropout"):  # a name in the HLO metadata, for profiles (experiments/profile_step.py)
-        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-        return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+        return jnp.where(keep, x / keep_probability(rate), jnp.zeros_like(x))
 
 
-def _site_key(key: jax.Array | None, site: int) -> jax.Array | None:
-    return None if key is None else jax.random.fold_in(key, site)
+MASK_BITS = 16  # random bits per mask element: rates are rounded to 1/65536 (0.1 -> 0.100006), half threefry's work
+
+
+def drop_threshold(rate: float) -> int:
+    """The 16-bit draws below this are dropped: round(rate * 2^16)."""
+    return round(rate * (1 << MASK_BITS))
+
+
+def keep_probability(rate: float) -> float:
+    """The exact keep probability of a mask drawn for `rate` (dropout scales kept values by its inverse)."""
+    return 1.0 - drop_threshold(rate) / (1 << MASK_BITS)
+
+
+class DropoutMasks:
+    """The keep-masks of one forward pass, cut in order from one draw of 16-bit random words (module docstring).
+
+    `sites` lists (shape, rate) in the order the forward pass asks for them; `take(shape, rate)` returns the next
+    bool mask (True with probability `keep_probability(rate)`), or None without a key or at rate 0 (no dropout
+    there). A site is checked against the plan, so a forward that asks in another order fails loudly instead of
+    reusing bits.
+    """
+
+    def __init__(self, key: jax.Array | None, sites: list[tuple[tuple[int, ...], float]]):
+        self.sites = [(tuple(shape), rate) for shape, rate in sites if rate > 0.0] if key is not None else []
+        sizes = [math.prod(shape) for shape, _ in self.sites]
+        self.bits = jax.random.bits(key, (sum(sizes),), jnp.uint16) if self.sites else None
+        self.offsets = [0, *itertools.accumulate(sizes)]
+        self.next = 0
+
+    def take(self, shape: tuple[int, ...], rate: float) -> jax.Array | None:
+        if self.bits is None or rate == 0.0:
+            return None
+        planned = self.sites[self.next]
+        if planned != (tuple(shape), rate):
+            raise ValueError(f"dropout site {self.next}: planned {planned}, asked for {(tuple(shape), rate)}")
+        start, stop = self.offsets[self.next], self.offsets[self.next + 1]
+        self.next += 1
+        return self.bits[start:stop].reshape(shape) >= drop_threshold(rate)
 
 
 def resolve_attention(kind: str, dtype: Any, platform: str | None = None) -> str:
@@ -241,8 +280,12 @@ class BertAttention(nnx.Module):
             h, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
 
-    def __call__(self, x: jax.Array, key_mask: jax.Array, dropout_rng: jax.Array | None) -> jax.Array:
-        """x [B, L, H], key_mask [B, L] bool (True = attend) -> [B, L, H]."""
+    def probs_dropout(self) -> bool:
+        """Whether this block drops attention probabilities: the einsum path only (dot_product_attention has none)."""
+        return resolve_attention(self.attention_impl, self.dtype) == "einsum" and self.attention_dropout > 0.0
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutMasks) -> jax.Array:
+        """x [B, L, H], key_mask [B, L] bool (True = attend) -> [B, L, H]; dropout masks from `masks`."""
         b, length, h = x.shape
         head_dim = h // self.num_heads
 
@@ -257,7 +300,7 @@ class BertAttention(nnx.Module):
             # Like HF's extended attention mask: masked keys get the most negative float (softmax weight 0).
             scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
             probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-            probs = _dropout(probs, self.attention_dropout, _site_key(dropout_rng, 0))
+            probs = _dropout(probs, self.attention_dropout, masks.take(probs.shape, self.attention_dropout))
             context = jnp.einsum("bnqk,bknd->bqnd", probs, v)
         elif implementation == "cudnn" and self.attention_impl == "auto":  # cuDNN where it takes the shape, else XLA
             try:
@@ -270,7 +313,8 @@ class BertAttention(nnx.Module):
         else:
             context = dot_product_attention(q, k, v, key_mask, implementation)
         context = context.reshape(b, length, h)
-        out = _dropout(self.output(context), self.hidden_dropout, _site_key(dropout_rng, 1))
+        out = self.output(context)
+        out = _dropout(out, self.hidden_dropout, masks.take(out.shape, self.hidden_dropout))
         return self.layer_norm(out + x)
 
 
@@ -288,11 +332,18 @@ class BertLayer(nnx.Module):
             h, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
 
-    def __call__(self, x: jax.Array, key_mask: jax.Array, dropout_rng: jax.Array | None) -> jax.Array:
+    def dropout_sites(self, b: int, length: int, h: int) -> list[tuple[tuple[int, ...], float]]:
+        """(shape, rate) of this block's dropout sites, in the order `__call__` takes them."""
+        attention = self.attention
+        probs = [((b, attention.num_heads, length, length), attention.attention_dropout)]
+        return [*(probs if attention.probs_dropout() else []), ((b, length, h), attention.hidden_dropout),
+                ((b, length, h), self.hidden_dropout)]
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutMasks) -> jax.Array:
         """x [B, L, H] -> [B, L, H]."""
-        x = self.attention(x, key_mask, _site_key(dropout_rng, 0))
+        x = self.attention(x, key_mask, masks)
         y = self.output(jax.nn.gelu(self.intermediate(x), approximate=False))
-        y = _dropout(y, self.hidden_dropout, _site_key(dropout_rng, 1))
+        y = _dropout(y, self.hidden_dropout, masks.take(y.shape, self.hidden_dropout))
         return self.layer_norm(y + x)
 
 
@@ -341,9 +392,14 @@ class BertEncoder(nnx.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         key_mask = attention_mask.astype(bool)
         x = self.embeddings(input_ids, token_type_ids)
-        x = _dropout(x, self.hidden_dropout, _site_key(dropout_rng, 0))
-        for i, layer in enumerate(self.layers):
-            x = layer(x, key_mask, _site_key(dropout_rng, i + 1))
+        b, length, h = x.shape
+        sites = [((b, length, h), self.hidden_dropout)]
+        for layer in self.layers:
+            sites += layer.dropout_sites(b, length, h)
+        masks = DropoutMasks(dropout_rng, sites)
+        x = _dropout(x, self.hidden_dropout, masks.take(x.shape, self.hidden_dropout))
+        for layer in self.layers:
+            x = layer(x, key_mask, masks)
         return x.astype(jnp.float32)
 
 
@@ -422,7 +478,9 @@ class CrossEncoder(nnx.Module):
 
         Dropout (encoder sites, then the pooled vector) is applied only when `dropout_rng` is given.
         """
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, dropout_rng=_site_key(dropout_rng, 0))
+        encoder_rng, head_rng = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, dropout_rng=encoder_rng)
         pooled = jnp.tanh(self.pooler(hidden[:, 0]))
-        pooled = _dropout(pooled, self.hidden_dropout, _site_key(dropout_rng, 1))
+        keep = DropoutMasks(head_rng, [(pooled.shape, self.hidden_dropout)]).take(pooled.shape, self.hidden_dropout)
+        pooled = _dropout(pooled, self.hidden_dropout, keep)
         return self.classifier(pooled)[:, 0].astype(jnp.float32)
