@@ -1,0 +1,55 @@
+"""First-call (trace + compile + one step) and steady-step time of the project's jitted train step.
+
+    python experiments/bench_first_step.py --repo . --label new --out results/bench_first_step.json
+    git worktree add /tmp/old 5896496 && python experiments/bench_first_step.py --repo /tmp/old --label old \
+        --out results/bench_first_step.json      # the code of another commit, appended to the same JSON
+
+`experiments/bench_gpu.build_hnm_step` of `--repo` (MiniLM shape, 64 x 64, float32, einsum attention, threefry
+dropout) with the persistent compilation cache off, so the first call pays the whole compile. Run labels
+alternately (old, new, old, new) on idle cores: one 2-core machine varies by +-15% between minutes. Each run
+appends one row, with `uptime` before and after, to the JSON list at `--out`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=".", help="checkout whose hnm_jax and experiments/bench_gpu.py are timed")
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--out", default="results/bench_first_step.json")
+    parser.add_argument("--shape", default="minilm")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--length", type=int, default=64)
+    args = parser.parse_args()
+    repo = Path(args.repo).resolve()
+    os.environ["HNM_COMPILATION_CACHE"] = "off"
+    sys.path[:0] = [str(repo), str(repo / "experiments")]  # that checkout's hnm_jax, before the installed one
+    import bench_gpu
+    import jax
+
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    step, _, _ = bench_gpu.build_hnm_step(args.shape, args.batch, args.length, "float32", "einsum", "threefry")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        jax.block_until_ready(step()["loss"])
+        times.append(round(time.perf_counter() - start, 2))
+    row = {"label": args.label, "repo": str(repo), "shape": args.shape, "batch": args.batch, "length": args.length,
+           "first_call_s": times[0], "steady_step_s": times[1:], "uptime_before": uptime_before,
+           "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+    out = Path(args.out)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([*rows, row], indent=1) + "\n")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
