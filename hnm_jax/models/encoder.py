@@ -151,8 +151,8 @@ MASK_BITS = 16  # random bits per mask element: rates are rounded to 1/65536 (0.
 
 
 def drop_threshold(rate: float) -> int:
-    """The 16-bit draws below this are dropped: round(rate * 2^16)."""
-    return round(rate * (1 << MASK_BITS))
+    """The 16-bit draws below this are dropped: round(rate * 2^16), at most 2^16 - 1 (something is always kept)."""
+    return min(round(rate * (1 << MASK_BITS)), (1 << MASK_BITS) - 1)
 
 
 def keep_probability(rate: float) -> float:
