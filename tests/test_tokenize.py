@@ -170,6 +170,15 @@ def test_cache_round_trip(tokenizer, tmp_path):
     assert counting.calls == 3 and len(list(tmp_path.iterdir())) == 3
 
 
+def test_cache_key_ignores_the_truncation_a_previous_call_left_on_the_tokenizer(tmp_path):
+    """A fast tokenizer keeps the last call's truncation in its backend JSON; the cache key must not see it, or
+    the first call of a fresh tokenizer writes under a key no later call asks for."""
+    fresh = make_tokenizer(tmp_path / "tok")
+    key = tokenize._cache_key(fresh, TEXTS, 16)
+    fresh(TEXTS, truncation=True, max_length=8)
+    assert tokenize._cache_key(fresh, TEXTS, 16) == key
+
+
 def test_attention_mask_and_take():
     ids = np.array([[2, 5, 3, 0, 0, 0], [2, 5, 6, 7, 8, 3], [2, 3, 0, 0, 0, 0]], dtype=np.int32)
     tokens = TokenizedTexts(ids, np.array([3, 6, 2], dtype=np.int32))

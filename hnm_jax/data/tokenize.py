@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,9 @@ def _tokenizer_fingerprint(tokenizer: Any) -> bytes:
     parts = [type(tokenizer).__qualname__, str(getattr(tokenizer, "truncation_side", "right"))]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # fast tokenizer: vocab + normalizer + post-processor, all in one JSON
-        parts.append(backend.to_str())
+        # less truncation and padding: per-call settings (each call sets its own), not the tokenizer's
+        settings = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        parts.append(json.dumps(settings, sort_keys=True))
     else:
         parts.append(str(getattr(tokenizer, "name_or_path", "")))
         parts.append(repr(sorted(tokenizer.get_vocab().items())))
