@@ -7,7 +7,11 @@
 `experiments/bench_gpu.build_hnm_step` of `--repo` (MiniLM shape, 64 x 64, float32, einsum attention, threefry
 dropout) with the persistent compilation cache off, so the first call pays the whole compile. Run labels
 alternately (old, new, old, new) on idle cores: one 2-core machine varies by +-15% between minutes. Each run
-appends one row, with `uptime` before and after, to the JSON list at `--out`.
+appends one row, with `uptime` before and after and XLA_FLAGS, to the JSON list at `--out`. The test suite's
+compile flags (tests/conftest.py FAST_COMPILE), on the tiny model:
+
+    XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false" python \
+        experiments/bench_first_step.py --label fast --shape tiny --batch 8 --length 16 --out results/bench_test_compile.json
 """
 
 import argparse
@@ -27,6 +31,7 @@ def main() -> None:
     parser.add_argument("--shape", default="minilm")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2, help="steady steps timed after the first call")
     args = parser.parse_args()
     repo = Path(args.repo).resolve()
     os.environ["HNM_COMPILATION_CACHE"] = "off"
@@ -37,11 +42,12 @@ def main() -> None:
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     step, _, _ = bench_gpu.build_hnm_step(args.shape, args.batch, args.length, "float32", "einsum", "threefry")
     times = []
-    for _ in range(3):
+    for _ in range(1 + args.steps):
         start = time.perf_counter()
         jax.block_until_ready(step()["loss"])
         times.append(round(time.perf_counter() - start, 2))
     row = {"label": args.label, "repo": str(repo), "shape": args.shape, "batch": args.batch, "length": args.length,
+           "xla_flags": os.environ.get("XLA_FLAGS", ""),
            "first_call_s": times[0], "steady_step_s": times[1:], "uptime_before": uptime_before,
            "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     out = Path(args.out)

@@ -5,7 +5,9 @@ import os
 # The suite compiles a few hundred small programs and runs each a few times, so compiling is most of its time; LLVM's
 # optimizer (XLA's default backend level 3) is most of a compile (a tiny train step: ~21 s at 3, ~8 s at 0 on a
 # 2 GHz core) and buys nothing at tiny sizes. Level 0 leaves XLA's HLO passes and float semantics as they are.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+# XLA's legacy fusion emitters (instead of the MLIR ones) cut what is left by a third: the tiny train step's first
+# call takes 4.8-5.0 s instead of 7.5-7.9 s (results/bench_test_compile.json; experiments/bench_first_step.py says how).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
 def xla_flags(devices: int) -> str:
@@ -65,6 +67,28 @@ def write_tiny_beir(root: Path, num_queries: int = 48, seed: int = 0) -> Path:
             f.write("query-id\tcorpus-id\tlabel\n")
             f.writelines(f"{q}\t{d}\t{label}\n" for q, d, label in candidates[split])
     return root
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (v2 `cpu.max`, v1
+    `cfs_quota_us`), which a container's `os.cpu_count()` and affinity do not show."""
+    cores = len(os.sched_getaffinity(0))
+    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),
+                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
+        try:
+            fields = Path(quota_file).read_text().split()
+            quota, period = fields[0], fields[1] if period_file is None else Path(period_file).read_text().strip()
+        except (OSError, IndexError):
+            continue
+        if quota not in ("max", "-1"):
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    return cores
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: no error where xdist is not loaded
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """`pytest -n auto` (make test): one worker per usable core; PYTEST_XDIST_AUTO_NUM_WORKERS still wins."""
+    return None if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else usable_cores()
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -1,10 +1,8 @@
-"""One process of the multi-host tests: `python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR [MODE OUT]`.
+"""One process of the multi-host encode test: `python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT`.
 
-Initializes jax.distributed on localhost with gloo CPU collectives (2 fake CPU devices per process), then:
-  loss (default): builds the same deterministic global batch in every process, feeds only this process's rows,
-    and prints the loss;
-  encode OUT: encodes the tiny corpus with a tiny random encoder over the global mesh (each process feeds its
-    share of every batch; params start on one local device) and saves this process's [N, D] embeddings to OUT.
+Initializes jax.distributed on localhost with gloo CPU collectives (2 fake CPU devices per process), encodes the
+tiny corpus with a tiny random encoder over the global mesh (each process feeds its share of every batch; params
+start on one local device) and saves this process's [N, D] embeddings to OUT.
 """
 
 import os
@@ -22,27 +20,6 @@ import jax  # noqa: E402
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 ENCODE_BATCH = 20  # divides by the 4 global devices; 144 tiny docs -> the last batch is padded
-
-
-def loss(data_dir: str) -> None:
-    import numpy as np
-    from conftest import tiny_config
-    from test_train import make_tiny_batch
-
-    from hnm_jax import sharding
-    from hnm_jax.config import spec_from_config
-    from hnm_jax.train_step import contrastive_loss
-
-    encoder, batch = make_tiny_batch(data_dir)
-    loss_spec = spec_from_config(tiny_config(data_dir)).loss
-    mesh = sharding.make_mesh()
-    replicated = sharding.replicated(mesh)
-    params = jax.tree.map(lambda p: jax.make_array_from_process_local_data(replicated, np.asarray(p)), encoder.state)
-    local = {k: v[sharding.process_rows(len(v))] for k, v in batch.items()}
-    fn = jax.jit(lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0],
-                 out_shardings=replicated)
-    value = fn(params, sharding.to_global(local, mesh))
-    print(f"devices={jax.device_count()} processes={jax.process_count()} loss={float(value):.8f}", flush=True)
 
 
 def encode(data_dir: str, out: str) -> None:
@@ -68,17 +45,11 @@ def encode(data_dir: str, out: str) -> None:
 
 
 def main() -> None:
-    process_id, num_processes, port, data_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    mode = sys.argv[5] if len(sys.argv) > 5 else "loss"
-    if num_processes > 1:
-        jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=num_processes,
-                                   process_id=process_id)
-    jax.devices()  # start the backend now: importing conftest below must not change the device count
-    sys.path.insert(0, os.path.dirname(__file__))
-    if mode == "encode":
-        encode(data_dir, sys.argv[6])
-    else:
-        loss(data_dir)
+    process_id, num_processes, port, data_dir, out = sys.argv[1:6]
+    if int(num_processes) > 1:
+        jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=int(num_processes),
+                                   process_id=int(process_id))
+    encode(data_dir, out)
 
 
 if __name__ == "__main__":

@@ -111,9 +111,10 @@ def _fired(phase: str, start: Progress, now: Progress, t0: float) -> bool:
     raise ValueError(phase)
 
 
-# (phase, (min, max) random delay in seconds after the phase's moment), in an order that makes progress
+# (phase, (min, max) random delay in seconds after the phase's moment), in an order that makes progress: each moment
+# once (every attempt is a CLI start, ~15 s on 2 cores), then a kill anywhere in a step
 KILL_PLAN = [("startup", (0.5, 4.0)), ("checkpoint write", (0.0, 0.3)), ("step", (0.0, 0.05)),
-             ("refresh", (0.0, 0.1)), ("checkpoint write", (0.0, 0.3)), ("step", (0.0, 0.05)), ("step", (0.0, 0.6))]
+             ("refresh", (0.0, 0.1)), ("step", (0.0, 0.6))]
 
 
 @pytest.mark.slow
@@ -156,7 +157,7 @@ def test_sigkill_at_random_moments_then_rerun_matches_uninterrupted(tiny_beir, t
     run_to_end(killed)
     kills = sum("(killed)" in line for line in log)
     report = "\n".join(log)
-    assert kills >= 5, report
+    assert kills >= len(KILL_PLAN) - 1, report
 
     step, position, state, pool = read_checkpoint(killed)
     step_ref, position_ref, state_ref, pool_ref = read_checkpoint(tmp_path / "straight")

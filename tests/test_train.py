@@ -1,5 +1,6 @@
 """Batches, the sharded train step, the train loop (smoke, resume after SIGKILL), the CLI around it."""
 
+import functools
 import json
 
 import jax
@@ -8,7 +9,7 @@ import pytest
 from conftest import REPO, make_tiny_batch, params_of, tiny_config
 
 from hnm_jax import sharding, train
-from hnm_jax.config import spec_from_config
+from hnm_jax.config import ModelSpec, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.tokenize import bucket_length
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
@@ -128,6 +129,13 @@ def test_train_smoke_writes_logs_checkpoints_and_eval(tiny_beir, tmp_path):
 CONFIG_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.py") if p.name != "__init__.py")
 
 
+@functools.cache
+def initial_params(model: ModelSpec, seed: int) -> list[np.ndarray]:
+    """The parameter leaves a run of `model` and `seed` starts from; built once per (spec, seed), as most configs
+    share the tiny model."""
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(build_encoder(model, seed).state)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config_file", CONFIG_FILES)
 def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
@@ -140,7 +148,7 @@ def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     step = next(row for row in logged if "train/loss" in row)
     assert np.isfinite(step["train/loss"]) and step["train/grad_norm"] > 0
-    initial = jax.tree.leaves(build_encoder(spec.model, spec.seed).state)
+    initial = initial_params(spec.model, spec.seed)
     assert any(not np.array_equal(a, b) for a, b in zip(params_of(tmp_path), initial, strict=True))
     # the config's own mechanism shows in its logged diagnostics
     if spec.loss.margin_kind == "additive":
