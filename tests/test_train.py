@@ -83,6 +83,29 @@ def test_bucketed_batch_gives_the_loss_and_gradients_of_max_length_padding(tiny_
     assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads_b, grads_m))) <= 1e-5
 
 
+def test_queries_as_wide_as_the_documents_share_one_encoder_pass(tiny_beir):
+    """encode_pair_batch encodes queries and documents in one pass when their widths match (the program holds the
+    encoder's matmuls once, not twice), with the loss and gradients of two passes (no dropout)."""
+    encoder, batch = make_tiny_batch(tiny_beir)
+    width = max(batch["query_ids"].shape[1], batch["pos_ids"].shape[1])
+
+    def padded(query_width: int) -> dict:
+        return {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, (query_width if k.startswith("query") else width)
+                                                          - v.shape[-1])]) if k in TOKEN_KEYS else v
+                for k, v in batch.items()}
+
+    one_pass, two_passes = padded(width), padded(width + 8)
+    loss_spec = spec_from_config(tiny_config(tiny_beir)).loss
+    loss = lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0]  # noqa: E731
+    dots = lambda b: str(jax.make_jaxpr(loss)(encoder.state, b)).count("dot_general")  # noqa: E731
+    assert dots(two_passes) - 1 == 2 * (dots(one_pass) - 1)  # 1: the query x document score matmul
+    fn = jax.jit(jax.value_and_grad(loss))
+    (loss_1, grads_1), (loss_2, grads_2) = jax.device_get(fn(encoder.state, one_pass)), jax.device_get(
+        fn(encoder.state, two_passes))
+    assert abs(float(loss_1) - float(loss_2)) <= 1e-5
+    assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads_1, grads_2))) <= 1e-5
+
+
 @pytest.mark.slow
 def test_tiny_run_compiles_one_step_per_length_bucket_pair(tiny_beir, tmp_path, monkeypatch):
     compiled, shapes = [], set()
