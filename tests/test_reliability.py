@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, tiny_config, xla_flags
+from conftest import REPO, params_of, tiny_config, xla_flags
 
 from hnm_jax import train
 from hnm_jax.checkpointing import TMP_SUFFIX, Checkpointer, CheckpointError
@@ -449,9 +449,6 @@ def test_real_full_disk_during_save_fails_loudly_and_keeps_the_previous(small_tm
 # ------------------------------------------------------------------------------- 7. memory budget
 @pytest.mark.slow
 def test_corpus_over_the_memory_budget_streams_to_disk_with_identical_results(tiny_beir, tmp_path):
-    import numpy as np
-    from test_train import params_of
-
     from hnm_jax.data.tokenize import tokenize_texts
 
     spec = spec_from_config(tiny_config(tiny_beir))
