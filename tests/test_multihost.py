@@ -58,25 +58,26 @@ def test_two_processes_encode_the_corpus_like_one(tiny_beir, tmp_path):
 
 @pytest.mark.slow
 def test_cli_train_in_two_processes_matches_one(tiny_beir, tmp_path):
-    def train(workdir: Path, num_processes: int, devices_per_process: int) -> dict:
-        env = {**os.environ, "XLA_FLAGS": xla_flags(devices_per_process),
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-        base = [sys.executable, "-m", "hnm_jax.main", "train", "--config", "configs/base.py:tiny",
-                f"--config.data.path={tiny_beir}", "--config.train.max_steps=2", f"--workdir={workdir}"]
-        port = free_port()
-        distributed = lambda i: (["--coordinator", f"localhost:{port}", "--num-processes", str(num_processes),  # noqa: E731
-                                  "--process-id", str(i)] if num_processes > 1 else [])
-        run_all([base + distributed(i) for i in range(num_processes)], env=env)
-        lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-        losses = [line["train/loss"] for line in lines if "train/loss" in line]
-        return {"loss": losses, "eval": json.loads((workdir / "eval_test.json").read_text())}
+    from hnm_jax.main import main
 
-    two = train(tmp_path / "two", 2, 2)
-    one = train(tmp_path / "one", 1, 4)  # the same 4 global devices in one process
-    assert len(one["loss"]) == len(two["loss"]) == 2
-    np.testing.assert_allclose(two["loss"], one["loss"], atol=1e-5, rtol=0)
+    args = ["train", "--config", f"{REPO / 'configs/base.py'}:tiny", f"--config.data.path={tiny_beir}",
+            "--config.train.max_steps=2"]
+    env = {**os.environ, "XLA_FLAGS": xla_flags(2), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    port = free_port()
+    run_all([[sys.executable, "-m", "hnm_jax.main", *args, f"--workdir={tmp_path / 'two'}", "--coordinator",
+              f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)] for i in range(2)], env=env)
+    assert main([*args, f"--workdir={tmp_path / 'one'}"]) == 0  # the same 4 global devices, in this process
+
+    def read(workdir: Path) -> tuple[list[float], dict]:
+        lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        return [line["train/loss"] for line in lines if "train/loss" in line], json.loads(
+            (workdir / "eval_test.json").read_text())
+
+    (loss_two, eval_two), (loss_one, eval_one) = read(tmp_path / "two"), read(tmp_path / "one")
+    assert len(loss_one) == len(loss_two) == 2
+    np.testing.assert_allclose(loss_two, loss_one, atol=1e-5, rtol=0)
     for key in ("accuracy@1", "mrr@10", "pairwise_accuracy"):
-        assert abs(two["eval"][key] - one["eval"][key]) <= 1e-5, key
+        assert abs(eval_two[key] - eval_one[key]) <= 1e-5, key
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["1", "2"]
 
 
