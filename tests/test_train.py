@@ -65,6 +65,13 @@ def test_same_loss_and_grads_on_1_2_4_devices(tiny_beir, num_devices):
 TOKEN_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask")
 
 
+def pad_tokens(batch: dict, query_width: int, doc_width: int) -> dict:
+    """`batch` with its token arrays padded on the right to the given widths (pad id 0, mask 0)."""
+    width = lambda key: query_width if key.startswith("query") else doc_width  # noqa: E731
+    return {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, width(k) - v.shape[-1])]) if k in TOKEN_KEYS else v
+            for k, v in batch.items()}
+
+
 @pytest.mark.slow
 def test_bucketed_batch_gives_the_loss_and_gradients_of_max_length_padding(tiny_beir):
     encoder, batch = make_tiny_batch(tiny_beir, max_length=64)
@@ -72,8 +79,7 @@ def test_bucketed_batch_gives_the_loss_and_gradients_of_max_length_padding(tiny_
     longest_doc = max(int(batch["pos_mask"].sum(-1).max()), int(batch["neg_mask"].sum(-1).max()))
     assert batch["query_ids"].shape[1] == bucket_length(int(batch["query_mask"].sum(-1).max()), 64)
     assert batch["pos_ids"].shape[1] == batch["neg_ids"].shape[2] == bucket_length(longest_doc, 64)
-    padded = {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, 64 - v.shape[-1])]) if k in TOKEN_KEYS else v
-              for k, v in batch.items()}  # pad id 0, mask 0: what fixed max-length shapes carried
+    padded = pad_tokens(batch, 64, 64)  # what fixed max-length shapes carried
     loss_spec = spec_from_config(tiny_config(tiny_beir)).loss
     fn = jax.jit(jax.value_and_grad(
         lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0]))
@@ -88,13 +94,7 @@ def test_queries_as_wide_as_the_documents_share_one_encoder_pass(tiny_beir):
     encoder's matmuls once, not twice), with the loss and gradients of two passes (no dropout)."""
     encoder, batch = make_tiny_batch(tiny_beir)
     width = max(batch["query_ids"].shape[1], batch["pos_ids"].shape[1])
-
-    def padded(query_width: int) -> dict:
-        return {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, (query_width if k.startswith("query") else width)
-                                                          - v.shape[-1])]) if k in TOKEN_KEYS else v
-                for k, v in batch.items()}
-
-    one_pass, two_passes = padded(width), padded(width + 8)
+    one_pass, two_passes = pad_tokens(batch, width, width), pad_tokens(batch, width + 8, width)
     loss_spec = spec_from_config(tiny_config(tiny_beir)).loss
     loss = lambda p, b: contrastive_loss(p, encoder.graphdef, b, loss_spec, encoder.pooling, None)[0]  # noqa: E731
     dots = lambda b: str(jax.make_jaxpr(loss)(encoder.state, b)).count("dot_general")  # noqa: E731
