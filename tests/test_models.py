@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from flax import nnx
+from jax.extend.core import jaxprs_in_params
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, tokenize_texts
@@ -20,6 +21,7 @@ from hnm_jax.models.encoder import (
     BertEncoder,
     DropoutMasks,
     PoolingSpec,
+    dense,
     embed,
     pool,
     resolve_attention,
@@ -165,6 +167,37 @@ def test_encoder_dropout_is_one_draw_at_every_site(config):
     forward = forward_fn(graphdef_a)
     assert np.abs(np.asarray(forward(state_a, ids, mask, jax.random.key(1)) - forward(state_a, ids, mask))).max() > 1e-4
 
+
+
+def dot_generals(jaxpr) -> list:
+    """Every dot_general equation of `jaxpr` and of the jaxprs nested in it (pjit, custom_jvp, ...)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn)
+        for sub in jaxprs_in_params(eqn.params):
+            found += dot_generals(sub)
+    return found
+
+
+def test_weight_gradients_contract_one_axis(config):
+    """The training gradient of the encoder holds no dot that contracts two axes: every Linear runs on the
+    flattened [B * L, in] rows (`encoder.dense`), so its weight gradient contracts the token axis only, which
+    XLA:CPU reads in place; over [B, L, in] it contracts B and L, and XLA:CPU first copies the activation
+    transposed (experiments/bench_dense.py). The flattened forward equals the 3-D one."""
+    graphdef, state = tiny_state(config, seed=0)
+    ids, mask = random_batch()
+
+    def loss(s):
+        return jnp.sum(nnx.merge(graphdef, s)(ids, mask, dropout_rng=jax.random.key(1)) ** 2)
+
+    dots = dot_generals(jax.make_jaxpr(jax.grad(loss))(state).jaxpr)
+    contracted = [len(eqn.params["dimension_numbers"][0][0]) for eqn in dots]
+    weight_dots = 2 * 6 * config.num_layers  # per layer 6 Linears, each a forward and a weight-gradient dot
+    assert len(dots) >= weight_dots and max(contracted) == 1, contracted
+    layer = nnx.Linear(config.hidden_size, config.intermediate_size, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (3, 5, config.hidden_size))
+    np.testing.assert_allclose(np.asarray(dense(layer, x)), np.asarray(layer(x)), rtol=1e-6, atol=1e-6)
 
 
 def test_forward_shapes_dropout_and_masking(config):

@@ -217,6 +217,16 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
 _warned_cudnn: set[str] = set()
 
 
+def dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
+    """`layer(x)` for x [..., in] as ONE 2-D matmul over the flattened leading axes ([N, in] @ [in, out]).
+
+    Over a [B, L, in] input the weight gradient contracts two axes, and XLA:CPU transposes the activations into
+    a copy to do it; over [B * L, in] it contracts one, which the GEMM reads in place. The reshapes are free
+    (row-major bitcasts) and the sums are the same (experiments/bench_dense.py measures the difference).
+    """
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], layer.out_features)
+
+
 def _lookup_small(table: jax.Array, ids: jax.Array) -> jax.Array:
     """table[ids] for a table of a few rows by selects: exact like a gather, and its gradient is a reduction per
     row instead of a scatter-add into one hot row (every token of a batch shares token type 0)."""
@@ -292,7 +302,7 @@ class BertAttention(nnx.Module):
         def heads(t: jax.Array) -> jax.Array:
             return t.reshape(b, length, self.num_heads, head_dim)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q, k, v = (heads(dense(layer, x)) for layer in (self.query, self.key, self.value))
         implementation = resolve_attention(self.attention_impl, q.dtype)
         if implementation == "einsum":
             scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
@@ -313,7 +323,7 @@ class BertAttention(nnx.Module):
         else:
             context = dot_product_attention(q, k, v, key_mask, implementation)
         context = context.reshape(b, length, h)
-        out = self.output(context)
+        out = dense(self.output, context)
         out = _dropout(out, self.hidden_dropout, masks.take(out.shape, self.hidden_dropout))
         return self.layer_norm(out + x)
 
@@ -342,7 +352,7 @@ class BertLayer(nnx.Module):
     def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutMasks) -> jax.Array:
         """x [B, L, H] -> [B, L, H]."""
         x = self.attention(x, key_mask, masks)
-        y = self.output(jax.nn.gelu(self.intermediate(x), approximate=False))
+        y = dense(self.output, jax.nn.gelu(dense(self.intermediate, x), approximate=False))
         y = _dropout(y, self.hidden_dropout, masks.take(y.shape, self.hidden_dropout))
         return self.layer_norm(y + x)
 
