@@ -64,6 +64,29 @@ def transposing_copies(hlo: str, tokens: int) -> int:
     return len(re.findall(rf"= f32\[\d+,{tokens}\]\{{1,0\}} (?:fusion|copy|transpose)\(", entry))
 
 
+def median_ms(fn, args: tuple, calls: int) -> float:
+    """Median milliseconds of `calls` blocking calls fn(*args), after one warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def summarize(rows: list[dict], baseline: str, contender: str, digits: int) -> dict:
+    """Per setting: the median over rounds of each contender's median_ms, and baseline / contender (the speedup)."""
+    summary = {}
+    for setting in dict.fromkeys(r["setting"] for r in rows if "round" in r):
+        medians = {c: statistics.median(r["median_ms"] for r in rows
+                                        if r.get("setting") == setting and r.get("contender") == c and "round" in r)
+                   for c in (baseline, contender)}
+        summary[setting] = {**{f"{c}_ms": round(m, 1) for c, m in medians.items()},
+                            "speedup": round(medians[baseline] / medians[contender], digits)}
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -85,27 +108,13 @@ def main() -> None:
     for round_ in range(args.rounds):
         for (b, length), x in inputs.items():
             for flatten, grad in grads.items():
-                jax.block_until_ready(grad(graphdef, params, x))
-                times = []
-                for _ in range(args.calls):
-                    start = time.perf_counter()
-                    jax.block_until_ready(grad(graphdef, params, x))
-                    times.append(time.perf_counter() - start)
                 result["rows"].append({"round": round_, "setting": f"{b}x{length}",
                                        "contender": "flattened" if flatten else "3-D",
-                                       "median_ms": 1e3 * statistics.median(times)})
+                                       "median_ms": median_ms(grad, (graphdef, params, x), args.calls)})
     result["uptime_after"] = uptime()
-    summary = {}
-    for b, length in SETTINGS:
-        setting = f"{b}x{length}"
-        medians = {c: statistics.median(r["median_ms"] for r in result["rows"]
-                                        if r.get("setting") == setting and r.get("contender") == c and "round" in r)
-                   for c in ("3-D", "flattened")}
-        summary[setting] = {**{f"{c}_ms": round(m, 1) for c, m in medians.items()},
-                            "speedup": round(medians["3-D"] / medians["flattened"], 3)}
-    result["summary"] = summary
+    result["summary"] = summarize(result["rows"], "3-D", "flattened", 3)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(result["summary"], indent=1))
 
 
 if __name__ == "__main__":

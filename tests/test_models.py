@@ -1,5 +1,6 @@
 """Tests for hnm_jax.models: NNX BERT encoder, HF weights, export/load, bucketed encoding, MiniLM parity."""
 
+import collections
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from hnm_jax.models.encoder import (
     dense,
     embed,
     pool,
+    random_bits16,
     resolve_attention,
 )
 from hnm_jax.models.hf_weights import hf_state_dict, load_hf_weights
@@ -154,30 +156,50 @@ def test_dropout_masks_cut_one_draw_into_sites_at_their_own_rates():
     assert DropoutMasks(None, sites).take(*sites[0]) is None
 
 
+def equations(jaxpr) -> list:
+    """Every equation of `jaxpr` and of the jaxprs nested in it (pjit, custom_jvp, while, ...)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        found.append(eqn)
+        for sub in jaxprs_in_params(eqn.params):
+            found += equations(sub)
+    return found
+
+
+@pytest.mark.parametrize("size", [1, 7, 4099])
+@pytest.mark.parametrize("make_key", [lambda: jax.random.PRNGKey(5), lambda: jax.random.key(0),
+                                      lambda: jax.random.fold_in(jax.random.PRNGKey(1), 42),
+                                      lambda: jax.random.key(2, impl="rbg")], ids=["raw", "typed", "fold_in", "rbg"])
+def test_random_bits16_equals_jax_random_bits(make_key, size):
+    """The unrolled threefry gives JAX's own bits, bit for bit, raw or typed key, jitted or not; rbg is JAX's."""
+    key = make_key()
+    expected = np.asarray(jax.random.bits(key, (size,), jnp.uint16))
+    np.testing.assert_array_equal(np.asarray(random_bits16(key, size)), expected)
+    np.testing.assert_array_equal(np.asarray(jax.jit(random_bits16, static_argnums=1)(key, size)), expected)
+
+
 def test_encoder_dropout_is_one_draw_at_every_site(config):
     """A training forward of the tiny encoder draws its masks once: the random-bits primitives of its jaxpr are
-    one draw however many layers and sites (one per site compiled ~8x slower on CPU), and dropout still acts at the
-    attention probabilities (einsum path): with only attention dropout on, the output changes."""
+    one draw however many layers and sites (one per site compiled ~8x slower on CPU); with a threefry key that draw
+    is the unrolled hash, no threefry primitive and no loop (JAX's CPU lowering of the primitive is a while loop
+    that writes the state to memory 5 times); dropout still acts at the attention probabilities (einsum path):
+    with only attention dropout on, the output changes."""
     graphdef, state = tiny_state(config, seed=0)
     ids, mask = random_batch()
-    jaxpr = jax.make_jaxpr(lambda s, k: nnx.merge(graphdef, s)(ids, mask, dropout_rng=k))(state, jax.random.key(1))
-    assert str(jaxpr).count("random_bits[") == 1  # nested jaxprs (jit-wrapped jax.random calls) print inline
+
+    def primitives(key) -> collections.Counter:
+        jaxpr = jax.make_jaxpr(lambda s, k: nnx.merge(graphdef, s)(ids, mask, dropout_rng=k))(state, key).jaxpr
+        return collections.Counter(eqn.primitive.name for eqn in equations(jaxpr))
+
+    assert primitives(jax.random.key(1, impl="rbg"))["random_bits"] == 1
+    threefry = primitives(jax.random.key(1))
+    assert [threefry[p] for p in ("random_bits", "threefry2x32", "while")] == [0, 0, 0]
+    assert threefry["shift_right_logical"] == 20  # the 20 rotations of one draw's hash
     attention_only = BertConfig(**{**config.__dict__, "hidden_dropout": 0.0})
     graphdef_a, state_a = tiny_state(attention_only, seed=0)
     forward = forward_fn(graphdef_a)
     assert np.abs(np.asarray(forward(state_a, ids, mask, jax.random.key(1)) - forward(state_a, ids, mask))).max() > 1e-4
 
-
-
-def dot_generals(jaxpr) -> list:
-    """Every dot_general equation of `jaxpr` and of the jaxprs nested in it (pjit, custom_jvp, ...)."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn)
-        for sub in jaxprs_in_params(eqn.params):
-            found += dot_generals(sub)
-    return found
 
 
 def test_weight_gradients_contract_one_axis(config):
@@ -191,7 +213,8 @@ def test_weight_gradients_contract_one_axis(config):
     def loss(s):
         return jnp.sum(nnx.merge(graphdef, s)(ids, mask, dropout_rng=jax.random.key(1)) ** 2)
 
-    dots = dot_generals(jax.make_jaxpr(jax.grad(loss))(state).jaxpr)
+    dots = [eqn for eqn in equations(jax.make_jaxpr(jax.grad(loss))(state).jaxpr)
+            if eqn.primitive.name == "dot_general"]
     contracted = [len(eqn.params["dimension_numbers"][0][0]) for eqn in dots]
     weight_dots = 2 * 6 * config.num_layers  # per layer 6 Linears, each a forward and a weight-gradient dot
     assert len(dots) >= weight_dots and max(contracted) == 1, contracted

@@ -1,9 +1,9 @@
 """BERT-family encoder in Flax NNX (post-LN, absolute positions, exact-erf GELU) and bi-encoder pooling.
 
 The forward pass is a pure function of (params, inputs, dropout_rng): every dropout mask of one forward pass
-is cut from ONE `jax.random.bits` draw of `dropout_rng` (`DropoutMasks`), so no NNX RNG state is mutated and a
-jitted train step stays pure. One draw, not one per site: XLA compiles each random-bits call into its own
-kernel (threefry: ~20 unrolled integer rounds), and on CPU 16 draws compile ~8x slower than one of the same size.
+is cut from ONE draw of random bits of `dropout_rng` (`DropoutMasks`, `random_bits16`), so no NNX RNG state is
+mutated and a jitted train step stays pure. One draw, not one per site: XLA compiles each random-bits call into its
+own kernel (threefry: ~20 integer rounds), and on CPU 16 draws compile ~8x slower than one of the same size.
 Parameter names mirror Hugging Face's `BertModel` (see `hf_weights.py` for the exact mapping).
 
 Mixed precision (`dtype=bfloat16`): parameters stay float32; matmuls, attention and activations run in the compute
@@ -147,7 +147,36 @@ def _dropout(x: jax.Array, rate: float, keep: jax.Array | None) -> jax.Array:
         return jnp.where(keep, x / keep_probability(rate), jnp.zeros_like(x))
 
 
-MASK_BITS = 16  # random bits per mask element: rates are rounded to 1/65536 (0.1 -> 0.100006), half threefry's work
+MASK_BITS = 16  # random bits per mask element: rates are rounded to 1/65536 (0.1 -> 0.100006)
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def random_bits16(key: jax.Array, size: int) -> jax.Array:
+    """`jax.random.bits(key, (size,), jnp.uint16)`, bit for bit; for a threefry key the hash is unrolled here.
+
+    JAX lowers threefry2x32 on CPU as a while loop over its 5 groups of 4 rounds (to compile small), and every
+    iteration writes the whole [size] state to memory. Unrolled (JAX's own lowering on GPU/TPU), XLA fuses the 20
+    rounds into the kernels that read the masks: the ~1.2 * 10^8 masks of a MiniLM 64 x 64 training forward take
+    ~4x less time on CPU (experiments/bench_dropout.py). The counters are the element indices (JAX's default,
+    partitionable threefry); the bits are the low 16 of the two output words xor-ed. Other PRNG implementations
+    (and `jax_threefry_partitionable=False`) go through `jax.random.bits`.
+    key: a raw uint32 [2] threefry key or a typed key -> uint16 [size].
+    """
+    if str(jax.random.key_impl(key)) != "threefry2x32" or not jax.config.jax_threefry_partitionable:
+        return jax.random.bits(key, (size,), jnp.uint16)
+    if size >= 1 << 32:
+        raise ValueError(f"{size} random words: threefry counters here are 32-bit")
+    k1, k2 = jax.random.key_data(key)
+    keys = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+    x0 = jnp.broadcast_to(k1, (size,))  # the high counter word is 0 below 2^32 elements
+    x1 = jax.lax.iota(jnp.uint32, size) + k2
+    for group in range(5):
+        for rotation in _THREEFRY_ROTATIONS[group % 2]:
+            x0 = x0 + x1
+            x1 = x0 ^ ((x1 << rotation) | (x1 >> (32 - rotation)))
+        x0 = x0 + keys[(group + 1) % 3]
+        x1 = x1 + keys[(group + 2) % 3] + jnp.uint32(group + 1)
+    return (x0 ^ x1).astype(jnp.uint16)
 
 
 def drop_threshold(rate: float) -> int:
@@ -172,7 +201,7 @@ class DropoutMasks:
     def __init__(self, key: jax.Array | None, sites: list[tuple[tuple[int, ...], float]]):
         self.sites = [(tuple(shape), rate) for shape, rate in sites if rate > 0.0] if key is not None else []
         sizes = [math.prod(shape) for shape, _ in self.sites]
-        self.bits = jax.random.bits(key, (sum(sizes),), jnp.uint16) if self.sites else None
+        self.bits = random_bits16(key, sum(sizes)) if self.sites else None
         self.offsets = [0, *itertools.accumulate(sizes)]
         self.next = 0
 
