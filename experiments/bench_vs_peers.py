@@ -3,30 +3,41 @@
     make bench-peers      # creates .venv-peers (pip install -e .[dev,peers]) and runs this script
     .venv-peers/bin/python experiments/bench_vs_peers.py [--rounds 3 --steps 4 --train 32x32,64x64 --encode 32,64]
 
-One process, one model (all-MiniLM-L6-v2, float32, CPU), the same data for everyone: abt_buy training queries,
-each with its positive and one random corpus negative, in one fixed order; batch i is the same examples for every
-contender. Training contenders, alternated A B C A B C within each round:
+One model (all-MiniLM-L6-v2, float32, CPU), the same data for everyone: abt_buy training queries, each with its
+positive and one random corpus negative, in one fixed order; batch i is the same examples for every contender.
+Training contenders, each alone in its own (spawned) process, as users run one framework at a time, and timed in turn,
+A B C then C B A, while the others wait idle (with torch installed, transformers imports it in every process, but
+only the torch contenders run it):
   hnm_jax      the project's jitted train step (`jit_train_step`) on `batches.make_batch` batches (length buckets)
   st_trainer   SentenceTransformerTrainer + MultipleNegativesRankingLoss on (anchor, positive, negative) columns
   torch_loop   AutoModel + mean pooling + the same InfoNCE (scale 20) + AdamW, tokenizing each batch
 A round runs batches 0..K of each contender and times batches 1..K, each step including its own batch building
 (the trainer: between consecutive on_step_end callbacks). Round 0 is warm-up (hnm_jax compiles each length-bucket
-shape there) and is not reported. Encoding: `Encoder.encode` vs `SentenceTransformer.encode` at batch 256 on 2,048
-texts (8 full batches), tokenization included, alternated the same way; on CPU `Encoder.encode` computes each batch of
-256 in calls of `CPU_ROWS_PER_DEVICE` rows (hnm_jax/models/pretrained.py), which stay in cache.
+shape there) and is not reported. Each round also records its process's user and system CPU seconds and minor page
+faults: a 64x64 hnm_jax step maps ~4 GB of fresh pages, and in one process with torch (`--in-process`, the setup
+before 2026-12-02) it paid 2-3x the system time for them after torch's steps had run. Encoding, in this process:
+`Encoder.encode` vs `SentenceTransformer.encode` at batch 256 on 2,048 texts (8 full batches), tokenization included,
+alternated the same way; on CPU `Encoder.encode` computes each batch of 256 in calls of `CPU_ROWS_PER_DEVICE` rows
+(hnm_jax/models/pretrained.py), which stay in cache.
 
 Writes results/bench_vs_peers.json (every timing, medians, ratios, load averages) and results/bench_vs_peers.md.
 Targets (issue #5): training >= 2.5x st_trainer and >= 1.3x torch_loop at 32x32 and 64x64; encoding >= 1.2x.
 """
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +49,7 @@ from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import BeirData, load_beir, resolve_dataset
 from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.host_memory import keep_freed_memory
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.models.pretrained import Encoder, load_encoder, resolve_model_dir
 from hnm_jax.optimizer import make_optimizer
@@ -48,6 +60,9 @@ SCALE = 20.0  # InfoNCE scale = 1 / temperature: MNRL's default, the project's l
 LEARNING_RATE = 2e-5
 ENCODE_TEXTS = 2048
 TARGETS = {"train_vs_st_trainer": 2.5, "train_vs_torch_loop": 1.3, "encode_vs_sentence_transformers": 1.2}
+
+CONTENDERS = ("hnm_jax", "st_trainer", "torch_loop")
+SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: no torch in hnm_jax's process, no JAX in theirs
 
 StepFn = Callable[[int], None]  # runs training batch i (blocking until its update is done)
 
@@ -93,6 +108,7 @@ def padded_tokens(examples: Examples, lengths: dict[str, np.ndarray], batch: sli
 
 def hnm_trainer(examples: Examples, model: str, batch_size: int, max_length: int) -> tuple[StepFn, Callable]:
     """(step(i), padded tokens per example of batch i) for the project's jitted train step."""
+    keep_freed_memory()  # as the `hnm` CLI does (hnm_jax/host_memory.py); in this contender's process only
     encoder = load_encoder(model)
     config = load_config_file(str(REPO / "configs/base.py"))
     config.train.batch_size, config.train.learning_rate = batch_size, LEARNING_RATE
@@ -213,38 +229,120 @@ def time_steps(step: StepFn, steps: int) -> list[float]:
     return times
 
 
-def bench_training(examples: Examples, tokenizer: Any, model: str, batch_size: int, max_length: int, rounds: int,
-                   steps: int) -> dict:
-    """Alternating rounds of the three training contenders at one (batch size, max length)."""
-    hnm_step, hnm_tokens = hnm_trainer(examples, model, batch_size, max_length)
-    contenders: dict[str, Callable[[], list[float]]] = {"hnm_jax": lambda: time_steps(hnm_step, steps)}
-    with tempfile.TemporaryDirectory() as workdir:
-        contenders["st_trainer"] = st_trainer(examples, model, batch_size, max_length, steps, workdir)
+def build_contender(name: str, examples: Examples, model: str, batch_size: int, max_length: int, steps: int,
+                    workdir: str) -> tuple[Callable[[], list[float]], list[int] | None]:
+    """(round(): the `steps` step times of one round, hnm_jax's padded tokens per example of batches 1..steps)."""
+    if name == "hnm_jax":
+        step, tokens = hnm_trainer(examples, model, batch_size, max_length)
+        return (lambda: time_steps(step, steps)), [tokens(i) for i in range(1, steps + 1)]
+    if name == "st_trainer":
+        return st_trainer(examples, model, batch_size, max_length, steps, workdir), None
+    if name == "torch_loop":
         torch_step = torch_trainer(examples, model, batch_size, max_length)
-        contenders["torch_loop"] = lambda: time_steps(torch_step, steps)
-        times: dict[str, list[list[float]]] = {name: [] for name in contenders}
+        return (lambda: time_steps(torch_step, steps)), None
+    raise ValueError(f"unknown contender {name!r}; expected one of {CONTENDERS}")
+
+
+def measured_round(run: Callable[[], list[float]]) -> dict:
+    """One round's step times plus the process's CPU seconds and minor page faults over the round, and its peak
+    resident memory so far (GB; with `in_process`, of all contenders together).
+
+    The page faults show memory churn: a step that frees its buffers to the OS and maps them again next step pays
+    the kernel (and a VM's host) for every page, in system time.
+    """
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    times = run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"step_s": times, "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
+            "minor_faults": after.ru_minflt - before.ru_minflt, "max_rss_gb": after.ru_maxrss / 2**20}
+
+
+def contender_process(conn: Connection, name: str, model: str, data: str, batch_size: int, max_length: int,
+                      steps: int) -> None:
+    """One training contender alone in its own process: builds it, sends what it is, then answers each "round"
+    with `measured_round` until "stop". Errors travel back as {"error": traceback}."""
+    try:
+        examples = Examples(load_beir(resolve_dataset(data), "train"))
+        with tempfile.TemporaryDirectory() as workdir:
+            run, tokens = build_contender(name, examples, model, batch_size, max_length, steps, workdir)
+            conn.send({"padded_tokens": tokens, "pid": os.getpid(), "torch_imported": "torch" in sys.modules})
+            while conn.recv() == "round":
+                conn.send(measured_round(run))
+    except Exception:  # the parent raises it with the contender's name
+        conn.send({"error": traceback.format_exc()})
+
+
+def received(conn: Connection, name: str) -> dict:
+    """The next message from contender `name`'s process; its traceback raised here if it failed."""
+    message = conn.recv()
+    if "error" in message:
+        raise RuntimeError(f"contender {name} failed in its process:\n{message['error']}")
+    return message
+
+
+def bench_training(examples: Examples, tokenizer: Any, model: str, data: str, batch_size: int, max_length: int,
+                   rounds: int, steps: int, in_process: bool = False) -> dict:
+    """Rounds of the three training contenders at one (batch size, max length), A B C then C B A.
+
+    Each contender runs in its own process (spawned, built one after another, idle while another is timed), as a
+    user runs one framework at a time; `in_process` builds all three in this process instead (the old setup, where
+    torch's allocations change what hnm_jax's steps pay for memory).
+    """
+    rounds_of: dict[str, Callable[[], dict]] = {}
+    info: dict[str, dict] = {}
+    processes = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in CONTENDERS:
+            if in_process:
+                run, tokens = build_contender(name, examples, model, batch_size, max_length, steps, workdir)
+                info[name] = {"padded_tokens": tokens, "pid": os.getpid()}
+                rounds_of[name] = functools.partial(measured_round, run)
+                continue
+            conn, child_conn = SPAWN.Pipe()
+            process = SPAWN.Process(target=contender_process, daemon=True,
+                                    args=(child_conn, name, model, data, batch_size, max_length, steps))
+            process.start()
+            processes.append((process, conn))
+            info[name] = received(conn, name)
+            rounds_of[name] = functools.partial(request_round, conn, name)
+        measured: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
         for round_ in range(rounds + 1):  # round 0: warm-up (compiles, allocator), not reported
-            for name, run in contenders.items():
-                measured = run()
+            for name in CONTENDERS if round_ % 2 == 0 else CONTENDERS[::-1]:
+                result_ = rounds_of[name]()
                 if round_:
-                    times[name].append(measured)
+                    measured[name].append(result_)
+        for process, conn in processes:
+            conn.send("stop")
+            process.join(timeout=60)
     lengths = {column: tokenize_texts(tokenizer, getattr(examples, f"{column}s"), 512).lengths
                for column in ("anchor", "positive", "negative")}
     timed = range(1, steps + 1)
-    result = {"batch_size": batch_size, "max_length": max_length, "contenders": {}}
-    for name, per_round in times.items():
-        flat = [t for r in per_round for t in r]
-        median = statistics.median(flat)
-        tokens = [hnm_tokens(i) if name == "hnm_jax" else
-                  padded_tokens(examples, lengths, examples.batch(i, batch_size), name, max_length) for i in timed]
+    result = {"batch_size": batch_size, "max_length": max_length, "isolation": "in_process" if in_process else
+              "one_process_per_contender", "contenders": {}}
+    for name, per_round in measured.items():
+        step_s = [r["step_s"] for r in per_round]
+        median = statistics.median(t for r in step_s for t in r)
+        tokens = info[name]["padded_tokens"] or [
+            padded_tokens(examples, lengths, examples.batch(i, batch_size), name, max_length) for i in timed]
         result["contenders"][name] = {
             "step_s_median": median, "examples_per_s": batch_size / median,
-            "round_medians_s": [statistics.median(r) for r in per_round], "step_s_all": per_round,
-            "padded_tokens_per_example_mean": float(np.mean(tokens))}
+            "round_medians_s": [statistics.median(r) for r in step_s], "step_s_all": step_s,
+            "sys_s_per_step": statistics.median(r["sys_s"] / (steps + 1) for r in per_round),
+            "user_s_per_step": statistics.median(r["user_s"] / (steps + 1) for r in per_round),
+            "minor_faults_per_step": statistics.median(r["minor_faults"] / (steps + 1) for r in per_round),
+            "max_rss_gb": max(r["max_rss_gb"] for r in per_round),
+            "padded_tokens_per_example_mean": float(np.mean(tokens)),
+            "process": {k: v for k, v in info[name].items() if k != "padded_tokens"}}
     speed = {name: c["examples_per_s"] for name, c in result["contenders"].items()}
     result["ratios"] = {"hnm_jax/st_trainer": speed["hnm_jax"] / speed["st_trainer"],
                         "hnm_jax/torch_loop": speed["hnm_jax"] / speed["torch_loop"]}
     return result
+
+
+def request_round(conn: Connection, name: str) -> dict:
+    """Has contender `name`'s process run one measured round and returns its `measured_round`."""
+    conn.send("round")
+    return received(conn, name)
 
 
 def bench_encoding(encoder: Encoder, texts: list[str], model: str, max_length: int, rounds: int) -> dict:
@@ -283,14 +381,16 @@ def markdown(result: dict) -> str:
              f"Load average before {result['load_average_before']}, after {result['load_average_after']}; "
              f"{result['rounds']} rounds x {result['steps']} timed steps, medians.", "",
              "| batch x max length | hnm_jax ex/s | st_trainer ex/s | torch_loop ex/s | hnm/st (>= 2.5) | "
-             "hnm/torch (>= 1.3) | padded tokens/example hnm, st, torch |", "|---|---|---|---|---|---|---|"]
+             "hnm/torch (>= 1.3) | padded tokens/example hnm, st, torch | system s/step hnm, st, torch | "
+             "processes |", "|---|---|---|---|---|---|---|---|---|"]
     for setting in result["train"]:
         c, r = setting["contenders"], setting["ratios"]
-        tokens = ", ".join(f"{c[n]['padded_tokens_per_example_mean']:.0f}" for n in ("hnm_jax", "st_trainer",
-                                                                                      "torch_loop"))
+        tokens = ", ".join(f"{c[n]['padded_tokens_per_example_mean']:.0f}" for n in CONTENDERS)
+        system = ", ".join(f"{c[n]['sys_s_per_step']:.2f}" for n in CONTENDERS)
         lines.append(f"| {setting['batch_size']} x {setting['max_length']} | {c['hnm_jax']['examples_per_s']:.1f} | "
                      f"{c['st_trainer']['examples_per_s']:.1f} | {c['torch_loop']['examples_per_s']:.1f} | "
-                     f"{r['hnm_jax/st_trainer']:.2f} | {r['hnm_jax/torch_loop']:.2f} | {tokens} |")
+                     f"{r['hnm_jax/st_trainer']:.2f} | {r['hnm_jax/torch_loop']:.2f} | {tokens} | {system} | "
+                     f"{setting['isolation'].replace('_', ' ')} |")
     lines += ["", "| encode, batch 256, max length | hnm_jax sent/s | sentence-transformers sent/s | ratio (>= 1.2) | "
               "max abs embedding diff |", "|---|---|---|---|---|"]
     for setting in result["encode"]:
@@ -310,6 +410,8 @@ def main() -> None:
     parser.add_argument("--encode", default="32,64", help="encoding max lengths (batch 256)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up round)")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per contender and round")
+    parser.add_argument("--in-process", action="store_true",
+                        help="build the training contenders in this process (default: one process each)")
     parser.add_argument("--out", default="results/bench_vs_peers.json")
     args = parser.parse_args()
 
@@ -331,8 +433,8 @@ def main() -> None:
     result["train"] = []
     for setting in filter(None, args.train.split(",")):
         batch_size, max_length = (int(v) for v in setting.split("x"))
-        result["train"].append(bench_training(examples, encoder.tokenizer, args.model, batch_size, max_length, args.rounds,
-                                              args.steps))
+        result["train"].append(bench_training(examples, encoder.tokenizer, args.model, args.data, batch_size, max_length,
+                                              args.rounds, args.steps, args.in_process))
     result["load_average_after"] = os.getloadavg()
     result["targets"] = TARGETS
     out = Path(args.out)
