@@ -12,11 +12,14 @@ compile flags (tests/conftest.py FAST_COMPILE), on the tiny model:
 
     XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false" python \
         experiments/bench_first_step.py --label fast --shape tiny --batch 8 --length 16 --out results/bench_test_compile.json
+
+Per call it also records the process's system seconds and minor page faults, and its peak resident memory.
 """
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -41,14 +44,20 @@ def main() -> None:
 
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     step, _, _ = bench_gpu.build_hnm_step(args.shape, args.batch, args.length, "float32", "einsum", "threefry")
-    times = []
+    times, system_s, faults = [], [], []
     for _ in range(1 + args.steps):
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         jax.block_until_ready(step()["loss"])
         times.append(round(time.perf_counter() - start, 2))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        system_s.append(round(after.ru_stime - before.ru_stime, 2))
+        faults.append(after.ru_minflt - before.ru_minflt)
     row = {"label": args.label, "repo": str(repo), "shape": args.shape, "batch": args.batch, "length": args.length,
            "xla_flags": os.environ.get("XLA_FLAGS", ""),
-           "first_call_s": times[0], "steady_step_s": times[1:], "uptime_before": uptime_before,
+           "first_call_s": times[0], "steady_step_s": times[1:], "system_s": system_s, "minor_faults": faults,
+           "max_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+           "uptime_before": uptime_before,
            "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     out = Path(args.out)
     rows = json.loads(out.read_text()) if out.exists() else []

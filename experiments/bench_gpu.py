@@ -100,12 +100,10 @@ def build_hnm_step(shape: str, batch: int, length: int, dtype: str, attention: s
 
     from hnm_jax import sharding
     from hnm_jax.config import load_config_file, spec_from_config
-    from hnm_jax.host_memory import keep_freed_memory
     from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
     from hnm_jax.optimizer import make_optimizer
     from hnm_jax.train_step import create_train_state, jit_train_step
 
-    keep_freed_memory()  # as the `hnm` CLI does (hnm_jax/host_memory.py)
     config = BertConfig(vocab_size=VOCAB, **SHAPES[shape])
     compute = jnp.dtype(dtype)
 

@@ -49,7 +49,6 @@ from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.beir import BeirData, load_beir, resolve_dataset
 from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.host_memory import keep_freed_memory
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.models.pretrained import Encoder, load_encoder, resolve_model_dir
 from hnm_jax.optimizer import make_optimizer
@@ -108,7 +107,6 @@ def padded_tokens(examples: Examples, lengths: dict[str, np.ndarray], batch: sli
 
 def hnm_trainer(examples: Examples, model: str, batch_size: int, max_length: int) -> tuple[StepFn, Callable]:
     """(step(i), padded tokens per example of batch i) for the project's jitted train step."""
-    keep_freed_memory()  # as the `hnm` CLI does (hnm_jax/host_memory.py); in this contender's process only
     encoder = load_encoder(model)
     config = load_config_file(str(REPO / "configs/base.py"))
     config.train.batch_size, config.train.learning_rate = batch_size, LEARNING_RATE

@@ -343,10 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("jax", "absl", "bm25s", "tensorboardX"):  # keep our INFO lines, not every library's
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from hnm_jax.compile_stats import enable_compilation_cache
-    from hnm_jax.host_memory import keep_freed_memory
 
     enable_compilation_cache()  # every command: compiled programs persist on disk (a config update, no computation)
-    keep_freed_memory()  # every command: a step's freed buffers serve the next step (no page faults; host_memory)
     # Importing these (and hnm_jax.train_loop) must run no JAX computation: `init_distributed` comes later.
     from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError

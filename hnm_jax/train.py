@@ -36,7 +36,6 @@ from hnm_jax.data.batch_sources import BatchBuilder, CrossEncoderBatches, Prefet
 from hnm_jax.data.beir import list_splits, load_texts, read_split
 from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
-from hnm_jax.host_memory import keep_freed_memory
 from hnm_jax.metric_logging import MetricWriter
 from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, load_unlabelled_duplicates, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
@@ -135,7 +134,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics."""
     spec = spec_from_config(config)
     enable_compilation_cache()  # see compile_stats: compiled programs persist across runs
-    keep_freed_memory()  # see host_memory: each step reuses the host memory the previous one freed
     compiles = CompileCounter().start()
     mesh = sharding.make_mesh()
     batch_sharding = sharding.batch_sharding(mesh)
@@ -229,7 +227,6 @@ def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Pa
     """
     spec = spec_from_config(config)
     enable_compilation_cache()
-    keep_freed_memory()
     mining = dataclasses.replace(spec.mining, strategy="uniform", pool="offline",
                                  num_negatives=min(spec.ce.num_negatives, spec.mining.pool_size))
     spec = dataclasses.replace(spec, mining=mining)
