@@ -243,7 +243,7 @@ def build_contender(name: str, examples: Examples, model: str, batch_size: int, 
 
 def measured_round(run: Callable[[], list[float]]) -> dict:
     """One round's step times plus the process's CPU seconds and minor page faults over the round, and its peak
-    resident memory so far (GB; with `in_process`, of all contenders together).
+    resident memory so far (GB; a spawned process starts from its parent's peak; `in_process`: all contenders').
 
     The page faults show memory churn: a step that frees its buffers to the OS and maps them again next step pays
     the kernel (and a VM's host) for every page, in system time.
