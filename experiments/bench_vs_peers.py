@@ -61,7 +61,7 @@ ENCODE_TEXTS = 2048
 TARGETS = {"train_vs_st_trainer": 2.5, "train_vs_torch_loop": 1.3, "encode_vs_sentence_transformers": 1.2}
 
 CONTENDERS = ("hnm_jax", "st_trainer", "torch_loop")
-SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: no torch in hnm_jax's process, no JAX in theirs
+SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: each contender's process runs only its framework
 
 StepFn = Callable[[int], None]  # runs training batch i (blocking until its update is done)
 
@@ -272,7 +272,10 @@ def contender_process(conn: Connection, name: str, model: str, data: str, batch_
 
 def received(conn: Connection, name: str) -> dict:
     """The next message from contender `name`'s process; its traceback raised here if it failed."""
-    message = conn.recv()
+    try:
+        message = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"contender {name}'s process died without a traceback (killed, e.g. out of memory?)") from None
     if "error" in message:
         raise RuntimeError(f"contender {name} failed in its process:\n{message['error']}")
     return message
@@ -339,7 +342,10 @@ def bench_training(examples: Examples, tokenizer: Any, model: str, data: str, ba
 
 def request_round(conn: Connection, name: str) -> dict:
     """Has contender `name`'s process run one measured round and returns its `measured_round`."""
-    conn.send("round")
+    try:
+        conn.send("round")
+    except BrokenPipeError:
+        raise RuntimeError(f"contender {name}'s process is gone (killed, e.g. out of memory?)") from None
     return received(conn, name)
 
 
