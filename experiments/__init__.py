@@ -1,0 +1,1 @@
+"""Research drivers as importable modules: `python -m experiments.<name>`."""
