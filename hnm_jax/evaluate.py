@@ -29,6 +29,7 @@ from hnm_jax.metrics import (
     best_negative_scores,
     first_relevant_rank,
     near_duplicate_collapse,
+    near_duplicate_cosines,
     pairwise_accuracy,
     ranking_instability,
     retrieval_metrics,
@@ -142,12 +143,15 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
             per_kind = pairwise_accuracy(cand.query[of_kind], cand_scores[of_kind], cand.label[of_kind], best_positive)
             metrics.update({f"{name}/{kind}": value for name, value in per_kind.items()})
         unit = doc_emb if encoder.pooling.normalize else unit_rows(doc_emb)  # cosines, whatever the pooling
+        cosines = near_duplicate_cosines(unit, cand.query, cand.doc, cand.label, split.positives)[0]
         metrics.update(near_duplicate_collapse(unit, cand.query, cand.doc, cand.label, split.positives))
     metrics.update(num_queries=len(split), num_docs=len(corpus), split=split.name, search=search,
                    max_length=max_length, batch_size=batch_size, skipped_docs=corpus.skipped,
                    skipped_queries=queries.skipped, device=device_record())
     metrics["per_query"] = {"query_ids": [queries.ids[r] for r in split.query_rows],
                             **{name: rank.tolist() for name, rank in ranks.items()}}
+    if split.candidates is not None:  # per query, for paired statistics (null: no labelled near-duplicate)
+        metrics["per_query"]["near_duplicate_cosine"] = [None if np.isnan(c) else round(float(c), 6) for c in cosines]
     return metrics
 
 

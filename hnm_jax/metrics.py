@@ -127,17 +127,13 @@ def ranking_instability(top_scores: np.ndarray, epsilon: float = 0.01) -> dict:
     return {"top2_within_eps": float(np.mean(tied)) if top.shape[0] else float("nan")}
 
 
-def near_duplicate_collapse(doc_emb: np.ndarray, cand_query: np.ndarray, cand_doc: np.ndarray,
-                            cand_label: np.ndarray, positives: np.ndarray) -> dict:
-    """How close a positive sits to its labelled near-duplicates in embedding space (collapse indicator).
+def near_duplicate_cosines(doc_emb: np.ndarray, cand_query: np.ndarray, cand_doc: np.ndarray,
+                           cand_label: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, how close its positive sits to its labelled near-duplicates: (mean, max) cosines, [Q] each.
 
     For query q with first positive p_q = positives[q, 0] and non-matching candidates D_q = {d : label 0}:
-
-        near_duplicate_cosine     = mean_{q : D_q non-empty} mean_{d in D_q} <e_{p_q}, e_d>
-        near_duplicate_cosine_max = mean_{q : D_q non-empty} max_{d in D_q}  <e_{p_q}, e_d>
-
-    Queries without a positive or without label-0 candidates are skipped; {} when none remain (as
-    pairwise_accuracy does).
+    mean_q = mean_{d in D_q} <e_{p_q}, e_d> and max_q = max_{d in D_q} <e_{p_q}, e_d>; NaN where q has no positive
+    or no label-0 candidate.
 
     Args:
       doc_emb: [N, D] L2-normalized document embeddings.
@@ -150,17 +146,30 @@ def near_duplicate_collapse(doc_emb: np.ndarray, cand_query: np.ndarray, cand_do
     keep = (np.asarray(cand_label) == 0) & (cand_doc >= 0)
     keep &= first_positive[cand_query] >= 0
     query, doc = cand_query[keep], cand_doc[keep]
-    if query.size == 0:
-        return {}
-    cosine = np.sum(doc_emb[first_positive[query]] * doc_emb[doc], axis=-1).astype(np.float64)  # [C']
     num_queries = first_positive.shape[0]
+    cosine = np.sum(doc_emb[first_positive[query]] * doc_emb[doc], axis=-1).astype(np.float64)  # [C']
     count = np.bincount(query, minlength=num_queries)
     total = np.bincount(query, weights=cosine, minlength=num_queries)
     best = np.full(num_queries, -np.inf)
     np.maximum.at(best, query, cosine)
     has = count > 0
-    return {"near_duplicate_cosine": float(np.mean(total[has] / count[has])),
-            "near_duplicate_cosine_max": float(np.mean(best[has]))}
+    mean = np.where(has, total / np.maximum(count, 1), np.nan)
+    return mean, np.where(has, best, np.nan)
+
+
+def near_duplicate_collapse(doc_emb: np.ndarray, cand_query: np.ndarray, cand_doc: np.ndarray,
+                            cand_label: np.ndarray, positives: np.ndarray) -> dict:
+    """Collapse indicator: the means over queries of `near_duplicate_cosines` (queries without a positive or a
+    label-0 candidate skipped; {} when none remain, as pairwise_accuracy does).
+
+        near_duplicate_cosine     = mean_{q : D_q non-empty} mean_{d in D_q} <e_{p_q}, e_d>
+        near_duplicate_cosine_max = mean_{q : D_q non-empty} max_{d in D_q}  <e_{p_q}, e_d>
+    """
+    mean, best = near_duplicate_cosines(doc_emb, cand_query, cand_doc, cand_label, positives)
+    has = ~np.isnan(mean)
+    if not has.any():
+        return {}
+    return {"near_duplicate_cosine": float(np.mean(mean[has])), "near_duplicate_cosine_max": float(np.mean(best[has]))}
 
 
 def best_negative_scores(ranked: np.ndarray, ranked_scores: np.ndarray, positives: np.ndarray) -> np.ndarray:

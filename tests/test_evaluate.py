@@ -66,6 +66,9 @@ def test_collapse_is_a_cosine_without_normalization_and_the_device_is_recorded(t
                          show_progress=False) for name, encoder in (("unit", tiny_encoder()), ("raw", raw))}
     for key in ("near_duplicate_cosine", "near_duplicate_cosine_max"):
         assert by["raw"][key] == pytest.approx(by["unit"][key], abs=1e-5) and -1.0 <= by["raw"][key] <= 1.0
+    per_query = [c for c in by["unit"]["per_query"]["near_duplicate_cosine"] if c is not None]  # the mean's terms
+    assert len(by["unit"]["per_query"]["near_duplicate_cosine"]) == by["unit"]["num_queries"]
+    assert np.mean(per_query) == pytest.approx(by["unit"]["near_duplicate_cosine"], abs=1e-5)
     assert by["raw"]["device"] == by["unit"]["device"] and {"kind", "platform", "count"} == set(by["raw"]["device"])
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from hnm_jax.metrics import (
     best_negative_scores,
     near_duplicate_collapse,
+    near_duplicate_cosines,
     pairwise_accuracy,
     pool_statistics,
     ranking_instability,
@@ -84,6 +85,9 @@ def test_near_duplicate_collapse_hand_case():
     assert math.isclose(out["near_duplicate_cosine"], ((0.6 - 1.0) / 2 + 0.6) / 2, rel_tol=1e-9)
     assert math.isclose(out["near_duplicate_cosine_max"], (0.6 + 0.6) / 2, rel_tol=1e-9)
     assert near_duplicate_collapse(doc_emb, cand_query, cand_doc, np.ones(7, int), positives) == {}
+    mean, best = near_duplicate_cosines(doc_emb, cand_query, cand_doc, cand_label, positives)
+    np.testing.assert_allclose(mean, [(0.6 - 1.0) / 2, 0.6, np.nan, np.nan])  # per query, NaN where undefined
+    np.testing.assert_allclose(best, [0.6, 0.6, np.nan, np.nan])
 
 
 def test_best_negative_scores():
