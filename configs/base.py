@@ -33,6 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.length_coverage = 0.95  # auto lengths cover this share of a side's records (measured at load, logged)
     c.data.skip_empty = False  # skip (and count) records with empty text instead of failing
     c.data.memory_budget_mb = 0.0  # token arrays larger than this stream to memory-mapped files in the workdir (0: none)
+    c.data.folds = 0  # K > 0: K-fold CV over every labelled query (data/folds.py); 0: the dataset's own splits
+    c.data.fold = 0  # the fold this run tests on, in [0, data.folds)
+    c.data.fold_seed = 0  # seed of the folds (queries sharing a positive share a fold) and of the dev slice
+    c.data.fold_dev_fraction = 0.1  # share of the other folds' queries held out as the fold's dev split (0: none)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch (queries per step); must divide by the device count

@@ -16,7 +16,8 @@ from typing import Any
 
 import ml_collections
 
-from hnm_jax.data.beir import DataError, resolve_dataset_path
+from hnm_jax.data.beir import DataError, resolve_dataset, resolve_dataset_path
+from hnm_jax.data.folds import FoldError, FoldSpec, materialize_fold
 from hnm_jax.mining.dense_index import IndexSpec
 from hnm_jax.mining.retriever import MODES as RETRIEVER_MODES
 from hnm_jax.mining.retriever import RetrieverSpec
@@ -66,8 +67,20 @@ class DataSpec:
     length_coverage: float
     skip_empty: bool
     memory_budget_mb: float
+    folds: int = 0  # > 0: cross-validation over queries (data/folds.py), this many folds; 0: the dataset's splits
+    fold: int = 0
+    fold_seed: int = 0
+    fold_dev_fraction: float = 0.1
 
     def __post_init__(self):
+        if self.folds == 0 and self.fold != 0:
+            _fail("data.fold", f"{self.fold} is set but data.folds is 0 (the dataset's own splits); set data.folds")
+        if self.folds != 0:
+            try:
+                _ = self.fold_spec  # FoldSpec checks its values
+            except ValueError as error:  # "<FoldSpec field>: message"
+                field, _, message = str(error).partition(": ")
+                _fail(FOLD_KEYS[field], message)
         if self.memory_budget_mb < 0:
             _fail("data.memory_budget_mb", f"must be >= 0 (0: no budget), got {self.memory_budget_mb}")
         if not (self.name or self.path):
@@ -83,6 +96,17 @@ class DataSpec:
     @property
     def memory_budget_bytes(self) -> int | None:
         return int(self.memory_budget_mb * 2**20) or None
+
+    @property
+    def fold_spec(self) -> FoldSpec | None:
+        """The cross-validation fold the run reads (data.folds > 0), else None (the dataset's own splits)."""
+        if not self.folds:
+            return None
+        return FoldSpec(num_folds=self.folds, fold=self.fold, seed=self.fold_seed, dev_fraction=self.fold_dev_fraction)
+
+
+FOLD_KEYS = {"num_folds": "data.folds", "fold": "data.fold", "seed": "data.fold_seed",
+             "dev_fraction": "data.fold_dev_fraction"}  # FoldSpec field -> its config key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,13 +347,27 @@ def check_splits(spec: ExperimentSpec, splits: list[str]) -> None:
                                  f"{', '.join(splits) or 'no qrels/*.tsv'}")
 
 
-def dataset_root(data: DataSpec) -> Path:
-    """The folder of the configured dataset: data.path when set, else the benchmark named data.name (ConfigError
-    naming the key when it is missing or not a BEIR folder)."""
+def dataset_root(data: DataSpec, name_or_path: str | None = None) -> Path:
+    """The folder a run reads: the dataset's own (data.path when set, else the benchmark named data.name, or a
+    command line's --data `name_or_path` in their place), or with data.folds > 0 the folder of fold data.fold
+    (`data.folds.materialize_fold`: the same corpus and queries, the fold's train/dev/test qrels and candidates).
+
+    ConfigError naming the key when the dataset is missing or not a BEIR folder; a bad data file stays a DataError.
+    """
+    key = "--data" if name_or_path else "data.path" if data.path else "data.name"
     try:
-        return resolve_dataset_path(name=None if data.path else data.name, path=data.path or None)
+        if name_or_path:
+            root = resolve_dataset(name_or_path)
+        else:
+            root = resolve_dataset_path(name=None if data.path else data.name, path=data.path or None)
     except DataError as error:
-        raise ConfigError(f"{'data.path' if data.path else 'data.name'}: {error}") from None
+        raise ConfigError(f"{key}: {error}") from None
+    if data.fold_spec is None:
+        return root
+    try:
+        return materialize_fold(root, data.fold_spec)
+    except FoldError as error:  # too few query groups for the folds
+        raise ConfigError(f"data.folds: {error}") from None
 
 
 def check_against_data(spec: ExperimentSpec, *, train_queries: int, devices: int, processes: int = 1) -> None:
@@ -419,7 +457,8 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
     ce = config.get("ce", {})
     # auto = the einsum and threefry of old on CPU
     added = {"model": {"attention": "auto", "rng_impl": "auto", "normalize": True},
-             "data": {"max_length_cap": 256, "length_coverage": 0.95}, "train": {"lr_schedule": "linear"},
+             "data": {"max_length_cap": 256, "length_coverage": 0.95, "folds": 0, "fold": 0, "fold_seed": 0,
+                      "fold_dev_fraction": 0.1}, "train": {"lr_schedule": "linear"},
              "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact"}, "mining": {"retriever": ""},
              "ce": {"cross_fit": False, "require_better": False, "negatives_top": ce.get("rescore_top", 10)}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour

@@ -117,7 +117,8 @@ def _eval(argv: list[str]) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a training workdir (its newest checkpoint and config.json)")
     source.add_argument("--model", help="a model folder, packaged name or hub id (zero-shot)")
-    parser.add_argument("--data", help="benchmark name or BEIR folder (default: the workdir's dataset)")
+    parser.add_argument("--data", help="benchmark name or BEIR folder (default: the workdir's dataset; with "
+                                        "data.folds the workdir's fold of it)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", help="metrics JSON (default: WORKDIR/eval_<split>.json)")
     parser.add_argument("--max-length", type=int,
@@ -146,8 +147,8 @@ def _eval(argv: list[str]) -> int:
     import jax
 
     from hnm_jax import sharding
-    from hnm_jax.config import spec_from_config
-    from hnm_jax.data.beir import load_beir, resolve_dataset
+    from hnm_jax.config import dataset_root, spec_from_config
+    from hnm_jax.data.beir import load_beir
     from hnm_jax.evaluate import evaluate, format_table, write_metrics
     from hnm_jax.models.pretrained import load_cross_encoder
 
@@ -155,7 +156,6 @@ def _eval(argv: list[str]) -> int:
         from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
 
         spec = spec_from_config(load_trained_config(args.workdir))
-        data = args.data or spec.data.path or spec.data.name
         label = f"{Path(args.workdir).name} ({args.split})"
     else:
         from configs.base import get_config
@@ -164,9 +164,9 @@ def _eval(argv: list[str]) -> int:
         config.model.name = args.model
         config.eval.max_length = ZERO_SHOT_MAX_LENGTH
         spec = spec_from_config(config)
-        data, label = args.data, f"{args.model} ({args.split})"
+        label = f"{args.model} ({args.split})"
     spec = eval_overrides(spec, args)
-    root = resolve_dataset(data)
+    root = dataset_root(spec.data, args.data)  # with data.folds: the workdir's fold (its test split = the fold)
     beir = load_beir(root, args.split, skip_empty=spec.data.skip_empty)  # bad data fails here, before any model
     depth = spec.ce.rerank_depth if args.rerank_depth is None else args.rerank_depth
     rerank = args.rerank
@@ -285,8 +285,8 @@ def _mine(argv: list[str]) -> int:
 
     import jax
 
-    from hnm_jax.config import load_config_file, spec_from_config
-    from hnm_jax.data.beir import load_beir, resolve_dataset
+    from hnm_jax.config import dataset_root, load_config_file, spec_from_config
+    from hnm_jax.data.beir import load_beir
     from hnm_jax.mining.export import check_format, mine_to_rows, mining_spec, write_rows
     from hnm_jax.models.loading import build_encoder, load_trained, load_trained_config
     from hnm_jax.models.pretrained import ModelNotFoundError, load_cross_encoder
@@ -306,8 +306,7 @@ def _mine(argv: list[str]) -> int:
             spec = spec_from_config(config)
         spec = mining_spec(spec, strategy=args.strategy, num_negatives=args.num_negatives, pool_size=args.pool_size,
                            retriever=args.retriever)
-        data = args.data or spec.data.path or spec.data.name
-        root = resolve_dataset(data)
+        root = dataset_root(spec.data, args.data)  # with data.folds: the config's fold
         beir = load_beir(root, args.split or spec.data.train_split, skip_empty=spec.data.skip_empty)
         fmt = args.format or ("parquet" if Path(args.output).suffix == ".parquet" else "jsonl")
         check_format(fmt)  # before any model work

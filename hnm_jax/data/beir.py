@@ -268,7 +268,7 @@ def read_queries(path: Path, *, skip_empty: bool = False) -> Texts:
 # ----------------------------------------------------------------------------------------- tsv
 
 
-def _read_triples(path: Path, value_name: str) -> Iterator[tuple[int, str, str, float]]:
+def read_triples(path: Path, value_name: str) -> Iterator[tuple[int, str, str, float]]:
     """Yields (line, query id, corpus id, value) of a 3-column TSV; the first line may be a header."""
     first = True
     for lineno, line in _lines(path):
@@ -317,7 +317,7 @@ def _read_qrels(
     positives: dict[int, list[int]] = {}
     relevant_line: dict[tuple[int, int], int] = {}
     pair_line: dict[tuple[str, str], int] = {}
-    for lineno, query_id, doc_id, score in _read_triples(path, "score"):
+    for lineno, query_id, doc_id, score in read_triples(path, "score"):
         _check_new_pair(path, lineno, pair_line, query_id, doc_id)
         qrow = _lookup(path, lineno, queries, query_id, "query")
         drow = _lookup(path, lineno, corpus, doc_id, "corpus")
@@ -347,7 +347,7 @@ def _read_candidates(
     doc: list[int] = []
     label: list[int] = []
     pair_line: dict[tuple[str, str], int] = {}
-    for lineno, query_id, doc_id, value in _read_triples(path, "label"):
+    for lineno, query_id, doc_id, value in read_triples(path, "label"):
         if value not in (0.0, 1.0):
             raise DataError(path, lineno, f"label must be 0 or 1, got {value:g}")
         _check_new_pair(path, lineno, pair_line, query_id, doc_id)
