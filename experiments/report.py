@@ -101,11 +101,11 @@ def load_runs(runs_dir: Path) -> dict[tuple[str, str, str, int], dict]:
 
 def query_clusters(dataset: str) -> dict[str, str]:
     """{query id: cluster id}: queries that share a positive (over every labelled split) form one cluster."""
-    from hnm_jax.data.folds import query_groups
-
     from hnm_jax.data.beir import resolve_dataset
+    from hnm_jax.data.folds import query_groups, read_pooled
 
-    return query_groups(resolve_dataset(dataset))
+    groups = query_groups(read_pooled(resolve_dataset(dataset), "qrels"))
+    return {query: group[0] for group in groups for query in group}
 
 
 class Paired(NamedTuple):
