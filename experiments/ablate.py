@@ -85,7 +85,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hnm_jax.atomic_write import atomic_path, write_text
-from hnm_jax.stats import mcnemar, minimum_detectable_effect, paired_bootstrap, paired_sd, verdict
+from hnm_jax.stats import decide, mcnemar, stratified_cluster_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -937,7 +937,7 @@ def per_type_table(runs: Sequence[Mapping], zero_shot: Mapping[str, Mapping], da
 
 PAIRED_METRICS = (("accuracy@1", "accuracy@1", True), ("mrr@10", "MRR@10", False),
                   ("pairwise_accuracy", "pairwise acc.", True))  # (key, label, binary: McNemar applies)  # fmt: skip
-BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_RESAMPLES = 10_000
 
 
 def deployed_ranks(metrics: Mapping, retriever: str | None = None) -> dict[str, int] | None:
@@ -1013,13 +1013,13 @@ def paired_items(runs: Sequence[Mapping], dataset: str, a: str, b: str, metric: 
 
 
 def paired_stats(items: PairedItems, binary: bool) -> dict:
-    """Bootstrap (clusters = query ids), McNemar (binary outcomes only; NaN p otherwise), MDE at 80% power from
-    the SD of per-query mean differences, and the verdict on "a > b"."""
-    boot = paired_bootstrap(items.a, items.b, BOOTSTRAP_RESAMPLES, seed=0, clusters=items.clusters)
+    """Effect of a − b (hnm_jax.stats.stratified_cluster_bootstrap, one stratum, clusters = query ids), McNemar
+    (binary outcomes only; None otherwise) and the decision on "a > b" (hnm_jax.stats.decide with the unadjusted
+    one-sided p: these tables are exploratory, not a family of claims): {"effect", "mcnemar", "mde", "decision"}."""
+    effect = stratified_cluster_bootstrap(items.a - items.b, None, items.clusters, BOOTSTRAP_RESAMPLES, seed=0)
     test = mcnemar(items.a, items.b) if binary else None
-    mde = minimum_detectable_effect(*paired_sd(items.a, items.b, items.clusters))
-    return {"boot": boot, "mcnemar": test, "mde": mde,
-            "verdict": verdict(boot.diff, (boot.ci_lo, boot.ci_hi), boot.p, mde)}  # fmt: skip
+    decision = decide(effect, effect.p_no_gain)
+    return {"effect": effect, "mcnemar": test, "mde": decision.mde, "decision": decision}
 
 
 def comparison_pairs(configs: Sequence[str]) -> list[tuple[str, str]]:
@@ -1044,19 +1044,19 @@ def paired_table(runs: Sequence[Mapping], dataset: str, retriever: str | None = 
     """One row per (A, B, metric) with paired items: seeds, items (queries), means, A − B [95% CI], McNemar p
     (A only : B only correct), MDE and verdict; "" when no pair has per-item data."""
     lines = ["| A − B | metric | seeds | items (queries) | A | B | A − B [95% CI] | McNemar p (A only : B only) "
-             "| MDE (80%) | verdict (A > B) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| MDE (80%, one-sided) | verdict (A > B) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for a, b in comparison_pairs(configs_of(runs, dataset)):
         for metric, label, binary in PAIRED_METRICS:
             items = paired_items(runs, dataset, a, b, metric, retriever)
             if items.a.size == 0:
                 continue
             st = paired_stats(items, binary)
-            boot, test = st["boot"], st["mcnemar"]
+            effect, test = st["effect"], st["mcnemar"]
             mc = f"{_p(test.p)} ({test.b10} : {test.b01})" if test is not None else "-"
             lines.append(f"| {a} − {b} | {label} | {' '.join(map(str, items.seeds))} | {items.a.size} "
                          f"({len(set(items.clusters))}) | {items.a.mean():.3f} | {items.b.mean():.3f} | "
-                         f"{boot.diff:+.3f} [{boot.ci_lo:+.3f}, {boot.ci_hi:+.3f}] | {mc} | {st['mde']:.3f} | "
-                         f"{st['verdict']} |")
+                         f"{effect.effect:+.3f} [{effect.ci_low:+.3f}, {effect.ci_high:+.3f}] | {mc} | "
+                         f"{st['mde']:.3f} | {st['decision']} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -1074,10 +1074,11 @@ def paired_section(runs: Sequence[Mapping], retriever: str | None = DEPLOYED_RET
            "(pairs: query id and doc id), and pooled over those seeds. A − B: difference of means with a 95% "
            f"percentile CI from a bootstrap ({BOOTSTRAP_RESAMPLES} resamples) that resamples queries, each with all "
            "its seeds and pairs. McNemar: exact two-sided binomial test on the discordant items (it treats the seeds "
-           "of a query as independent, so its p is optimistic). MDE: the smallest true difference detectable at 80% "
-           "power, level 0.05 (2.80 × SD of the per-query mean differences / √queries). Verdict on A > B "
-           "(hnm_jax.stats.verdict): holds = CI above 0; fails = CI below 0, or it includes 0 and excludes a gain "
-           "as large as the MDE; else inconclusive.", ""]  # fmt: skip
+           "of a query as independent, so its p is optimistic). MDE: the smallest true difference a one-sided "
+           "level-0.05 test detects at 80% power (2.49 × the bootstrap SE). Verdict on A > B (hnm_jax.stats.decide, "
+           "unadjusted: these comparisons are exploratory): holds = one-sided sign-flip p (query clusters) < 0.05; "
+           "fails = significantly negative, or the CI's upper bound is below 1 point (0.010); else inconclusive.",
+           ""]  # fmt: skip
     for dataset in datasets_of(runs):
         group = [r for r in runs if r["dataset"] == dataset]
         lacking = [Run(r["config"], dataset, r["seed"]).name for r in group

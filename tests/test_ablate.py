@@ -238,10 +238,15 @@ def test_report_paired_section_aligns_queries_and_pools_seeds(tmp_path):
     assert set(rows) == {("full − in_batch", m) for m in ("accuracy@1", "MRR@10", "pairwise acc.")}
     # accuracy@1 over (seed, query): full 1 1 1 0 | 1 1 0 1 = 6/8; in_batch 0 1 0 1 | 0 1 1 0 = 4/8
     # discordant: full only (s0 q1, s0 q3, s1 q1, s1 q4) = 4, in_batch only (s0 q4, s1 q3) = 2 -> p = 44/64
-    # per-query mean differences 1, 0, 0, 0 -> SD 0.5, MDE = 2.8016 * 0.5 / sqrt(4)
+    # per-query sums of differences 2, 0, 0, 0 (2 items each): a bootstrap resample of the 4 queries draws q1 c ~
+    # Bin(4, 1/4) times, effect* = 2c / 8, so SD = sqrt(4 x 1/4 x 3/4) / 4 and MDE = (1.6449 + 0.8416) x SD = 0.538
     acc = rows[("full − in_batch", "accuracy@1")]
-    assert "| 0 1 | 8 (4) | 0.750 | 0.500 | +0.250 [+0.000, +0.750] | 0.688 (4 : 2) | 0.700 |" in acc
-    assert "inconclusive (could detect >= 0.700)" in acc
+    assert "| 0 1 | 8 (4) | 0.750 | 0.500 | +0.250 [+0.000, +0.750] | 0.688 (4 : 2) | " in acc
+    mde = (1.6448536 + 0.8416212) * math.sqrt(4 * 0.25 * 0.75) / 4
+    cells = [c.strip() for c in acc.split("|")]
+    assert float(cells[-3]) == pytest.approx(mde, rel=0.03)
+    # the sign flip of q1 alone: p = 1/2 -> not holds; the CI reaches +0.750 -> inconclusive
+    assert cells[-2] == f"inconclusive (MDE {100 * float(cells[-3]):.1f} points)"
     # MRR@10: full (1 + 1 + 1 + 1/2 + 1 + 1 + 0 + 1) / 8; in_batch (1/2 + 1 + 1/3 + 1 + 1/2 + 1 + 1 + 0) / 8
     mrr_full, mrr_in_batch = 6.5 / 8, (3 + 1 / 3 + 2) / 8
     assert (f"| 0 1 | 8 (4) | {mrr_full:.3f} | {mrr_in_batch:.3f} | {mrr_full - mrr_in_batch:+.3f} ["

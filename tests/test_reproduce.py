@@ -6,7 +6,6 @@ import dataclasses
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import fake_curves, load_experiment, per_query_metrics, write_run
 
@@ -68,22 +67,27 @@ def test_nine_claims_from_hand_made_per_query_data(tmp_path):
     assert rows[1][4].startswith("+33.3 [") and rows[1][7] == "<br>".join(["abt_buy (60 queries, 180 items)"] * 2)
     assert rows[1][8] == "`python experiments/ablate.py --tune --runs abt_buy:online_band,random,in_batch` |"
     assert rows[2][4].startswith("-20.0 [")
-    # (3): per-query differences: five +1, one -1, 54 zeros -> MDE = 2.8016 x SD / sqrt(60)
-    d = np.array([1.0] * 5 + [-1.0] + [0.0] * 54)
-    mde = 2.8016 * d.std(ddof=1) / math.sqrt(60)
-    assert rows[3][2] == f"inconclusive (could detect >= {100 * mde:.1f} points)" and rows[3][4].startswith("+6.7 [")
+    # (3): 60 query clusters of 3 seeds with sums +3 (5 of them), -3 (1), 0 (54): a bootstrap resample of 60 clusters
+    # has effect* = 3 (X+ - X-) / 180, (X+, X-, X0) ~ Multinomial(60, (5, 1, 54) / 60), so its exact SD is
+    # 3 sqrt(60 (6/60 - (4/60)^2)) / 180 and the MDE (one-sided 0.05, 80% power) is (1.6449 + 0.8416) x SD
+    se = 3 * math.sqrt(60 * (6 / 60 - (4 / 60) ** 2)) / 180
+    mde = (1.6448536 + 0.8416212) * se  # 0.0992: 9.9 points, up to the 10,000 resamples' Monte Carlo error
+    assert rows[3][2].startswith("inconclusive (MDE ") and rows[3][2].endswith(" points)")
+    assert float(rows[3][2].split("MDE ")[1].split(" ")[0]) == pytest.approx(100 * mde, rel=0.03)
+    assert rows[3][4].startswith("+6.7 [")
+    # (3)'s p: a sign flip of the 6 nonzero clusters, P(5 or 6 of 6 positive) = 7/64 (the only contrast: no Holm)
+    assert float(rows[3][5]) == pytest.approx(7 / 64, abs=0.01)
+    assert rows[2][2] == "fails (significantly negative)"
     # (5): the retriever's gain is (margin − band) − (band − dense): +20 − 3 = 17 queries
     assert "(online_band_margin − online_band) − (online_band − online_band_dense_mining) (accuracy@1)" in rows[5][3]
     assert rows[5][4].split("<br>")[-1].startswith("+28.3 [")
     # (7): compared on the hybrid ranks (the dense run's rank_dense would be all wrong): +3 queries
     assert rows[7][4].startswith("+5.0 [")
-    # (8): pairwise accuracy per pair (+15 of 30) and near_duplicate_cosine per seed (lower is better)
-    assert rows[8][3].split("<br>")[:2] == ["online_band_uniformity − online_band (pairwise_accuracy)",
-                                            "online_band_uniformity − online_band (near_duplicate_cosine, lower is "
-                                            "better)"]  # fmt: skip
-    effects = rows[8][4].split("<br>")
-    assert effects[0].startswith("+50.0 [") and effects[1] == "-0.200 [-0.200, -0.200]"  # cosine: the same each seed
-    assert "abt_buy (3 seeds, 3 items)" in rows[8][7]
+    # (8): pairwise accuracy per pair (+15 of 30) judged; near_duplicate_cosine (one number per run) only shown
+    assert rows[8][3].split("<br>") == ["online_band_uniformity − online_band (pairwise_accuracy)",
+                                        "online_band_hybrid_logits − online_band (pairwise_accuracy)"]  # fmt: skip
+    assert rows[8][4].split("<br>")[0].startswith("+50.0 [")
+    assert "- online_band − online_band_uniformity, near_duplicate_cosine, **abt_buy**: +0.200 ± 0.000 (n=3)" in text
     assert "### (4) Cross-encoder filtering" in text and "not logged. Miner.apply_cross_encoder" in text
     assert "![early training](reproduce_early_training.png)" in text and "Missing runs: " in text
     assert (results / "reproduce_early_training.png").stat().st_size > 1000
@@ -98,18 +102,19 @@ def test_claims_pool_datasets_and_keep_per_dataset_rows(tmp_path):
     assert [m.datasets for m in found[1].per_dataset[:2]] == [("abt_buy",), ("synthetic_power",)]
     assert found[1].command.endswith("--runs abt_buy,synthetic_power:online_band,random,in_batch")
     single, pooled = found[3].per_dataset[0], found[3].pooled[0]
+    # pooled: 12 nonzero clusters, 10 of them +3: sign-flip p = P(X >= 10), X ~ Bin(12, 1/2) = 79/4096
     assert single.verdict.startswith("inconclusive") and pooled.verdict == "holds"  # twice the queries
-    assert pooled.mde == pytest.approx(single.mde / math.sqrt(2), rel=0.01)
+    assert pooled.p_holm == pooled.p == pytest.approx(79 / 4096, abs=0.005)
+    assert pooled.mde == pytest.approx(single.mde / math.sqrt(2), rel=0.03)  # the same strata, twice the queries
 
 
 @pytest.mark.parametrize(
     "verdicts, expected",
     [
         (["holds", "holds"], "holds"),
-        (["holds", "fails"], "fails"),
-        (["inconclusive (could detect >= 0.050)", "fails"], "fails"),
-        (["holds", "inconclusive (could detect >= 0.050)", "inconclusive (could detect >= 0.070)"],
-         "inconclusive (could detect >= 7.0 points)"),
+        (["holds", "fails (significantly negative)"], "fails (significantly negative)"),
+        (["inconclusive (MDE 5.0 points)", "fails (no gain ≥ 1 point)"], "fails (no gain ≥ 1 point)"),
+        (["holds", "inconclusive (MDE 5.0 points)", "inconclusive (MDE 7.0 points)"], "inconclusive (MDE 7.0 points)"),
         (["holds", "not measured"], "inconclusive (not measured: c1)"),
         (["not measured", "not measured"], "not measured"),
     ],
@@ -117,17 +122,18 @@ def test_claims_pool_datasets_and_keep_per_dataset_rows(tmp_path):
 def test_claim_verdict(verdicts, expected):
     measured = [reproduce.Measured(reproduce.Contrast({"a": 1.0, "b": -1.0}, name=f"c{i}"), (), 0, 0, 0, NAN, NAN,
                                    NAN, (NAN, NAN), NAN, None,
-                                   float(v.split(">= ")[1][:-1]) if v.startswith("inconclusive") else NAN, v)
+                                   float(v.split("MDE ")[1].split(" ")[0]) / 100 if "MDE" in v else NAN, v)
                 for i, v in enumerate(verdicts)]  # fmt: skip
     assert reproduce.claim_verdict(measured) == expected
 
 
-def test_claim_verdict_reports_each_unit():
+def test_claim_fails_with_its_first_failing_contrast():
     rate = reproduce.Measured(reproduce.ab("a", "b"), (), 1, 1, 1, 0, 0, 0, (0, 0), 0.5, None, 0.062,
-                              "inconclusive (could detect >= 0.062)")  # fmt: skip
-    cosine = dataclasses.replace(rate, contrast=reproduce.ab("a", "b", "near_duplicate_cosine", -1), mde=0.02)
-    assert reproduce.claim_verdict([rate, cosine]) == (
-        "inconclusive (could detect >= 6.2 points; >= 0.020 (near_duplicate_cosine))")
+                              "inconclusive (MDE 6.2 points)")  # fmt: skip
+    failed = [dataclasses.replace(rate, verdict=v) for v in ("fails (no gain ≥ 1 point)",
+                                                            "fails (significantly negative)")]  # fmt: skip
+    assert reproduce.claim_verdict([rate, *failed]) == "fails (no gain ≥ 1 point)"
+    assert reproduce.claim_verdict([rate, dataclasses.replace(rate, mde=0.02)]) == "inconclusive (MDE 6.2 points)"
 
 
 def test_ce_filter_checks(tmp_path):
