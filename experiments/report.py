@@ -152,7 +152,7 @@ def decide_all(runs: Mapping, clusters: Mapping | None = None) -> list[dict[str,
         if primary.result is None:
             verdict = f"no verdict: {len(primary.missing)} runs missing"
         else:
-            verdict = stats.decide(primary.result, p_adjusted, delta=DELTA)
+            verdict = str(stats.decide(primary.result, p_adjusted, delta=DELTA))
         rows.append({"claim": claim, "primary": primary, "p_adjusted": float(p_adjusted), "verdict": verdict,
                      "reported": [(c, paired(runs, c, claim.datasets, clusters=clusters)) for c in claim.reported]})
     return rows
