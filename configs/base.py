@@ -74,6 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mining.band_in_step = True  # also mask explicit negatives outside the band on the step's fresh scores
     c.mining.refresh_every_epochs = 1  # online pool: re-encode the corpus and rebuild the index every K epochs
     c.mining.retriever = ""  # what mines the pool: "" (= retriever.mode) | dense | lexical | hybrid (retriever.*)
+    c.mining.oracle_filter = False  # keep the known unlabelled duplicates (unlabelled_duplicates.tsv) out of pools
 
     c.band = ml_collections.ConfigDict()
     c.band.mode = "gap"  # gap: keep s_pos + lo <= s_neg <= s_pos + hi | relative: lo*s_pos..hi*s_pos | absolute: lo..hi
@@ -106,6 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_length = 0  # tokens per query and document at evaluation (0: auto, the wider of the two data lengths)
     c.eval.batch_size = 128  # encoding batch at evaluation
     c.eval.search = "exact"  # exact (dense top-k over the whole corpus) | ann (ScaNN with the index.* settings)
+    c.eval.duplicates_relevant = True  # unlabelled_duplicates.tsv's (query, doc) pairs count as relevant (synthetic)
 
     c.ce = ml_collections.ConfigDict()
     c.ce.model = ""  # trained cross-encoder folder; "" = train one from model.name in <workdir>/ce when needed
@@ -117,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ce.prefer_top = 0  # move the k highest-CE kept candidates to the front of the pool (0 = pool order)
     c.ce.rescore_top = 0  # the CE scores the first k pool candidates of each query (0 = all; cost: Q*k pairs)
     c.ce.cross_fit = True  # two CEs, each trained on half the queries, each filters the other half's pools
-    c.ce.require_better = True  # skip CE filtering when its dev re-ranking accuracy@1 does not beat the bi-encoder's
+    c.ce.gate_min_precision = 0.5  # filter only if >= this share of what the rules drop on dev pairs is a match
     c.ce.max_length = 0  # tokens of a `[CLS] query [SEP] doc [SEP]` pair (0: auto, query + document lengths)
     c.ce.train_steps = 60  # optimizer steps of cross-encoder training (on positives + mined negatives)
     c.ce.batch_size = 16  # queries per CE step, each with its positive and num_negatives negatives

@@ -36,9 +36,11 @@ once per dataset (results/runs/zero_shot-<dataset>.json).
 Dataset ``synthetic`` is ``hnm_jax.data.synthetic.SIZES["ablation"]`` (2,250 records, 600 training queries,
 about one abt_buy run), built once through the TFDS builder into <workdirs>/tfds and exported as a BEIR folder
 (+ perturbations.tsv) to <workdirs>/datasets/synthetic_ablation, which the runs get as ``--config.data.path``.
-Datasets ``synthetic_power`` (SIZES["power"]: 22,500 records, 6,000 / 2,000 / 2,000 queries) and ``synthetic_dup``
-(SIZES["power_dup"]: the same + 1,000 unlabelled duplicates, listed in unlabelled_duplicates.tsv) go the same way,
-to <workdirs>/datasets/synthetic_power and synthetic_power_dup; no plan includes them (``--runs`` names them).
+Datasets ``synthetic_power`` (SIZES["power"]: 22,500 records, 6,000 / 2,000 / 2,000 queries), ``synthetic_dup``
+(SIZES["ablation_dup"]: 2,350 records with 100 unlabelled duplicates, listed in unlabelled_duplicates.tsv; 600 / 200 /
+200 queries, 120 / 40 / 40 with a duplicate: claim 4 on a 2-core CPU) and ``synthetic_power_dup`` (SIZES["power_dup"]:
+synthetic_power + 1,000 unlabelled duplicates) go the same way, to <workdirs>/datasets/synthetic_<size>; no plan
+includes them (``--runs`` names them).
 
 Outputs (rebuilt from all of results/runs after every suite): results/ablations.md (per dataset, one row
 per config: mean +- 95% CI over seeds; full vs baselines paired by seed; paired per-query statistics pooled over
@@ -91,14 +93,15 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE = "ablation"  # hnm_jax.data.synthetic.SIZES key
-# more synthetic datasets -> SIZES key: 2,000 test queries; + unlabelled duplicates (unlabelled_duplicates.tsv)
-SYNTHETIC_DATASETS = {"synthetic_power": "power", "synthetic_dup": "power_dup"}
+# more synthetic datasets -> SIZES key: 2,000 test queries; the ablation size + unlabelled duplicates
+# (unlabelled_duplicates.tsv: claim 4 on a 2-core CPU); 2,000 test queries + unlabelled duplicates
+SYNTHETIC_DATASETS = {"synthetic_power": "power", "synthetic_dup": "ablation_dup", "synthetic_power_dup": "power_dup"}
 ZERO_SHOT = "zero_shot"
 ZERO_SHOT_MODEL = "all-MiniLM-L6-v2"
 
 DATASET_ORDER = ("abt_buy", "amazon_google", "walmart_amazon", SYNTHETIC, *SYNTHETIC_DATASETS)
-CONFIG_ORDER = ("in_batch", "in_batch_wallclock_full", "random", "offline", "online_hardest", "online_band",
-                "online_band_dense_mining", "online_band_margin", "online_band_curriculum", "online_band_ce",
+CONFIG_ORDER = ("in_batch", "in_batch_wallclock_full", "random", "offline", "online_hardest", "online_hardest_oracle",
+                "online_band", "online_band_dense_mining", "online_band_margin", "online_band_curriculum", "online_band_ce",
                 "online_band_hybrid_logits", "online_band_uniformity", "online_band_hybrid_retriever",
                 "online_band_margin_curriculum", "online_band_margin_curriculum_hybrid", "full")  # fmt: skip
 CORE_CONFIGS = ("full", "in_batch", "offline")
@@ -127,7 +130,8 @@ DEFAULT_BUDGET_S = 2.5 * 3600  # what the default plan is meant to fit on this 2
 # 2-core CPU with other jobs sharing it: abt_buy 190-290 s, amazon_google ~200 s, walmart_amazon ~740 s;
 # synthetic (2,250 records, 600 training queries, shorter texts) is set a little above abt_buy.
 DEFAULT_WALL_S = {"abt_buy": 250.0, "amazon_google": 200.0, "walmart_amazon": 750.0, SYNTHETIC: 300.0}
-DEFAULT_WALL_S.update(dict.fromkeys(SYNTHETIC_DATASETS, 3000.0))  # guess: 10x synthetic's queries and records
+DEFAULT_WALL_S.update({"synthetic_power": 3000.0, "synthetic_power_dup": 3000.0,  # guess: 10x synthetic's queries
+                       "synthetic_dup": 300.0})  # synthetic's size + 100 records
 UNKNOWN_DATASET_WALL_S = 750.0
 # Cost of a config relative to DEFAULT_WALL_S: in_batch measured 0.55-0.6x (135 / 108 / 440 s), offline 1.5x
 # (380 s on abt_buy); full is a guess (not measured yet): cross-encoder training (60 steps) and re-scoring of
@@ -157,7 +161,7 @@ EQUAL_WALLCLOCK = ("in_batch_wallclock_full", "in_batch", "full")
 LEARNING_RATES = [2e-5, 5e-5]
 FINE_LEARNING_RATES = [1e-5, 2e-5, 5e-5, 1e-4]
 EPOCHS = [2, 4]
-TUNE_EPOCHS = {"synthetic_power": [1, 2], "synthetic_dup": [1, 2]}  # 188 steps an epoch (6,000 training queries)
+TUNE_EPOCHS = {"synthetic_power": [1, 2], "synthetic_power_dup": [1, 2]}  # 188 steps an epoch (6,000 training queries)
 BAND_KNOB = [{"band.lo": -0.3, "band.hi": 2.0},  # the recipe: within 0.3 below the positive, and every error above it
              {"band.lo": -0.5, "band.hi": 0.0}]  # classic semi-hard: below the positive, at most 0.5 below  # fmt: skip
 MARGIN_KNOB = [{"loss.margin": 0.1, "loss.margin_alpha": 0.5},  # the recipe: m(h) = max(0, 0.1 + 0.5 h)
@@ -201,9 +205,9 @@ PLANS["issue12_cpu"] = [("abt_buy", c) for c in ("online_band", "online_hardest"
 # replaced by the first measured runs).
 TUNE_WALL_S = {
     "cpu": {"abt_buy": (90.0, 210.0), "amazon_google": (110.0, 220.0), "walmart_amazon": (330.0, 410.0),
-            "synthetic_power": (400.0, 2100.0), "synthetic_dup": (420.0, 2200.0)},
+            "synthetic_power": (400.0, 2100.0), "synthetic_power_dup": (420.0, 2200.0), "synthetic_dup": (90.0, 220.0)},
     "gpu": {"abt_buy": (75.0, 8.0), "amazon_google": (80.0, 9.0), "walmart_amazon": (100.0, 15.0),
-            "synthetic_power": (110.0, 45.0), "synthetic_dup": (115.0, 47.0)},
+            "synthetic_power": (110.0, 45.0), "synthetic_power_dup": (115.0, 47.0), "synthetic_dup": (75.0, 8.0)},
 }  # fmt: skip
 # per-epoch cost relative to online_band: in_batch ~2.5x cheaper a step and no refresh; random encodes its negatives;
 # offline refreshes once; cross-encoder arms score every pool at each refresh, and pay CE_OVERHEAD_S once (2 x 60

@@ -196,6 +196,7 @@ class MiningSpec:
     band_in_step: bool
     refresh_every_epochs: int
     retriever: str = ""  # the retriever that mines pools: "" (= retriever.mode) | dense | lexical | hybrid
+    oracle_filter: bool = False  # keep the known unlabelled duplicates (unlabelled_duplicates.tsv) out of every pool
 
     def __post_init__(self):
         from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
@@ -225,6 +226,8 @@ class MiningSpec:
                                       f"{', '.join(RETRIEVER_MODES)}")
         if self.retriever and self.pool == "none":
             _fail("mining.retriever", f"strategy {self.strategy!r} mines no pool (mining.pool = 'none'): set ''")
+        if self.oracle_filter and self.pool == "none":
+            _fail("mining.oracle_filter", f"strategy {self.strategy!r} mines no pool (mining.pool = 'none'): set False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +243,7 @@ class CESpec:
     prefer_top: int
     rescore_top: int
     cross_fit: bool
-    require_better: bool
+    gate_min_precision: float
     max_length: int
     train_steps: int
     batch_size: int
@@ -271,6 +274,8 @@ class CESpec:
                 _fail(f"ce.{key}", f"must be >= 1, got {getattr(self, key)}")
         if not 0.0 < self.learning_rate < 1.0:
             _fail("ce.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        if not 0.0 <= self.gate_min_precision <= 1.0:
+            _fail("ce.gate_min_precision", f"must be in [0, 1] (0: no gate), got {self.gate_min_precision}")
 
     @property
     def needed(self) -> bool:
@@ -297,6 +302,7 @@ class EvalSpec:
     max_length: int
     batch_size: int
     search: str
+    duplicates_relevant: bool = True  # unlabelled_duplicates.tsv's pairs count as relevant (a synthetic benchmark)
 
     def __post_init__(self):
         if self.search not in EVAL_SEARCHES:
@@ -455,12 +461,15 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
     if "margin_kind" not in loss and "margin_weight" in loss:
         loss["margin_kind"] = "hinge" if loss["margin_weight"] else "none"
     ce = config.get("ce", {})
+    if isinstance(ce, dict) and "require_better" in ce:  # the re-ranking check of old -> the precision gate
+        ce.setdefault("gate_min_precision", 0.5 if ce.pop("require_better") else 0.0)
     # auto = the einsum and threefry of old on CPU
     added = {"model": {"attention": "auto", "rng_impl": "auto", "normalize": True},
              "data": {"max_length_cap": 256, "length_coverage": 0.95, "folds": 0, "fold": 0, "fold_seed": 0,
                       "fold_dev_fraction": 0.1}, "train": {"lr_schedule": "linear"},
-             "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact"}, "mining": {"retriever": ""},
-             "ce": {"cross_fit": False, "require_better": False, "negatives_top": ce.get("rescore_top", 10)}}
+             "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact", "duplicates_relevant": False},
+             "mining": {"retriever": "", "oracle_filter": False},
+             "ce": {"cross_fit": False, "gate_min_precision": 0.0, "negatives_top": ce.get("rescore_top", 10)}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour
         if isinstance(config.get(section), dict):
             for key, value in keys.items():

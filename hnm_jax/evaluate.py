@@ -7,7 +7,9 @@ Encodes the corpus and the split's queries at `eval.max_length` (0: measured on 
 `eval.search = "ann"` asks for ScaNN with the `index.*` settings; the JSON records which ("search").
 Every run reports the dense retriever and, whenever BM25 (bm25s) works, the hybrid one ("retrievers"), the
 deployed one (`retriever.mode`, then the cross-encoder re-ranking stage when asked) at the top level, and the
-1-based rank of each query's first relevant document per retriever ("per_query"), for paired statistics.
+1-based rank of each query's first relevant document per retriever ("per_query"), for paired statistics. The
+relevant documents are the qrels' and, with `eval.duplicates_relevant`, the unlabelled duplicates a synthetic
+benchmark lists for the split's queries (unlabelled_duplicates.tsv: true matches that no qrels holds).
 """
 
 import dataclasses
@@ -24,6 +26,7 @@ from hnm_jax import sharding as shardings
 from hnm_jax.atomic_write import write_text
 from hnm_jax.config import ConfigError, ExperimentSpec
 from hnm_jax.data.beir import Split, Texts, read_split
+from hnm_jax.data.synthetic import load_unlabelled_duplicates
 from hnm_jax.data.tokenize import tokenize_texts
 from hnm_jax.metrics import (
     best_negative_scores,
@@ -62,7 +65,9 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
       tokens over it stream to `cache_dir`), ce.rerank_depth and ce.max_length (with `reranker`). data.skip_empty
       applies where `data` is read (`data.beir.load_texts`, `load_beir(..., skip_empty=...)`).
     data: (root, corpus, queries); `root/perturbations.tsv` (synthetic benchmark) adds `pairwise_accuracy/<type>`
-      for the labelled near-duplicates of each perturbation type. root may be None.
+      for the labelled near-duplicates of each perturbation type; with eval.duplicates_relevant, the pairs of
+      `root/unlabelled_duplicates.tsv` count as relevant in the ranking metrics, ranks and score gaps (`relevant_rows`).
+      root may be None.
     split: a split name (read from `root`) or a read Split.
     sharding: batch NamedSharding over a 1-D 'data' mesh (default: every device).
     reranker: a cross-encoder re-ranking the deployed retriever's top `ce.rerank_depth` by logit.
@@ -72,7 +77,8 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     (accuracy@k, recall@k, mrr@10, ndcg@10); "stages" ({"retrieve": {...}[, "rerank": {...}]}); "retrievers"
     ({"dense": {...}, "hybrid": {...}[, "lexical": {...}]}: each retrieval's ranking metrics); "per_query"
     ({"query_ids": [...], "rank_<retriever>": [...][, "rank_rerank": [...]]}: 1-based rank of the first relevant
-    document within the top RETRIEVE_K, 0 when not retrieved); the bi-encoder's (dense) score gaps, near-tie
+    document within the top RETRIEVE_K, 0 when not retrieved); "duplicates_relevant" (how many unlabelled duplicates
+    counted as relevant); the bi-encoder's (dense) score gaps, near-tie
     rate, pairwise accuracy and collapse; with labelled candidates, "per_pair" ({"query_ids", "doc_ids",
     "correct"}: per labelled negative pair, 1 when the query's best positive scores strictly above it); the
     settings used ("retriever", "search", "max_length", "batch_size", "rerank"); and the hardware ("device":
@@ -81,6 +87,7 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     root, corpus, queries = data
     if isinstance(split, str):
         split = read_split(root, split, corpus, queries)
+    relevant, num_duplicates = relevant_rows(spec, root, corpus, queries, split)
     show_progress = jax.process_index() == 0 if show_progress is None else show_progress
     if spec.eval.max_length == 0 or (reranker is not None and spec.ce.max_length == 0):
         from hnm_jax.data.lengths import resolve_lengths
@@ -110,8 +117,8 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
         retriever = Retriever(dataclasses.replace(spec.retriever, mode=mode), dense_index, lexical)
         retrieved[mode] = retriever.retrieve(query_emb, query_texts, k=k)
     ranked = {mode: _at_least_10(r.indices) for mode, r in retrieved.items()}
-    retrievers = {mode: retrieval_metrics(rows, split.positives) for mode, rows in ranked.items()}
-    ranks = {f"rank_{mode}": first_relevant_rank(rows, split.positives) for mode, rows in ranked.items()}
+    retrievers = {mode: retrieval_metrics(rows, relevant) for mode, rows in ranked.items()}
+    ranks = {f"rank_{mode}": first_relevant_rank(rows, relevant) for mode, rows in ranked.items()}
 
     metrics: dict[str, Any] = dict(retrievers[deployed])
     stages = {"retrieve": dict(metrics)}
@@ -119,15 +126,15 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
         depth = spec.ce.rerank_depth
         final = rerank(ranked[deployed], query_texts, corpus.texts, reranker, depth, batch_size, show_progress,
                        max_length=spec.ce.max_length)
-        stages["rerank"] = retrieval_metrics(final, split.positives)
+        stages["rerank"] = retrieval_metrics(final, relevant)
         metrics.update(stages["rerank"])
-        ranks["rank_rerank"] = first_relevant_rank(final, split.positives)
+        ranks["rank_rerank"] = first_relevant_rank(final, relevant)
         metrics["rerank"] = {"depth": depth, "max_length": spec.ce.max_length, "model": reranker.source}
     metrics.update(stages=stages, retriever=deployed, retrievers=retrievers)
 
     dense = retrieved["dense"]  # the bi-encoder's own figures, whatever the deployed pipeline
     best_positive = best_positive_scores(query_emb, doc_emb, split.positives)
-    metrics.update(score_gap_stats(best_positive, best_negative_scores(dense.indices, dense.dense, split.positives)))
+    metrics.update(score_gap_stats(best_positive, best_negative_scores(dense.indices, dense.dense, relevant)))
     metrics.update(ranking_instability(dense.dense))
     if split.candidates is not None:
         cand = split.candidates
@@ -146,6 +153,7 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
         cosines = near_duplicate_cosines(unit, cand.query, cand.doc, cand.label, split.positives)[0]
         metrics.update(near_duplicate_collapse(unit, cand.query, cand.doc, cand.label, split.positives))
     metrics.update(num_queries=len(split), num_docs=len(corpus), split=split.name, search=search,
+                   duplicates_relevant=num_duplicates,
                    max_length=max_length, batch_size=batch_size, skipped_docs=corpus.skipped,
                    skipped_queries=queries.skipped, device=device_record())
     metrics["per_query"] = {"query_ids": [queries.ids[r] for r in split.query_rows],
@@ -153,6 +161,18 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     if split.candidates is not None:  # per query, for paired statistics (null: no labelled near-duplicate)
         metrics["per_query"]["near_duplicate_cosine"] = [None if np.isnan(c) else round(float(c), 6) for c in cosines]
     return metrics
+
+
+def relevant_rows(spec: ExperimentSpec, root: Path | None, corpus: Texts, queries: Texts,
+                  split: Split) -> tuple[np.ndarray, int]:
+    """[Q, P + K] corpus rows relevant to each of `split`'s queries (-1 padded): its qrels positives and, with
+    eval.duplicates_relevant, the unlabelled duplicates `root` lists for it (`load_unlabelled_duplicates`); and K's
+    count of duplicates (0 without them)."""
+    duplicates = (load_unlabelled_duplicates(root, corpus, queries, split)
+                  if spec.eval.duplicates_relevant and root is not None else None)
+    if duplicates is None:
+        return split.positives, 0
+    return np.concatenate([split.positives, duplicates], axis=1), int((duplicates >= 0).sum())
 
 
 def device_record() -> dict[str, Any]:

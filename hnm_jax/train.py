@@ -35,9 +35,10 @@ from hnm_jax.data import batches
 from hnm_jax.data.batch_sources import BatchBuilder, CrossEncoderBatches, Prefetcher
 from hnm_jax.data.beir import list_splits, load_texts, read_split
 from hnm_jax.data.lengths import lengths_summary, resolve_lengths
+from hnm_jax.data.synthetic import load_unlabelled_duplicates
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, load_unlabelled_duplicates, make_miner
+from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, load_cross_encoder
@@ -126,7 +127,7 @@ def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, para
     if miner.guided:
         miner.use_cross_encoders(ces, scorer)
         if miner.pool is not None and miner.pool.ce is None:
-            writer.write(miner.pool_step, miner.apply_cross_encoder(params), prefix="refresh/")
+            writer.write(miner.pool_step, miner.apply_cross_encoder(), prefix="refresh/")
     return ces[0]
 
 
@@ -141,6 +142,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     check_splits(spec, list_splits(root))  # before any split, model or token is read
     train_split = read_split(root, spec.data.train_split, corpus, queries)
     check_against_data(spec, train_queries=len(train_split), devices=mesh.size, processes=jax.process_count())
+    # a synthetic benchmark's unlabelled duplicates: counted in the pools per refresh, kept out by the oracle filter
+    duplicates = load_unlabelled_duplicates(root, corpus, queries, train_split)
+    if spec.mining.oracle_filter and duplicates is None:
+        raise ConfigError(f"mining.oracle_filter: needs the known unlabelled duplicates of the training queries, and "
+                          f"{root} lists none (unlabelled_duplicates.tsv, as hnm_jax.data.synthetic.write_beir writes)")
     workdir = Path(workdir)  # a config that fails the checks above leaves no workdir behind
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
@@ -152,9 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     spec, length_stats = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
     miner, query_tokens, doc_tokens = make_miner(spec, workdir, encoder, corpus, queries, train_split,
                                                  batch_sharding)
-    if miner.guided:  # the split the CEs must do well on before they filter
-        miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer, cache_dir=workdir / "cache")
-        miner.duplicates = load_unlabelled_duplicates(root, corpus, queries, train_split)  # counted per refresh
+    if miner.guided:  # the split whose labelled pairs gate the CE filter
+        miner.dev = load_dev_set(spec, root, corpus, queries)
+    miner.duplicates = duplicates if miner.enabled else None
     tx = make_optimizer(spec.train, total_steps)
     lr_at = learning_rate_schedule(spec.train, total_steps)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)

@@ -136,6 +136,18 @@ def test_synthetic_ablation_size_and_builder_config():
     assert ablate.SYNTHETIC_SIZE in {c.name for c in tfds_builders.SyntheticNearDup.BUILDER_CONFIGS}
 
 
+def test_synthetic_dup_is_the_small_duplicate_size():
+    """Claim 4 runs on synthetic_dup: SIZES["ablation_dup"] (2,350 records, fits a 2-core CPU); the 22.5k-record
+    power_dup stays reachable as synthetic_power_dup."""
+    from hnm_jax.data import synthetic, tfds_builders
+
+    assert ablate.synthetic_size("synthetic_dup") == "ablation_dup" and ablate.is_synthetic("synthetic_dup")
+    assert ablate.synthetic_size("synthetic_power_dup") == "power_dup"
+    assert synthetic.SIZES["ablation_dup"].duplicate_share > 0
+    assert "ablation_dup" in {c.name for c in tfds_builders.SyntheticNearDup.BUILDER_CONFIGS}
+    assert ablate.DEFAULT_WALL_S["synthetic_dup"] == ablate.DEFAULT_WALL_S[ablate.SYNTHETIC]
+
+
 def test_prepare_synthetic_exports_beir_with_perturbations(tmp_path, monkeypatch):
     monkeypatch.setattr(ablate, "SYNTHETIC_SIZE", "tiny")  # same path as "ablation", 300 records
     root = ablate.prepare_synthetic(tmp_path)

@@ -58,6 +58,8 @@ def test_wrong_type_names_key():
                                     r"lexical, hybrid$"),
     ("mining", "retriever", "dense", r"mining\.retriever: strategy 'random' mines no pool"),  # base: no pool
     ("model", "normalize", "no", r"model\.normalize: expected bool, got str"),
+    ("ce", "gate_min_precision", 1.5, r"ce\.gate_min_precision: must be in \[0, 1\] \(0: no gate\), got 1\.5"),
+    ("mining", "oracle_filter", True, r"mining\.oracle_filter: strategy 'random' mines no pool"),  # base: no pool
 ])
 def test_impossible_values(section, key, value, message):
     config = base_dict()
@@ -107,3 +109,21 @@ def test_configs_saved_before_the_new_keys_still_load():
     del config["model"]["normalize"], config["mining"]["retriever"]
     spec = spec_from_config(config)
     assert spec.model.normalize is True and spec.mining.retriever == "" and spec.mining_retriever.mode == "dense"
+
+
+def test_configs_saved_with_the_reranking_check_read_as_the_precision_gate():
+    """ce.require_better (the dev re-ranking check, replaced by the gate) maps to ce.gate_min_precision: on -> the
+    default 0.5, off -> 0 (no gate); configs from before the gate, the oracle and eval.duplicates_relevant keep the
+    behaviour they had (no gate, no oracle, duplicates not counted)."""
+    for require_better, gate in ((True, 0.5), (False, 0.0)):
+        config = base_dict()
+        del config["ce"]["gate_min_precision"]
+        config["ce"]["require_better"] = require_better
+        assert spec_from_config(config).ce.gate_min_precision == gate
+    config = base_dict()
+    del config["ce"]["gate_min_precision"], config["mining"]["oracle_filter"], config["eval"]["duplicates_relevant"]
+    spec = spec_from_config(config)
+    assert spec.ce.gate_min_precision == 0.0 and not spec.mining.oracle_filter and not spec.eval.duplicates_relevant
+    default = spec_from_config(base_dict())
+    assert default.ce.gate_min_precision == 0.5 and default.eval.duplicates_relevant
+    assert not default.mining.oracle_filter

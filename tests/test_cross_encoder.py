@@ -16,7 +16,7 @@ from jax.test_util import check_grads
 from hnm_jax.ce_train_step import CE_BATCH_KEYS, create_train_state, jit_ce_train_step
 from hnm_jax.data.tokenize import bucketed_batches
 from hnm_jax.losses import ce_accuracy, ce_binary_loss, ce_listwise_loss
-from hnm_jax.mining.negatives import CEFilterSpec, Pool, ce_filter, cross_fit_folds, dropped_share, guide_mask
+from hnm_jax.mining.negatives import CEFilterSpec, Pool, ce_filter, cross_fit_folds, guide_mask
 from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder
 from hnm_jax.models.hf_weights import load_hf_weights
 from hnm_jax.models.pretrained import (
@@ -424,7 +424,7 @@ def test_guide_mask_hand_case_keeps_own_positives():
         guide_mask(scores[:, :1], positive_ce, CEFilterSpec())
 
 
-# ---------------------------------------------------------------- cross-fitting and the dev check's figures
+# ---------------------------------------------------------------- cross-fitting (the gate: tests/test_ce_gate.py)
 
 
 @pytest.mark.parametrize("num_queries", [2, 7, 36])
@@ -441,18 +441,3 @@ def test_cross_fit_folds_depend_on_the_seed():
     with pytest.raises(ValueError, match="at least 2"):
         cross_fit_folds(1, seed=0)
 
-
-def test_dropped_share_hand_case():
-    # Query 0's positive scores 2.0, query 1's -1.0; threshold 0.9 (logit 2.197), margin 0.1.
-    query = np.array([0, 0, 0, 0, 1, 1])
-    ce = np.array([3.0, 1.95, 0.5, 5.0, -1.05, -3.0], np.float32)
-    label = np.array([0, 0, 0, 1, 0, 0])
-    positive_ce = np.array([2.0, -1.0], np.float32)
-    # Negatives: 3.0 (sigmoid 0.953 > 0.9: dropped), 1.95 (>= 1.9: dropped), 0.5 (kept), -1.05 (>= -1.1: dropped),
-    # -3.0 (kept); the labelled match at 5.0 is not a negative. 3 of 5.
-    assert dropped_share(query, ce, label, positive_ce, CEFilterSpec(threshold=0.9, margin=0.1)) == pytest.approx(0.6)
-    assert dropped_share(query, ce, label, positive_ce, CEFilterSpec(threshold=1.0, margin=-np.inf)) == 0.0
-    # Without query 1's positive score its margin rule is off: -1.05 is kept. 2 of 5.
-    no_positive = np.array([2.0, np.nan], np.float32)
-    assert dropped_share(query, ce, label, no_positive, CEFilterSpec(0.9, 0.1)) == pytest.approx(0.4)
-    assert np.isnan(dropped_share(query[3:4], ce[3:4], label[3:4], positive_ce, CEFilterSpec()))  # no negative

@@ -11,7 +11,7 @@ from conftest import tiny_config, write_tiny_beir
 
 from hnm_jax.config import ConfigError, ModelSpec, spec_from_config
 from hnm_jax.data.beir import load_beir
-from hnm_jax.data.synthetic import SIZES, generate, write_beir
+from hnm_jax.data.synthetic import SIZES, SyntheticConfig, generate, write_beir
 from hnm_jax.evaluate import corpus_perturbations, dumps_metrics, evaluate
 from hnm_jax.main import main
 from hnm_jax.metrics import first_relevant_rank
@@ -135,6 +135,41 @@ def test_per_query_ranks_agree_with_accuracy_and_mrr(tmp_path):
     hybrid = np.asarray(per_query["rank_hybrid"])
     assert np.any(hybrid == 1) and np.any(hybrid > 1)  # the check above is not vacuous
     assert {k: metrics[k] for k in metrics["retrievers"]["hybrid"]} == metrics["retrievers"]["hybrid"]
+
+
+def test_unlabelled_duplicates_count_as_relevant_at_test(tmp_path):
+    """A synthetic benchmark's unlabelled duplicates are true matches: with eval.duplicates_relevant (the default) a
+    test query's first relevant rank is the better of its qrels positive's and its duplicate's; the qrels file stays
+    as written, unlabelled_duplicates.tsv the record of which pairs were added."""
+    bench = generate(SyntheticConfig(num_tasks=40, distractors=10, queries_per_task=2, seed=4, duplicate_share=0.5))
+    root = write_beir(bench, tmp_path / "synthetic")
+    data = load_beir(root, "test")
+    encoder, run = tiny_encoder(), (root, data.corpus, data.queries)
+    spec = tiny_spec(root, eval__max_length=32)
+    assert spec.eval.duplicates_relevant
+    test_ids = [data.queries.ids[r] for r in data.split.query_rows]
+    pairs = [(q, d) for q, d in bench.unlabelled_duplicates() if q in set(test_ids)]
+    assert pairs and all(d not in (root / "qrels" / "test.tsv").read_text() for _, d in pairs)
+    counted = evaluate(spec, encoder, run, data.split, show_progress=False)
+    labelled = evaluate(tiny_spec(root, eval__max_length=32, eval__duplicates_relevant=False), encoder, run,
+                        data.split, show_progress=False)
+    assert counted["duplicates_relevant"] == len(pairs) and labelled["duplicates_relevant"] == 0
+    # The duplicates' own ranks: the same queries with their duplicate as the only relevant doc.
+    duplicate_of = dict(pairs)
+    with_duplicate = [q for q, query_id in enumerate(test_ids) if query_id in duplicate_of]
+    only_duplicates = dataclasses.replace(
+        data.split, query_rows=data.split.query_rows[with_duplicate], candidates=None,
+        positives=np.array([[data.corpus.index[duplicate_of[test_ids[q]]]] for q in with_duplicate], np.int32))
+    duplicate_rank = evaluate(tiny_spec(root, eval__max_length=32, eval__duplicates_relevant=False), encoder, run,
+                              only_duplicates, show_progress=False)["per_query"]["rank_dense"]
+    expected = np.asarray(labelled["per_query"]["rank_dense"])
+    for q, rank in zip(with_duplicate, duplicate_rank, strict=True):
+        found = [r for r in (expected[q], rank) if r > 0]  # 0: not in the top RETRIEVE_K
+        expected[q] = min(found) if found else 0
+    got = np.asarray(counted["per_query"]["rank_dense"])
+    np.testing.assert_array_equal(got, expected)
+    assert np.any(got < np.asarray(labelled["per_query"]["rank_dense"]))  # some duplicate ranks above its positive
+    assert counted["retrievers"]["dense"]["accuracy@10"] == pytest.approx(np.mean((got >= 1) & (got <= 10)))
 
 
 COLORS = ("red", "blue", "green", "black", "white")

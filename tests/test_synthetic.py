@@ -422,6 +422,19 @@ def test_power_sizes_have_2000_test_queries():
     assert synthetic.SIZES["power_dup"] == dataclasses.replace(synthetic.SIZES["power"], duplicate_share=0.2)
 
 
+def test_ablation_dup_size_counts():
+    """The 2-core size of claim 4: the ablation size with date-rule format siblings and a duplicate for 20% of each
+    split's tasks: 500 tasks x (1 + 3 siblings) + 250 distractors + 100 duplicates; 1,000 queries."""
+    bench = synthetic.generate(synthetic.SIZES["ablation_dup"])
+    kinds = Counter(record.perturbation for record in bench.corpus)
+    assert len(bench.corpus) == 2350 and kinds[synthetic.DUPLICATE] == 100 and kinds[None] == 750
+    assert {split: len(bench.split_queries(split)) for split in synthetic.SPLITS} == {"train": 600, "dev": 200,
+                                                                                      "test": 200}
+    with_duplicate = {query_id for query_id, _ in bench.unlabelled_duplicates()}
+    assert Counter(q.split for q in bench.queries if q.id in with_duplicate) == {"train": 120, "dev": 40, "test": 40}
+    assert synthetic.SIZES["ablation_dup"].format_rules == ("date",)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     from hnm_jax.models.pretrained import load_tokenizer

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -159,20 +160,33 @@ def initial_params(model: ModelSpec, seed: int) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in jax.tree.leaves(build_encoder(model, seed).state)]
 
 
+def with_unlabelled_duplicates(root, out):
+    """A copy of the tiny BEIR folder `root` whose unlabelled_duplicates.tsv names each training query's labelled
+    negatives (what mining.oracle_filter needs)."""
+    shutil.copytree(root, out)
+    train_queries = {line.split("\t")[0] for line in (out / "qrels" / "train.tsv").read_text().splitlines()[1:]}
+    rows = [line.split("\t")[:2] for line in (out / "candidates" / "train.tsv").read_text().splitlines()[1:]
+            if line.endswith("\t0") and line.split("\t")[0] in train_queries]
+    (out / "unlabelled_duplicates.tsv").write_text("query-id\tcorpus-id\n" + "".join(f"{q}\t{d}\n" for q, d in rows))
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config_file", CONFIG_FILES)
 def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
     config = tiny_config(tiny_beir, config_file, train__max_steps=1)
-    metrics = train_and_evaluate(config, tmp_path)
+    if config.mining.oracle_filter:  # it needs the known unlabelled duplicates
+        config.data.path = str(with_unlabelled_duplicates(tiny_beir, tmp_path / "data"))
+    metrics = train_and_evaluate(config, tmp_path / "run")
     assert metrics["train_steps"] == 1
     spec = spec_from_config(config)
     assert metrics["mining_retriever"] == (spec.mining_retriever.mode if spec.mining.pool != "none" else None)
     assert 0.0 <= metrics["accuracy@1"] <= 1.0
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     step = next(row for row in logged if "train/loss" in row)
     assert np.isfinite(step["train/loss"]) and step["train/grad_norm"] > 0
     initial = initial_params(spec.model, spec.seed)
-    assert any(not np.array_equal(a, b) for a, b in zip(params_of(tmp_path), initial, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(params_of(tmp_path / "run"), initial, strict=True))
     # the config's own mechanism shows in its logged diagnostics
     if spec.loss.margin_kind == "additive":
         assert step["train/margin_grad_share"] > 0
@@ -184,6 +198,9 @@ def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
         assert np.isfinite(step["train/uniformity"])
     if spec.ce.guides_mining:
         assert any("refresh/ce_filter_on" in row for row in logged)
+    if spec.mining.oracle_filter:
+        refreshes = [row["refresh/pool_unlabelled_duplicates"] for row in logged if "refresh/search_s" in row]
+        assert refreshes and not any(refreshes)
 
 
 @pytest.mark.slow

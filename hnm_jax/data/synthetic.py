@@ -51,7 +51,10 @@ neither order nor id reveals a record's role.
 ``perturbations.tsv`` (``corpus-id  perturbation  task-id``, one row per sibling and per duplicate, whose
 type is ``duplicate``), which ``perturbation_types`` reads back for per-type evaluation, and, when there are
 duplicates, ``unlabelled_duplicates.tsv`` (``query-id  corpus-id``, one row per query whose task has one),
-which ``read_unlabelled_duplicates`` reads back.
+which ``read_unlabelled_duplicates`` reads back (``load_unlabelled_duplicates``: as corpus rows per query of a
+split). The qrels never list them; evaluation counts them as relevant (``eval.duplicates_relevant``), so that a
+model finding a true duplicate is not scored as a miss, while training sees them as the unlabelled false negatives
+they are (the CE filter is judged on them; ``mining.oracle_filter`` removes exactly them from the pools).
 
 ``indistinguishable_share`` measures how many siblings a tokenizer makes identical to their task once both
 are truncated at a width (0 for ``SIZES["power"]`` at its covering width: tests/test_synthetic.py).
@@ -66,7 +69,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hnm_jax.data.beir import DataError
+from hnm_jax.data.beir import DataError, Split, Texts
 
 PERTURBATIONS = ("single_token", "format", "semantic")
 SPLITS = ("train", "dev", "test")
@@ -169,6 +172,13 @@ SIZES: dict[str, SyntheticConfig] = {
     # "power" + an unlabelled duplicate for 20% of each split's tasks (1,000 more records; 400 test queries)
     "power_dup": SyntheticConfig(
         num_tasks=5000, distractors=2500, queries_per_task=2, seed=1, format_rules=("date",), duplicate_share=0.2
+    ),
+    # claim 4 on a 2-core CPU (experiments' synthetic_dup): the ablation size, format siblings by the date rule only
+    # (as "power"), an unlabelled duplicate for 20% of each split's tasks. 2,350 records (500 tasks, 1,500 siblings,
+    # 250 distractors, 100 duplicates); 1,000 queries, 600 / 200 / 200 train / dev / test, 120 / 40 / 40 of them
+    # with a duplicate.
+    "ablation_dup": SyntheticConfig(
+        num_tasks=500, distractors=250, queries_per_task=2, format_rules=("date",), duplicate_share=0.2
     ),
 }
 
@@ -665,6 +675,25 @@ def read_unlabelled_duplicates(root: str | Path) -> list[tuple[str, str]]:
                 raise DataError(path, lineno, f"expected 2 tab-separated columns (query-id, corpus-id), "
                                               f"got {line!r:.80}")  # fmt: skip
             out.append((fields[0], fields[1]))
+    return out
+
+
+def load_unlabelled_duplicates(root: str | Path, corpus: Texts, queries: Texts, split: Split) -> np.ndarray | None:
+    """[Q, K] corpus rows of the unlabelled duplicates of each of ``split``'s queries (K >= 1, -1 padded), from
+    ``root/unlabelled_duplicates.tsv`` (``read_unlabelled_duplicates``); None when the dataset lists none. Rows
+    naming a query outside the split or a document outside the corpus are ignored."""
+    pairs = read_unlabelled_duplicates(root)
+    if not pairs:
+        return None
+    split_row = {int(query_row): q for q, query_row in enumerate(split.query_rows)}
+    by_query: dict[int, list[int]] = {}
+    for query_id, doc_id in pairs:
+        q = split_row.get(queries.index.get(query_id, -1))
+        if q is not None and doc_id in corpus.index:
+            by_query.setdefault(q, []).append(corpus.index[doc_id])
+    out = np.full((len(split), max(map(len, by_query.values()), default=1)), -1, np.int32)
+    for q, docs in by_query.items():
+        out[q, :len(docs)] = docs
     return out
 
 

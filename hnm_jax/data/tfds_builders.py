@@ -2,7 +2,7 @@
 
 Two builders, one layout:
 
-``SyntheticNearDup`` (``synthetic_near_dup/{tiny,small,base,ablation,power,power_dup}``)
+``SyntheticNearDup`` (``synthetic_near_dup/{tiny,small,base,ablation,power,power_dup,ablation_dup}``)
     the ``hnm_jax.data.synthetic`` benchmark of ``SIZES[name]``; a custom seed or size is a custom
     ``SyntheticNearDupConfig`` (read back by its name, from files).
 ``LocalBeir`` (``local_beir/{name}``)

@@ -1,17 +1,15 @@
 """The Miner: host-side mining state of a run (the mining retriever over the corpus and the pool of candidates).
 
 The refresh re-encodes the corpus with the current parameters (jitted, sharded), rebuilds the dense index, mines a
-pool per training query, and (with cross-encoders) checks them on the dev split before they filter and guide.
-Also here: the dev split of that check (DevSet, load_dev_set), the unlabelled duplicates of a synthetic benchmark
-(load_unlabelled_duplicates), the run's Miner with its tokens (make_miner) and whether a run cross-fits its
-cross-encoders (cross_fitted).
+pool per training query, and (with cross-encoders) gates them on the dev split's labelled pairs (`mining/ce_gate.py`)
+before they filter and guide. Also here: the dev split of that gate (DevSet, load_dev_set), the run's Miner with its
+tokens (make_miner) and whether a run cross-fits its cross-encoders (cross_fitted).
 """
 
 import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -20,58 +18,35 @@ from hnm_jax.config import ExperimentSpec
 from hnm_jax.data import batches
 from hnm_jax.data.beir import Split, Texts, list_splits, read_split
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
-from hnm_jax.evaluate import best_positive_scores, rerank
-from hnm_jax.metrics import pool_statistics, retrieval_metrics
+from hnm_jax.evaluate import best_positive_scores
+from hnm_jax.metrics import pool_statistics
+from hnm_jax.mining.ce_gate import GateFigures, gate_figures, gate_open, removal_precision_recall
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.lexical import LexicalIndex, minmax_rows
-from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, dropped_share, guide_mask, mine_pool
+from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, guide_mask, mine_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 log = logging.getLogger(__name__)
 
-DEV_SPLIT = "dev"  # the split the cross-encoder must do well on before it may filter (see Miner.apply_cross_encoder)
+DEV_SPLIT = "dev"  # the split whose labelled pairs gate the cross-encoder filter (see Miner.check_cross_encoders)
 
 
 @dataclasses.dataclass(frozen=True)
 class DevSet:
-    """The dev split the cross-encoder gate measures on: qrels (+ labelled candidates), query texts and tokens."""
+    """The dev split the cross-encoder gate measures on: qrels + labelled candidates, and its query texts."""
 
     split: Split
     query_texts: list[str]
-    query_tokens: TokenizedTexts
 
 
-def load_dev_set(spec: ExperimentSpec, root: Path, corpus: Texts, queries: Texts, tokenizer: Any,
-                 cache_dir: Path | None = None) -> DevSet | None:
-    """The `DEV_SPLIT` of the dataset (queries tokenized like the training queries), or None when it has none."""
+def load_dev_set(spec: ExperimentSpec, root: Path, corpus: Texts, queries: Texts) -> DevSet | None:
+    """The `DEV_SPLIT` of the dataset, or None when it has none (or trains on it)."""
     if DEV_SPLIT not in list_splits(root) or spec.data.train_split == DEV_SPLIT:
         return None
     split = read_split(root, DEV_SPLIT, corpus, queries)
-    texts = [queries.texts[r] for r in split.query_rows]
-    return DevSet(split, texts, tokenize_texts(tokenizer, texts, spec.data.query_max_length, cache_dir=cache_dir))
-
-
-def load_unlabelled_duplicates(root: Path, corpus: Texts, queries: Texts, split: Split) -> np.ndarray | None:
-    """[Q, K] corpus rows of the unlabelled duplicates of each of `split`'s queries (K >= 1, -1 padded), from
-    `root`/unlabelled_duplicates.tsv (`hnm_jax.data.synthetic.read_unlabelled_duplicates`); None when the dataset
-    lists none. Rows naming a query outside the split or a document outside the corpus are ignored."""
-    from hnm_jax.data.synthetic import read_unlabelled_duplicates
-
-    pairs = read_unlabelled_duplicates(root)
-    if not pairs:
-        return None
-    split_row = {int(query_row): q for q, query_row in enumerate(split.query_rows)}
-    by_query: dict[int, list[int]] = {}
-    for query_id, doc_id in pairs:
-        q = split_row.get(queries.index.get(query_id, -1))
-        if q is not None and doc_id in corpus.index:
-            by_query.setdefault(q, []).append(corpus.index[doc_id])
-    out = np.full((len(split), max(map(len, by_query.values()), default=1)), -1, np.int32)
-    for q, docs in by_query.items():
-        out[q, :len(docs)] = docs
-    return out
+    return DevSet(split, [queries.texts[r] for r in split.query_rows])
 
 
 class Miner:
@@ -80,15 +55,17 @@ class Miner:
     refresh(): re-encode the corpus with the current parameters (jitted, sharded), rebuild the dense index,
     and mine a pool of `pool_size` candidates per training query with the mining retriever (`mining.retriever`,
     "" = the deployed `retriever.mode`: BM25 + dense, fused, as configured), known positives and exact-text twins
-    removed. candidates(): this step's candidates; with an online pool the batch's queries are re-encoded with the
-    current parameters and re-queried against the index.
+    removed (with `mining.oracle_filter`, the known unlabelled duplicates of `duplicates` too). candidates(): this
+    step's candidates; with an online pool the batch's queries are re-encoded with the current parameters and
+    re-queried against the index.
 
-    With cross-encoders (`use_cross_encoders`, called by the cross-encoder phase), each refresh first checks them
-    on the dev split (`check_cross_encoders`), then scores the first `ce.rescore_top` pool entries (0: all) and
-    the labelled positives of every query, each query by its own CE (`scorer`: with cross-fitting the CE trained
-    on the other half of the queries; scores cached per (query, doc) pair for the run), and `ce_filter` drops the
-    likely positives (when `ce.filter`); the per-step re-queried pools are filtered on the cached scores.
-    `guide()` gives the loss a mask of batch columns the CE calls likely positives.
+    With cross-encoders (`use_cross_encoders`, called by the cross-encoder phase), each refresh first gates them
+    on the dev split's labelled pairs (`check_cross_encoders`), then scores the first `ce.rescore_top` pool entries
+    (0: all) and the labelled positives of every query, each query by its own CE (`scorer`: with cross-fitting the
+    CE trained on the other half of the queries; scores cached per (query, doc) pair for the run), and `ce_filter`
+    drops the likely positives (when `ce.filter`). The per-step re-queried pools are filtered on the cached scores
+    and keep only entries the CE scored. `guide()` gives the loss a mask of batch columns the CE calls likely
+    positives.
     """
 
     def __init__(self, spec: ExperimentSpec, encoder: Encoder, corpus: Texts, query_texts: list[str],
@@ -111,12 +88,13 @@ class Miner:
         self.scorer: np.ndarray | None = None  # [Q] index into `ces` of the CE that scores each query's pairs
         self.ce_scores: dict[tuple[int, int], float] = {}  # (split row, corpus row) -> CE logit (by its scorer)
         self.ce_positive: np.ndarray | None = None  # [Q] CE logit of each query and its best labelled positive
-        self.ce_filter_on = True  # the last dev check let the CEs filter and guide (`check_cross_encoders`)
-        self.dev: DevSet | None = None  # the split of that check (None: no check, the CEs filter)
-        # [Q, K] corpus rows of each query's unlabelled duplicates, -1 padded (`load_unlabelled_duplicates`); None:
-        # the dataset lists none. With them, each refresh whose CE filter runs counts those in and out of the pool.
+        self.ce_filter_on = True  # the last gate let the CEs filter and guide (`check_cross_encoders`)
+        self.dev: DevSet | None = None  # the split of that gate (None: no gate, the CEs filter)
+        # [Q, K] corpus rows of each query's unlabelled duplicates, -1 padded (`data.synthetic.
+        # load_unlabelled_duplicates`); None: the dataset lists none. With them, each refresh counts those in the
+        # pool, and those a CE filter removes; `mining.oracle_filter` keeps them out of every pool.
         self.duplicates: np.ndarray | None = None
-        self._dev_dropped: dict[int, float] = {}  # CE index -> share of dev negatives its rules drop (fixed)
+        self._dev_gate: dict[int, GateFigures] = {}  # CE index -> its gate figures on dev (fixed per CE)
         self._warned_no_dev = False
 
     @property
@@ -147,7 +125,10 @@ class Miner:
 
     def _mine(self, query_emb: np.ndarray, rows: np.ndarray) -> Pool:
         positives = self.split.positives[rows]
-        return mine_pool(self.retriever, query_emb, [self.query_texts[r] for r in rows], positives,
+        excluded = positives  # never in a pool; with the oracle filter, neither are the known unlabelled duplicates
+        if self.spec.mining.oracle_filter:
+            excluded = np.concatenate([positives, self.duplicates[rows]], axis=1)
+        return mine_pool(self.retriever, query_emb, [self.query_texts[r] for r in rows], excluded,
                          best_positive_scores(query_emb, self.doc_emb, positives), self.canonical,
                          self.spec.mining.pool_size)
 
@@ -163,8 +144,11 @@ class Miner:
         t3 = time.perf_counter()
         self.pool_step = step
         stats = {"encode_s": t1 - t0, "build_s": t2 - t1, "search_s": t3 - t2}
-        if self.ces:
-            stats.update(self.apply_cross_encoder(params))
+        if self.ces:  # with a filter that runs, it counts the pool's unlabelled duplicates and its removals
+            stats.update(self.apply_cross_encoder())
+        elif self.duplicates is not None:  # no CE: the false negatives left in the pools (0 with the oracle filter)
+            stats["pool_unlabelled_duplicates"] = float(self._count_duplicates(self.pool.indices,
+                                                                               np.arange(len(self.split))))
         stats["total_s"] = time.perf_counter() - t0
         kept = np.asarray(band_mask(self.pool.dense, self.pool.positive, band_at(step, self.spec.band),
                                     self.spec.band.mode)) & (self.pool.indices >= 0)
@@ -180,7 +164,7 @@ class Miner:
             raise ValueError(f"use_cross_encoders: {len(ces)} CEs need a scorer [{len(self.split)}] of indices in "
                              f"[0, {len(ces)}), got shape {scorer.shape}")
         self.ces, self.scorer = tuple(ces), scorer
-        self._dev_dropped = {}
+        self._dev_gate = {}
 
     def _score_pairs(self, pairs: list[tuple[int, int]]) -> None:
         """CE-scores the (split row, corpus row) pairs not cached yet, each by the CE `scorer` assigns its query."""
@@ -200,14 +184,16 @@ class Miner:
         return np.asarray([[get((int(r), int(d)), np.nan) for d in row] for r, row in zip(rows, docs, strict=True)],
                           np.float32).reshape(docs.shape)
 
-    def _filter(self, pool: Pool, rows: np.ndarray) -> tuple[Pool, dict[str, int]]:
+    def _filter(self, pool: Pool, rows: np.ndarray, scored_only: bool = False) -> tuple[Pool, dict[str, int]]:
         """`ce_filter` of a pool on the cached scores; the pool unfiltered, with its `ce` column, when not
-        ce.filter (counts still computed) or when the dev check turned the CEs off (no counts)."""
+        ce.filter (counts still computed) or when the gate turned the CEs off (no counts). scored_only: the
+        filter also drops the entries the CE never scored (a pool re-queried between refreshes)."""
         scores = self.cached_ce(rows, pool.indices)
         unfiltered = dataclasses.replace(pool, ce=np.where(pool.indices >= 0, scores, -np.inf).astype(np.float32))
         if not self.ce_filter_on:
             return unfiltered, {}
-        filtered, counts = ce_filter(pool, scores, self.ce_positive[rows], self.spec.ce.filter_spec())
+        filtered, counts = ce_filter(pool, scores, self.ce_positive[rows], self.spec.ce.filter_spec(),
+                                     drop_unscored=scored_only and self.spec.ce.filter)
         return (filtered if self.spec.ce.filter else unfiltered), counts
 
     def _count_duplicates(self, indices: np.ndarray, rows: np.ndarray) -> int:
@@ -215,19 +201,20 @@ class Miner:
         duplicates = self.duplicates[rows][:, None, :]  # [R, 1, K]
         return int(((indices[:, :, None] == duplicates) & (duplicates >= 0)).any(axis=2).sum())
 
-    def apply_cross_encoder(self, params) -> dict[str, float]:
-        """The dev check (`check_cross_encoders`, with the bi-encoder at `params`); when it passes, CE scores of the
-        pool's first `ce.rescore_top` entries (0: all) and of every query's positives, then `ce_filter`. Returns
-        the check's figures, the filter's counts and the time taken; with `duplicates` (a synthetic benchmark's
-        unlabelled duplicates: true matches no qrels lists), when the filter ran (`ce.filter`, the check passed),
-        also `pool_unlabelled_duplicates` (pool entries before the filter that are their query's unlabelled
-        duplicate) and `ce_removed_unlabelled_duplicates` (those the filter dropped).
+    def apply_cross_encoder(self) -> dict[str, float]:
+        """The gate (`check_cross_encoders`); when it opens, CE scores of the pool's first `ce.rescore_top` entries
+        (0: all) and of every query's positives, then `ce_filter`. Returns the gate's figures, the filter's counts
+        and the time taken; with `duplicates` (a synthetic benchmark's unlabelled duplicates: true matches no qrels
+        lists), when the filter ran (`ce.filter`, the gate open), also `pool_unlabelled_duplicates` (pool entries
+        before the filter that are their query's unlabelled duplicate), `ce_removed_unlabelled_duplicates` (those
+        the filter dropped), `ce_dup_precision` (their share of every entry it dropped) and `ce_dup_recall` (the
+        share of the pool's duplicates it dropped); NaN for an empty denominator.
 
-        When the check fails, nothing is scored or dropped: the pool keeps every candidate (its `ce` column from
-        the cache, NaN where unscored) and `guide()` masks nothing, until a later refresh passes the check.
+        When the gate is closed, nothing is scored or dropped: the pool keeps every candidate (its `ce` column from
+        the cache, NaN where unscored) and `guide()` masks nothing, until a later refresh's gate opens.
         """
         t0 = time.perf_counter()
-        stats = self.check_cross_encoders(params)
+        stats = self.check_cross_encoders()
         rows = np.arange(len(self.split))
         positives = self.split.positives
         if self.ce_filter_on:
@@ -243,78 +230,74 @@ class Miner:
             in_pool = self._count_duplicates(before.indices, rows)
             stats["pool_unlabelled_duplicates"] = float(in_pool)
             stats["ce_removed_unlabelled_duplicates"] = float(in_pool - self._count_duplicates(self.pool.indices, rows))
+            precision, recall = removal_precision_recall(before.indices, self.pool.indices, self.duplicates[rows])
+            stats.update(ce_dup_precision=precision, ce_dup_recall=recall)
         return {**stats, "ce_s": time.perf_counter() - t0}
 
-    def check_cross_encoders(self, params) -> dict[str, float]:
-        """Whether the CEs earn the right to filter: sets `ce_filter_on` and returns the figures behind it.
+    def check_cross_encoders(self) -> dict[str, float]:
+        """The gate: whether the CEs may filter and guide; sets `ce_filter_on` and returns the figures behind it.
 
-        On the dev split, the bi-encoder at `params` (with this refresh's corpus index) retrieves each query's top k
-        (k = ce.rerank_depth, 10 when 0); `ce_dev_biencoder_acc1` is its accuracy@1 and `ce_dev_rerank_acc1` the
-        accuracy@1 after a CE re-ranks that top k. With two cross-fitted CEs EACH must beat the bi-encoder: the
-        figure is the lower of the two (`..._fold0`, `..._fold1` give both). `ce_dev_negatives_dropped` is the
-        share of the dev split's labelled negatives (candidates label 0) the `ce_filter` rules would drop (mean over
-        the CEs). Filtering and guide masking stay on when re-ranking accuracy@1 > the bi-encoder's (or when not
-        `ce.require_better`); otherwise they are skipped with one warning naming both figures. A dataset without a
-        dev split skips the check (one warning per run) and filters.
+        Each CE scores the dev split's labelled pairs (candidates: label 1 = true match, 0 = labelled negative) and
+        the dev queries' qrels positives, once per CE (the figures do not change between refreshes); `gate_figures`
+        says what its `ce_filter` rules would drop there: `ce_gate_precision` (share of the dropped pairs that are
+        true matches), `ce_gate_recall` (share of the true matches dropped) and `ce_gate_negatives_removed` (share
+        of the labelled negatives dropped). The CEs filter and guide when precision >= `ce.gate_min_precision`
+        (`gate_open`; 0: always); with two cross-fitted CEs EACH must pass, and the figures are those of the CE
+        with the lower precision (`..._fold0`, `..._fold1` give both). A closed gate logs one warning naming the
+        figures. A dataset without a dev split, or a dev split without labelled pairs, has no gate (one warning per
+        run): the CEs filter.
         """
-        if self.dev is None:
+        if self.dev is None or self.dev.split.candidates is None or not len(self.dev.split.candidates):
             if not self._warned_no_dev:
-                log.warning("the dataset has no %r split: the cross-encoder filters without the dev check", DEV_SPLIT)
+                reason = (f"the dataset has no {DEV_SPLIT!r} split" if self.dev is None
+                          else f"the {DEV_SPLIT!r} split has no labelled pairs (candidates/{DEV_SPLIT}.tsv)")
+                log.warning("%s: the cross-encoder filters without the gate", reason)
                 self._warned_no_dev = True
             self.ce_filter_on = True
             return {"ce_filter_on": 1.0}
-        t0, dev, depth = time.perf_counter(), self.dev, self.spec.ce.rerank_depth or 10
-        query_emb = self._encode(dev.query_tokens, params)
-        ranked = self.retriever.retrieve(query_emb, dev.query_texts, k=min(max(depth, 10), self.num_docs)).indices
-        ranked = np.pad(ranked, ((0, 0), (0, max(0, 10 - ranked.shape[1]))), constant_values=-1)
-        biencoder = retrieval_metrics(ranked, dev.split.positives)["accuracy@1"]
-        reranked = [retrieval_metrics(rerank(ranked, dev.query_texts, self.doc_texts, ce, depth,
-                                             self.spec.eval.batch_size, max_length=self.spec.ce.max_length or None),
-                                      dev.split.positives)["accuracy@1"]
-                    for ce in self.ces]
-        dropped = [self._dev_dropped_share(index) for index in range(len(self.ces))]
-        worst = min(reranked)
-        self.ce_filter_on = worst > biencoder or not self.spec.ce.require_better
+        t0 = time.perf_counter()
+        figures = [self._gate_figures(index) for index in range(len(self.ces))]
+        worst = min(range(len(figures)), key=lambda k: np.nan_to_num(figures[k].precision, nan=-1.0))
+        min_precision = self.spec.ce.gate_min_precision
+        self.ce_filter_on = all(gate_open(f, min_precision) for f in figures)
         if not self.ce_filter_on:
-            log.warning("cross-encoder filtering and guide masking skipped: its dev re-ranking accuracy@1 %.4f%s does "
-                        "not beat the bi-encoder's dev accuracy@1 %.4f", worst,
-                        f" (the lower of {len(self.ces)} cross-fitted CEs)" if len(self.ces) > 1 else "", biencoder)
-        stats = {"ce_dev_rerank_acc1": worst, "ce_dev_biencoder_acc1": biencoder,
-                 "ce_filter_on": float(self.ce_filter_on)}
-        if not np.isnan(dropped).all():
-            stats["ce_dev_negatives_dropped"] = float(np.nanmean(dropped))
+            f = figures[worst]
+            log.warning("cross-encoder filtering and guide masking skipped: on the dev split's labelled pairs its "
+                        "rules would drop %d of %d true matches and %d of %d labelled negatives, precision %.4f < "
+                        "ce.gate_min_precision %.4f%s", f.dropped_positives, f.positives, f.dropped_negatives,
+                        f.negatives, f.precision, min_precision,
+                        f" (the lower of {len(self.ces)} cross-fitted CEs)" if len(self.ces) > 1 else "")
+        stats = {**figures[worst].stats(), "ce_filter_on": float(self.ce_filter_on)}
         if len(self.ces) > 1:
-            stats.update({f"ce_dev_rerank_acc1_fold{k}": value for k, value in enumerate(reranked)})
-            stats.update({f"ce_dev_negatives_dropped_fold{k}": value for k, value in enumerate(dropped)
-                          if not np.isnan(value)})
-        stats["ce_dev_s"] = time.perf_counter() - t0
+            for k, f in enumerate(figures):
+                stats.update(f.stats(f"_fold{k}"))
+        stats["ce_gate_s"] = time.perf_counter() - t0
         return stats
 
-    def _dev_dropped_share(self, index: int) -> float:
-        """`dropped_share` of CE `index` on the dev split's labelled candidates (NaN without any); cached per CE."""
-        if index not in self._dev_dropped:
+    def _gate_figures(self, index: int) -> GateFigures:
+        """`gate_figures` of CE `index` on the dev split's labelled pairs; cached per CE."""
+        if index not in self._dev_gate:
             split, texts = self.dev.split, self.dev.query_texts
             candidates = split.candidates
-            if candidates is None or not np.any(candidates.label == 0):
-                self._dev_dropped[index] = float("nan")
-                return self._dev_dropped[index]
-            negative = candidates.label == 0
             pos_query, pos_column = np.nonzero(split.positives >= 0)
-            query = np.concatenate([candidates.query[negative], pos_query])
-            doc = np.concatenate([candidates.doc[negative], split.positives[pos_query, pos_column]])
-            logits = self.ces[index].score([texts[q] for q in query], [self.doc_texts[d] for d in doc],
+            pairs = list(dict.fromkeys(zip(np.concatenate([candidates.query, pos_query]).tolist(),
+                                           np.concatenate([candidates.doc, split.positives[pos_query, pos_column]])
+                                           .tolist(), strict=True)))
+            logits = self.ces[index].score([texts[q] for q, _ in pairs], [self.doc_texts[d] for _, d in pairs],
                                            batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length)
-            num_negatives = int(negative.sum())
+            logit = dict(zip(pairs, np.asarray(logits, np.float64).tolist(), strict=True))
             positive_ce = np.full(len(split), -np.inf)
-            np.maximum.at(positive_ce, pos_query, logits[num_negatives:])
-            self._dev_dropped[index] = dropped_share(candidates.query[negative], logits[:num_negatives],
-                                                     candidates.label[negative], positive_ce,
-                                                     self.spec.ce.filter_spec())
-        return self._dev_dropped[index]
+            np.maximum.at(positive_ce, pos_query, [logit[(int(q), int(d))] for q, d in
+                                                   zip(pos_query, split.positives[pos_query, pos_column], strict=True)])
+            positive_ce[~np.isfinite(positive_ce)] = np.nan
+            pair_ce = [logit[(int(q), int(d))] for q, d in zip(candidates.query, candidates.doc, strict=True)]
+            self._dev_gate[index] = gate_figures(candidates.query, pair_ce, candidates.label, positive_ce,
+                                                 self.spec.ce.filter_spec())
+        return self._dev_gate[index]
 
     def guide(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """[B, C] bool guide-model mask (`guide_mask`) of the batch's columns (corpus rows, -1 = empty); all True
-        while the dev check has the CEs off."""
+        while the gate has the CEs off."""
         if not self.ce_filter_on:
             return np.ones((len(rows), len(columns)), bool)
         scores = self.cached_ce(rows, np.broadcast_to(columns, (len(rows), len(columns))))
@@ -322,7 +305,7 @@ class Miner:
 
     def restore(self, arrays: dict[str, np.ndarray], pool_step: int, ce_filter_on: bool = True) -> None:
         """Reinstates a checkpointed pool and the corpus embeddings its index was built from (no re-mining), and
-        whether the dev check of that refresh let the CEs filter (saved in the checkpoint's position)."""
+        whether the gate of that refresh let the CEs filter (saved in the checkpoint's position)."""
         self._build_retriever(np.asarray(arrays["doc_emb"]))
         self.pool = Pool(**{k: np.asarray(v) for k, v in arrays.items() if k not in ("doc_emb", "ce_positive")})
         self.pool_step = pool_step
@@ -359,14 +342,15 @@ class Miner:
         return arrays
 
     def candidates(self, rows: np.ndarray, params, step: int) -> Candidates:
-        """The strategy's view of this batch; an online pool is re-queried with fresh query embeddings."""
+        """The strategy's view of this batch; an online pool is re-queried with fresh query embeddings (with the CE
+        filter on, keeping only the entries the CE scored and kept: the filter judged nothing else)."""
         pool = None
         if self.enabled:
             if self.spec.mining.pool == "online" and self.pool_step < step:
                 query_emb = self._encode(self.query_tokens.subset(rows), params)
                 pool = self._mine(query_emb, rows)
                 if self.ces:
-                    pool = self._filter(pool, rows)[0]
+                    pool = self._filter(pool, rows, scored_only=True)[0]
             else:
                 pool = self.pool.take(rows)
         band = tuple(float(b) for b in band_at(step, self.spec.band))

@@ -9,7 +9,8 @@ Two orthogonal choices, each switchable alone for ablations:
     the similarity band of the curriculum; uniform or SimANS-weighted).
 
 `ce_filter` (optional, after mining) drops pool entries a cross-encoder calls likely positives (unlabelled false
-negatives); `guide_mask` does the same for in-batch columns (guide-model masking, as in GISTEmbed).
+negatives); `guide_mask` does the same for in-batch columns (guide-model masking, as in GISTEmbed); whether they run is
+`mining/ce_gate.py`'s call.
 
 Every strategy has the signature `(candidates, spec, rng) -> neg_doc [B, N] int32` (-1 = empty slot) and never
 returns a known positive. Choices are deterministic in the step's host Generator, i.e. in (seed, epoch, step).
@@ -187,7 +188,7 @@ class CEFilterSpec:
             raise ValueError(f"CEFilterSpec.prefer_top must be >= 0 (0 = keep the pool order), got {self.prefer_top}")
 
 
-def _likely_positive(scores: np.ndarray, positive: np.ndarray, spec: CEFilterSpec) -> tuple[np.ndarray, np.ndarray]:
+def likely_positive(scores: np.ndarray, positive: np.ndarray, spec: CEFilterSpec) -> tuple[np.ndarray, np.ndarray]:
     """(by threshold, by margin only) bool arrays shaped like `scores` ([R, C]); positive [R] broadcasts per row.
 
     by threshold: s > logit(threshold) (== sigmoid(s) > threshold, without sigmoid rounding to 1 for large s);
@@ -202,13 +203,14 @@ def _likely_positive(scores: np.ndarray, positive: np.ndarray, spec: CEFilterSpe
     return by_threshold, near & ~by_threshold
 
 
-def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
-              spec: CEFilterSpec) -> tuple[Pool, dict[str, int]]:
+def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray, spec: CEFilterSpec,
+              drop_unscored: bool = False) -> tuple[Pool, dict[str, int]]:
     """Drops the pool entries a cross-encoder judges likely positives; returns (filtered pool, counts).
 
     For a valid entry (indices >= 0) of query q with CE logit s and the query's positive at s_pos:
       removed by threshold  if sigmoid(s) > spec.threshold
       removed by margin     if not the above and s >= s_pos - spec.margin
+      removed as unscored   if drop_unscored and s is NaN (the CE never scored it)
     Removed entries become empty slots (index -1, scores -inf) and the kept ones are packed left in pool order
     (like `mine_pool`), or with the `spec.prefer_top` highest-CE first. The result carries `ce` ([Q, M], -inf
     on empty slots). Only pool entries are ever dropped; the labelled positives are not in a pool.
@@ -216,11 +218,14 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
     Args:
       pool: [Q, M] candidates.
       ce_scores: [Q, M] CE logits of (query, pool candidate); ignored on empty slots; NaN = unscored (kept, never
-        moved to the front); +-inf is an error.
+        moved to the front, unless `drop_unscored`); +-inf is an error.
       positive_ce: [Q] CE logit of (query, its labelled positive); NaN turns the margin rule off for that query.
       spec: the rules.
+      drop_unscored: also drop the entries the CE never scored (a pool re-queried between refreshes keeps only
+        what the CE judged).
     Returns:
-      (Pool [Q, M], {"removed_threshold": int, "removed_margin": int, "kept": int}), counts over valid entries.
+      (Pool [Q, M], {"removed_threshold": int, "removed_margin": int, "kept": int}), counts over valid entries;
+      with `drop_unscored`, also "removed_unscored".
     """
     ce_scores = np.asarray(ce_scores, np.float32)
     positive_ce = np.asarray(positive_ce, np.float32)
@@ -233,10 +238,11 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
     if bad.any():
         raise ValueError(f"ce_filter: {int(bad.sum())} valid pool entries have an infinite CE score "
                          f"(first at query {int(np.argwhere(bad)[0][0])})")
-    by_threshold, by_margin = _likely_positive(ce_scores, positive_ce, spec)
+    by_threshold, by_margin = likely_positive(ce_scores, positive_ce, spec)
     by_threshold &= valid
     by_margin &= valid
-    keep = valid & ~by_threshold & ~by_margin
+    unscored = valid & np.isnan(ce_scores) & drop_unscored
+    keep = valid & ~by_threshold & ~by_margin & ~unscored
 
     position = np.broadcast_to(np.arange(m), (q, m))
     if spec.prefer_top:
@@ -259,6 +265,8 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray,
                     positive=pool.positive, ce=column(ce_scores, -np.inf))
     counts = {"removed_threshold": int(by_threshold.sum()), "removed_margin": int(by_margin.sum()),
               "kept": int(keep.sum())}
+    if drop_unscored:
+        counts["removed_unscored"] = int(unscored.sum())
     return filtered, counts
 
 
@@ -281,7 +289,7 @@ def guide_mask(ce_scores_in_batch: np.ndarray, positive_ce: np.ndarray, spec: CE
     if c < b or np.shape(positive_ce) != (b,):
         raise ValueError(f"guide_mask: expected scores [B, C >= B] and positive_ce [B], got {scores.shape} and "
                          f"{np.shape(positive_ce)}")
-    by_threshold, by_margin = _likely_positive(scores, positive_ce, spec)
+    by_threshold, by_margin = likely_positive(scores, positive_ce, spec)
     likely = by_threshold | by_margin
     own = np.arange(c)[None, :] == np.arange(b)[:, None]
     return own | ~likely
@@ -303,28 +311,3 @@ def cross_fit_folds(num_queries: int, seed: int) -> np.ndarray:
     folds[order[num_queries // 2:]] = 1
     return folds
 
-
-def dropped_share(candidate_query: np.ndarray, candidate_ce: np.ndarray, candidate_label: np.ndarray,
-                  positive_ce: np.ndarray, spec: CEFilterSpec) -> float:
-    """Share of the labelled negatives (label 0) that the `ce_filter` rules would drop as likely positives.
-
-    A negative of query q with CE logit s is dropped when sigmoid(s) > spec.threshold or s >= positive_ce[q] -
-    spec.margin (NaN positive: margin rule off). A measure of the filter's collateral damage: these pairs are
-    known non-matches, so every drop is a true hard negative lost.
-
-    Args:
-      candidate_query: [C] int, query row of each labelled pair.
-      candidate_ce: [C] float, CE logit of each pair (only label-0 entries are read).
-      candidate_label: [C] int, 1 = match, 0 = non-match.
-      positive_ce: [Q] float, CE logit of each query and its best labelled positive.
-      spec: the rules.
-    Returns:
-      float in [0, 1]; NaN when there is no labelled negative.
-    """
-    negative = np.asarray(candidate_label) == 0
-    if not negative.any():
-        return float("nan")
-    scores = np.asarray(candidate_ce, np.float64)[negative][:, None]  # [C0, 1]: one row per negative
-    positive = np.asarray(positive_ce, np.float64)[np.asarray(candidate_query)[negative]]
-    by_threshold, by_margin = _likely_positive(scores, positive, spec)
-    return float(np.mean(by_threshold | by_margin))
