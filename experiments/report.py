@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments import suite
 from experiments.suite import CONFIRMATION_TAG, DATASETS, NUM_FOLDS, REPO, ZERO_SHOT
 from hnm_jax import stats
 
@@ -104,7 +105,9 @@ def query_clusters(dataset: str) -> dict[str, str]:
     from hnm_jax.data.beir import resolve_dataset
     from hnm_jax.data.folds import query_groups, read_pooled
 
-    groups = query_groups(read_pooled(resolve_dataset(dataset), "qrels"))
+    root = suite.synthetic_dup_root(REPO / "workdirs" / "cv") if dataset == suite.SYNTHETIC_DUP else (
+        resolve_dataset(dataset))
+    groups = query_groups(read_pooled(root, "qrels"))
     return {query: group[0] for group in groups for query in group}
 
 

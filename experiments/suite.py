@@ -32,7 +32,10 @@ TIERS = {
     1: ("in_batch", "random", "offline", "online_hardest", "online_band", "full_bi"),
     2: ("online_band_margin", "online_band_curriculum", "online_band_dense_mining", "online_band_uniformity",
         "online_band_hybrid_logits"),
+    3: ("online_band", "online_band_ce", "online_hardest", "online_hardest_oracle"),  # claim 4, on SYNTHETIC_DUP
 }  # fmt: skip
+SYNTHETIC_DUP = "synthetic_dup"  # claim 4: hnm_jax.data.synthetic size "ablation_dup", duplicates known
+SYNTHETIC_DUP_SIZE = "ablation_dup"
 CONFIRMATION_ARMS = ("in_batch", "random", "online_hardest", "online_band")
 CONFIRMATION_TAG = "fullft"
 ZERO_SHOT = "zero_shot"
@@ -68,8 +71,10 @@ class Run(NamedTuple):
 
 def plan_tier(tier: int, datasets: Sequence[str] = DATASETS, folds: Sequence[int] = range(NUM_FOLDS),
               overrides: Mapping[str, Any] | None = None) -> list[Run]:  # fmt: skip
-    """The tier's arms on every (dataset, fold), a dataset's folds together, zero-shot first."""
+    """The tier's arms on every (dataset, fold), a dataset's folds together, zero-shot first (tier 3: synthetic_dup
+    only)."""
     items = tuple((overrides or {}).items())
+    datasets = (SYNTHETIC_DUP,) if tier == 3 else datasets
     return [Run(arm, d, f, items) for d in datasets for f in folds for arm in (ZERO_SHOT, *TIERS[tier])]
 
 
@@ -104,10 +109,24 @@ def set_key(config, key: str, value: Any) -> None:
     setattr(config, leaf, value)
 
 
-def run_config(run: Run):
+def synthetic_dup_root(workdirs: Path) -> Path:
+    """<workdirs>/datasets/synthetic_dup: the synthetic benchmark with known unlabelled duplicates, written once."""
+    from hnm_jax.atomic_write import atomic_path
+    from hnm_jax.data.synthetic import SIZES, generate, write_beir
+
+    root = Path(workdirs).resolve() / "datasets" / SYNTHETIC_DUP
+    if not root.is_dir():
+        with atomic_path(root) as tmp:
+            write_beir(generate(SIZES[SYNTHETIC_DUP_SIZE]), tmp)
+    return root
+
+
+def run_config(run: Run, workdirs: Path = REPO / "workdirs" / "cv"):
     """The arm's config file with PROTOCOL, the run's dataset, fold and split, and its overrides."""
     config = importlib.import_module(f"configs.ablations.{run.arm}").get_config()
-    for key, value in {**PROTOCOL, "data.name": run.dataset, "data.fold": run.fold,
+    data = ({"data.path": str(synthetic_dup_root(workdirs))} if run.dataset == SYNTHETIC_DUP
+            else {"data.name": run.dataset})  # fmt: skip
+    for key, value in {**PROTOCOL, **data, "data.fold": run.fold,
                        "data.eval_split": run.eval_split, **dict(run.overrides)}.items():  # fmt: skip
         set_key(config, key, value)
     return config
@@ -141,7 +160,7 @@ def execute(run: Run, workdirs: Path) -> dict[str, Any]:
     """Trains (resuming from the workdir's checkpoint) or, for ZERO_SHOT, only evaluates; returns the run record."""
     from hnm_jax.train import train_and_evaluate
 
-    config = run_config(run if run.arm != ZERO_SHOT else run._replace(arm="in_batch"))
+    config = run_config(run if run.arm != ZERO_SHOT else run._replace(arm="in_batch"), workdirs)
     load_before, start = os.getloadavg(), time.time()
     if run.arm == ZERO_SHOT:
         metrics = zero_shot_metrics(config)
