@@ -153,9 +153,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     miner, query_tokens, doc_tokens = make_miner(spec, workdir, encoder, corpus, queries, train_split,
                                                  batch_sharding)
     if miner.guided:  # the split the CEs must do well on before they filter
-        miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer, cache_dir=workdir / "cache")
+        miner.dev = load_dev_set(spec, root, corpus, queries, encoder, cache_dir=workdir / "cache")
         miner.duplicates = load_unlabelled_duplicates(root, corpus, queries, train_split)  # counted per refresh
-    tx = make_optimizer(spec.train, total_steps)
+    tx = make_optimizer(spec.train, total_steps, freeze_layers=spec.model.freeze_layers)
     lr_at = learning_rate_schedule(spec.train, total_steps)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
     state, state_sharding, restored = init_state(encoder.graphdef, encoder.state, tx, spec.seed, mesh, checkpointer,

@@ -112,7 +112,7 @@ def mined_miner(root, workdir, **overrides):
     split = read_split(root, "train", corpus, queries)
     encoder = build_encoder(spec.model, spec.seed)
     miner = make_miner(spec, workdir, encoder, corpus, queries, split, batch_sharding=None)[0]
-    miner.dev = load_dev_set(spec, root, corpus, queries, encoder.tokenizer)
+    miner.dev = load_dev_set(spec, root, corpus, queries, encoder)
     miner.refresh(encoder.state, 0)
     return spec, corpus, queries, split, encoder, miner
 

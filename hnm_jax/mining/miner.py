@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -27,10 +26,12 @@ from hnm_jax.mining.lexical import LexicalIndex, minmax_rows
 from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, dropped_share, guide_mask, mine_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
+from hnm_jax.models.encoder import HiddenStates
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 log = logging.getLogger(__name__)
 
+Inputs = TokenizedTexts | HiddenStates  # texts as tokens, or as a frozen trunk's hidden states
 DEV_SPLIT = "dev"  # the split the cross-encoder must do well on before it may filter (see Miner.apply_cross_encoder)
 
 
@@ -40,17 +41,19 @@ class DevSet:
 
     split: Split
     query_texts: list[str]
-    query_tokens: TokenizedTexts
+    query_tokens: TokenizedTexts | HiddenStates
 
 
-def load_dev_set(spec: ExperimentSpec, root: Path, corpus: Texts, queries: Texts, tokenizer: Any,
+def load_dev_set(spec: ExperimentSpec, root: Path, corpus: Texts, queries: Texts, encoder: Encoder,
                  cache_dir: Path | None = None) -> DevSet | None:
-    """The `DEV_SPLIT` of the dataset (queries tokenized like the training queries), or None when it has none."""
+    """The `DEV_SPLIT` of the dataset (queries tokenized like the training queries, through `encoder`'s frozen
+    trunk when it has one), or None when it has none."""
     if DEV_SPLIT not in list_splits(root) or spec.data.train_split == DEV_SPLIT:
         return None
     split = read_split(root, DEV_SPLIT, corpus, queries)
     texts = [queries.texts[r] for r in split.query_rows]
-    return DevSet(split, texts, tokenize_texts(tokenizer, texts, spec.data.query_max_length, cache_dir=cache_dir))
+    tokens = tokenize_texts(encoder.tokenizer, texts, spec.data.query_max_length, cache_dir=cache_dir)
+    return DevSet(split, texts, encoder.cache_trunk(tokens, spec.train.batch_size, cache_dir=cache_dir))
 
 
 def load_unlabelled_duplicates(root: Path, corpus: Texts, queries: Texts, split: Split) -> np.ndarray | None:
@@ -92,7 +95,7 @@ class Miner:
     """
 
     def __init__(self, spec: ExperimentSpec, encoder: Encoder, corpus: Texts, query_texts: list[str],
-                 split: Split, query_tokens: TokenizedTexts, doc_tokens: TokenizedTexts, canonical: np.ndarray,
+                 split: Split, query_tokens: Inputs, doc_tokens: Inputs, canonical: np.ndarray,
                  batch_sharding: jax.sharding.NamedSharding):
         self.spec, self.encoder, self.split, self.canonical = spec, encoder, split, canonical
         self.query_texts = query_texts  # texts of the split's queries, in split order
@@ -132,7 +135,7 @@ class Miner:
         period = steps_per_epoch * self.spec.mining.refresh_every_epochs
         return self.spec.mining.pool == "online" and step % period == 0 and self.pool_step < step
 
-    def _encode(self, tokens: TokenizedTexts, params, show_progress: bool = False) -> np.ndarray:
+    def _encode(self, tokens: Inputs, params, show_progress: bool = False) -> np.ndarray:
         return self.encoder.encode_tokens(tokens, batch_size=self.spec.train.batch_size, state=params,
                                           sharding=self.batch_sharding, show_progress=show_progress)
 
@@ -387,13 +390,21 @@ class Miner:
 
 
 def make_miner(spec: ExperimentSpec, workdir: Path, encoder: Encoder, corpus: Texts, queries: Texts, split: Split,
-                batch_sharding: jax.sharding.NamedSharding) -> tuple[Miner, TokenizedTexts, TokenizedTexts]:
-    """Tokenizes the corpus and the queries (cached in the workdir) and builds the run's Miner over `split`."""
+                batch_sharding: jax.sharding.NamedSharding) -> tuple[Miner, Inputs, Inputs]:
+    """Tokenizes the corpus and the queries (cached in the workdir) and builds the run's Miner over `split`.
+
+    With a frozen trunk (model.freeze_layers > 0) the texts are its hidden states instead (`Encoder.cache_trunk`,
+    computed once and cached in the workdir): refreshes and training batches run only the blocks above it.
+    """
     cache, budget = workdir / "cache", spec.data.memory_budget_bytes
-    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache,
-                                memory_budget_bytes=budget)
-    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache,
-                                  memory_budget_bytes=budget)
+
+    def inputs(texts: tuple[str, ...], max_length: int) -> Inputs:
+        tokens = tokenize_texts(encoder.tokenizer, texts, max_length, cache_dir=cache, memory_budget_bytes=budget)
+        return encoder.cache_trunk(tokens, spec.train.batch_size, sharding=batch_sharding, cache_dir=cache,
+                                   show_progress=jax.process_index() == 0)
+
+    doc_tokens = inputs(corpus.texts, spec.data.doc_max_length)
+    query_tokens = inputs(queries.texts, spec.data.query_max_length)
     miner = Miner(spec, encoder, corpus, [queries.texts[r] for r in split.query_rows], split,
                   query_tokens.subset(split.query_rows), doc_tokens, batches.canonical_rows(corpus.texts),
                   batch_sharding)
