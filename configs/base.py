@@ -21,6 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.attention = "auto"  # auto (CPU: einsum; GPU: cudnn for bf16, else xla) | einsum | xla | cudnn (xla/cudnn: jax.nn.dot_product_attention, no attention-prob dropout)
     c.model.rng_impl = "auto"  # dropout PRNG: auto (CPU: threefry; GPU/TPU: rbg) | threefry | rbg | unsafe_rbg
     c.model.normalize = True  # L2-normalize pooled embeddings as the model's own modules say (False: never; raw dots)
+    c.model.freeze_layers = 0  # freeze embeddings + lowest K blocks: run once per text, cached, no dropout (0: off)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "abt_buy"  # a benchmark under $HNM_DATA_DIR (default ../shared/datasets); ignored if data.path is set

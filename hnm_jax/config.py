@@ -40,9 +40,10 @@ class ModelSpec:
     attention: str = "auto"
     rng_impl: str = "auto"
     normalize: bool = True  # False: the pooled embedding is not L2-normalized (scores are raw dot products)
+    freeze_layers: int = 0  # frozen trunk: the embeddings and the lowest K blocks (0: full fine-tuning)
 
     def __post_init__(self):
-        from hnm_jax.models.encoder import ATTENTIONS
+        from hnm_jax.models.encoder import ATTENTIONS, BertConfig
         from hnm_jax.train_step import RNG_IMPLS
 
         if self.dtype not in ("float32", "bfloat16"):
@@ -53,6 +54,10 @@ class ModelSpec:
             _fail("model.attention", f"unknown {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
         if self.rng_impl not in RNG_IMPLS:
             _fail("model.rng_impl", f"unknown {self.rng_impl!r}; valid: {', '.join(RNG_IMPLS)}")
+        layers = BertConfig.tiny().num_layers if self.name == "tiny" else None  # others: checked when loaded
+        if self.freeze_layers < 0 or (layers is not None and self.freeze_layers > layers):
+            _fail("model.freeze_layers", f"must be in [0, {layers or 'the model layers'}] (0 = full fine-tuning), "
+                                         f"got {self.freeze_layers}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -464,7 +469,7 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(ce, dict) and "require_better" in ce:  # the re-ranking check of old -> the precision gate
         ce.setdefault("gate_min_precision", 0.5 if ce.pop("require_better") else 0.0)
     # auto = the einsum and threefry of old on CPU
-    added = {"model": {"attention": "auto", "rng_impl": "auto", "normalize": True},
+    added = {"model": {"attention": "auto", "rng_impl": "auto", "normalize": True, "freeze_layers": 0},
              "data": {"max_length_cap": 256, "length_coverage": 0.95, "folds": 0, "fold": 0, "fold_seed": 0,
                       "fold_dev_fraction": 0.1}, "train": {"lr_schedule": "linear"},
              "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact", "duplicates_relevant": False},

@@ -104,6 +104,9 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
                                    memory_budget_bytes=spec.data.memory_budget_bytes)
     query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
     encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
+    # with a frozen trunk, its hidden states (computed once per text, cached): only the blocks above it run here
+    corpus_tokens, query_tokens = (encoder.cache_trunk(tokens, cache_dir=cache_dir, **encode)
+                                   for tokens in (corpus_tokens, query_tokens))
     doc_emb = encoder.encode_tokens(corpus_tokens, **encode)
     query_emb = encoder.encode_tokens(query_tokens, **encode)
 

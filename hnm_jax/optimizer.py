@@ -4,6 +4,7 @@ import jax
 import optax
 
 from hnm_jax.config import TrainSpec
+from hnm_jax.models.encoder import is_frozen
 
 
 def learning_rate_schedule(spec: TrainSpec, total_steps: int) -> optax.Schedule:
@@ -25,9 +26,18 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(spec: TrainSpec, total_steps: int) -> optax.GradientTransformation:
-    """clip_by_global_norm (when grad_clip > 0) followed by AdamW."""
-    adamw = optax.adamw(learning_rate_schedule(spec, total_steps), weight_decay=spec.weight_decay, mask=decay_mask)
+def make_optimizer(spec: TrainSpec, total_steps: int, freeze_layers: int = 0) -> optax.GradientTransformation:
+    """clip_by_global_norm (when grad_clip > 0) followed by AdamW. With a frozen trunk (freeze_layers = K > 0,
+    `encoder.is_frozen`) only the other parameters go through them: the frozen ones get `set_to_zero` (no optimizer
+    state, no weight decay) and the clipping norm is over the trainable gradients."""
+    tx = optax.adamw(learning_rate_schedule(spec, total_steps), weight_decay=spec.weight_decay, mask=decay_mask)
     if spec.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(spec.grad_clip), adamw)
-    return adamw
+        tx = optax.chain(optax.clip_by_global_norm(spec.grad_clip), tx)
+    if not freeze_layers:
+        return tx
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if is_frozen(path, freeze_layers) else "trainable", params)
+
+    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)

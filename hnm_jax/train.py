@@ -161,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if miner.guided:  # the split whose labelled pairs gate the CE filter
         miner.dev = load_dev_set(spec, root, corpus, queries)
     miner.duplicates = duplicates if miner.enabled else None
-    tx = make_optimizer(spec.train, total_steps)
+    tx = make_optimizer(spec.train, total_steps, freeze_layers=spec.model.freeze_layers)
     lr_at = learning_rate_schedule(spec.train, total_steps)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
     state, state_sharding, restored = init_state(encoder.graphdef, encoder.state, tx, spec.seed, mesh, checkpointer,

@@ -7,6 +7,8 @@ A batch (global arrays, leading axis sharded over 'data'):
   pos_doc                 [B] int32          corpus row of each positive
   neg_doc                 [B, N] int32       corpus row of each negative (-1 = empty slot)
   query_positives         [B, P] int32       every known positive of each query (-1 padded)
+With a frozen trunk (model.freeze_layers > 0) the texts come as its cached hidden states instead of token ids:
+  query_hidden [B, Lq, H], pos_hidden [B, Ld, H], neg_hidden [B, N, Ld, H] (compute dtype; masks as above)
   lexical (optional)      [B, B*(1+N)] f32   normalized BM25 of each (query, column) pair, for hybrid logits
   guide (optional)        [B, B*(1+N)] bool  False = the cross-encoder calls the column a likely positive of
                                              the query (guide-model masking, `negatives.guide_mask`)
@@ -35,7 +37,7 @@ from hnm_jax.losses import (
     usable_columns,
 )
 from hnm_jax.mining.schedules import BandSpec, band_at, band_mask
-from hnm_jax.models.encoder import PoolingSpec, embed
+from hnm_jax.models.encoder import PoolingSpec, embed, embed_hidden, split_frozen
 
 BATCH_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask", "pos_doc", "neg_doc",
               "query_positives")
@@ -90,19 +92,23 @@ def encode_pair_batch(graphdef: Any, params: Any, batch: dict, pooling: PoolingS
 
     Queries as wide as the documents (the same length bucket) go through the encoder with them in one pass, one
     dropout draw: the step's program holds the encoder once, which cuts its compile by about a quarter (MiniLM 32 x
-    32 first call 24.6-24.9 s -> 16.9-20.0 s, experiments/bench_first_step.py); otherwise two passes.
+    32 first call 24.6-24.9 s -> 16.9-20.0 s, experiments/bench_first_step.py); otherwise two passes. A batch of
+    a frozen trunk's hidden states (`*_hidden`) runs only the blocks above it (`embed_hidden`).
     """
     model = nnx.merge(graphdef, params)
-    b, n, length = batch["neg_ids"].shape
-    doc_ids = jnp.concatenate([batch["pos_ids"], batch["neg_ids"].reshape(b * n, length)])
+    kind, encode = ("hidden", embed_hidden) if "query_hidden" in batch else ("ids", embed)
+    b, n, length = batch["neg_mask"].shape
+    negatives = batch[f"neg_{kind}"]
+    doc_x = jnp.concatenate([batch[f"pos_{kind}"], negatives.reshape(b * n, *negatives.shape[2:])])  # N may be 0
     doc_mask = jnp.concatenate([batch["pos_mask"], batch["neg_mask"].reshape(b * n, length)])
-    if batch["query_ids"].shape[1] == length:  # one forward pass over [B + B*(1+N), L]: fewer, larger matmuls
-        both = embed(model, jnp.concatenate([batch["query_ids"], doc_ids]),
-                     jnp.concatenate([batch["query_mask"], doc_mask]), pooling, dropout_rng=dropout_rng)
+    query_x = batch[f"query_{kind}"]
+    if query_x.shape[1] == length:  # one forward pass over [B + B*(1+N), L]: fewer, larger matmuls
+        both = encode(model, jnp.concatenate([query_x, doc_x]), jnp.concatenate([batch["query_mask"], doc_mask]),
+                      pooling, dropout_rng=dropout_rng)
         return both[:b], both[b:]
     q_rng, d_rng = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
-    queries = embed(model, batch["query_ids"], batch["query_mask"], pooling, dropout_rng=q_rng)
-    docs = embed(model, doc_ids, doc_mask, pooling, dropout_rng=d_rng)
+    queries = encode(model, query_x, batch["query_mask"], pooling, dropout_rng=q_rng)
+    docs = encode(model, doc_x, doc_mask, pooling, dropout_rng=d_rng)
     return queries, docs
 
 
@@ -187,7 +193,9 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
                fault_value: float = float("nan"), rng_impl: str = "threefry") -> tuple[TrainState, dict]:
     """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`).
 
-    Dropout keys come from `step_key(state.rng, state.step, rng_impl)` (one of RNG_IMPLS).
+    Dropout keys come from `step_key(state.rng, state.step, rng_impl)` (one of RNG_IMPLS). With a frozen trunk
+    (the model's freeze_layers > 0) only the other parameters are differentiated, and the frozen ones are carried
+    over as they are (bit for bit; `tx` gives them no state, see `make_optimizer`).
     Tests only: with `fault_step` = k >= 1, the loss of the k-th step (1-based) is multiplied by `fault_value`
     (NaN or Inf), so its loss and gradients become non-finite as in a real divergence.
     """
@@ -198,17 +206,27 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
                                 band_mode="gap" if band_spec is None else band_spec.mode)
     if fault_step >= 1:
         loss_fn = _with_fault(loss_fn, state.step + 1 == fault_step, fault_value)
-    (loss, (scores, mask, diagnostics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    freeze_layers = nnx.merge(state.graphdef, state.params).freeze_layers
+    differentiated, params = loss_fn, state.params
+    if freeze_layers:  # differentiate the trainable parameters only
+        frozen, params = split_frozen(state.params, freeze_layers)
+        differentiated = lambda trainable: loss_fn(nnx.merge_state(frozen, trainable))  # noqa: E731
+    (loss, (scores, mask, diagnostics)), grads = jax.value_and_grad(differentiated, has_aux=True)(params)
+    grad_norm = optax.tree.norm(grads)
+    if freeze_layers:  # zeros where tx wants the whole tree (set_to_zero never reads them)
+        grads = nnx.merge_state(jax.tree.map(jnp.zeros_like, frozen), grads)
     with jax.named_scope("optimizer"):  # a name in the HLO metadata, for profiles (experiments/profile_step.py)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+    if freeze_layers:
+        params = nnx.merge_state(frozen, split_frozen(params, freeze_layers)[1])
     diag = jnp.diagonal(scores)
     own = jnp.arange(scores.shape[1])[None, :] == jnp.arange(scores.shape[0])[:, None]
     hardest = jnp.max(jnp.where(mask & ~own, scores, -jnp.inf), axis=-1)
     metrics = {
         "loss": loss,
         "in_batch_accuracy": in_batch_accuracy(scores, mask),
-        "grad_norm": optax.tree.norm(grads),
+        "grad_norm": grad_norm,
         "positive_score": jnp.mean(diag),
         "hardest_negative_score": jnp.mean(hardest),
         "candidates_per_query": jnp.mean(jnp.sum(mask, axis=-1).astype(jnp.float32)),

@@ -14,8 +14,8 @@ import numpy as np
 
 from hnm_jax.config import ExperimentSpec
 from hnm_jax.data import batches
-from hnm_jax.data.tokenize import TokenizedTexts, length_buckets
-from hnm_jax.mining.miner import Miner
+from hnm_jax.data.tokenize import length_buckets
+from hnm_jax.mining.miner import Inputs, Miner
 from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec
 from hnm_jax.models.pretrained import CrossEncoderModel
 
@@ -41,8 +41,8 @@ class BatchBuilder:
     re-queried against the index (the only part of mining that waits for the previous step).
     """
 
-    def __init__(self, spec: ExperimentSpec, miner: Miner, query_tokens: TokenizedTexts,
-                 doc_tokens: TokenizedTexts, steps_per_epoch: int):
+    def __init__(self, spec: ExperimentSpec, miner: Miner, query_tokens: Inputs, doc_tokens: Inputs,
+                 steps_per_epoch: int):
         self.spec, self.miner, self.steps_per_epoch = spec, miner, steps_per_epoch
         self.query_tokens, self.doc_tokens = query_tokens, doc_tokens
         self.strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]

@@ -53,7 +53,8 @@ def make_batch(rows: np.ndarray, split: Split, query_tokens: TokenizedTexts, doc
     The query tensors are cut to Lq = `bucket_length` of the batch's longest query, the document tensors
     (positives and negatives together) to Ld = `bucket_length` of its longest document, so a run compiles its
     step for a few (Lq, Ld) pairs only; padding is masked, so the loss is that of max-length padding.
-    Doc ids in the batch are canonical rows (see `canonical_rows`); -1 stays -1.
+    Doc ids in the batch are canonical rows (see `canonical_rows`); -1 stays -1. Texts given as a frozen trunk's
+    hidden states (`encoder.HiddenStates`, read like tokens) come as `*_hidden` [.., L, H] instead of `*_ids`.
     """
     def ids(rows_: np.ndarray) -> np.ndarray:
         return np.where(rows_ >= 0, canonical[np.maximum(rows_, 0)], -1).astype(np.int32)
@@ -67,9 +68,11 @@ def make_batch(rows: np.ndarray, split: Split, query_tokens: TokenizedTexts, doc
     b, n = neg_doc.shape
     neg_ids, neg_mask = doc_tokens.take(np.maximum(neg_doc.reshape(-1), 0), length)
     neg_mask = neg_mask * (neg_doc.reshape(-1, 1) >= 0)
+    key = doc_tokens.batch_key  # "ids", or "hidden" for a frozen trunk's hidden states
     return {
-        "query_ids": query_ids, "query_mask": query_mask,
-        "pos_ids": pos_ids, "pos_mask": pos_mask,
-        "neg_ids": neg_ids.reshape(b, n, length), "neg_mask": neg_mask.reshape(b, n, length).astype(np.int32),
+        f"query_{key}": query_ids, "query_mask": query_mask,
+        f"pos_{key}": pos_ids, "pos_mask": pos_mask,
+        f"neg_{key}": neg_ids.reshape(b, n, *neg_ids.shape[1:]),  # explicit shape: N may be 0
+        "neg_mask": neg_mask.reshape(b, n, length).astype(np.int32),
         "pos_doc": ids(pos_doc), "neg_doc": ids(neg_doc), "query_positives": ids(split.positives[rows]),
     }

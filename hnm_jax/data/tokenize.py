@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tqdm
@@ -39,6 +39,7 @@ class TokenizedTexts:
     input_ids: np.ndarray
     lengths: np.ndarray
     pad_id: int = 0
+    batch_key: ClassVar[str] = "ids"  # batches carry them as *_ids (a frozen trunk's HiddenStates: *_hidden)
 
     def __post_init__(self) -> None:
         if self.input_ids.ndim != 2 or self.lengths.shape != self.input_ids.shape[:1]:

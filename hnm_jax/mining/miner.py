@@ -26,10 +26,12 @@ from hnm_jax.mining.lexical import LexicalIndex, minmax_rows
 from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, guide_mask, mine_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
+from hnm_jax.models.encoder import HiddenStates
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 log = logging.getLogger(__name__)
 
+Inputs = TokenizedTexts | HiddenStates  # texts as tokens, or as a frozen trunk's hidden states
 DEV_SPLIT = "dev"  # the split whose labelled pairs gate the cross-encoder filter (see Miner.check_cross_encoders)
 
 
@@ -69,7 +71,7 @@ class Miner:
     """
 
     def __init__(self, spec: ExperimentSpec, encoder: Encoder, corpus: Texts, query_texts: list[str],
-                 split: Split, query_tokens: TokenizedTexts, doc_tokens: TokenizedTexts, canonical: np.ndarray,
+                 split: Split, query_tokens: Inputs, doc_tokens: Inputs, canonical: np.ndarray,
                  batch_sharding: jax.sharding.NamedSharding):
         self.spec, self.encoder, self.split, self.canonical = spec, encoder, split, canonical
         self.query_texts = query_texts  # texts of the split's queries, in split order
@@ -110,7 +112,7 @@ class Miner:
         period = steps_per_epoch * self.spec.mining.refresh_every_epochs
         return self.spec.mining.pool == "online" and step % period == 0 and self.pool_step < step
 
-    def _encode(self, tokens: TokenizedTexts, params, show_progress: bool = False) -> np.ndarray:
+    def _encode(self, tokens: Inputs, params, show_progress: bool = False) -> np.ndarray:
         return self.encoder.encode_tokens(tokens, batch_size=self.spec.train.batch_size, state=params,
                                           sharding=self.batch_sharding, show_progress=show_progress)
 
@@ -371,13 +373,21 @@ class Miner:
 
 
 def make_miner(spec: ExperimentSpec, workdir: Path, encoder: Encoder, corpus: Texts, queries: Texts, split: Split,
-                batch_sharding: jax.sharding.NamedSharding) -> tuple[Miner, TokenizedTexts, TokenizedTexts]:
-    """Tokenizes the corpus and the queries (cached in the workdir) and builds the run's Miner over `split`."""
+                batch_sharding: jax.sharding.NamedSharding) -> tuple[Miner, Inputs, Inputs]:
+    """Tokenizes the corpus and the queries (cached in the workdir) and builds the run's Miner over `split`.
+
+    With a frozen trunk (model.freeze_layers > 0) the texts are its hidden states instead (`Encoder.cache_trunk`,
+    computed once and cached in the workdir): refreshes and training batches run only the blocks above it.
+    """
     cache, budget = workdir / "cache", spec.data.memory_budget_bytes
-    doc_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, spec.data.doc_max_length, cache_dir=cache,
-                                memory_budget_bytes=budget)
-    query_tokens = tokenize_texts(encoder.tokenizer, queries.texts, spec.data.query_max_length, cache_dir=cache,
-                                  memory_budget_bytes=budget)
+
+    def inputs(texts: tuple[str, ...], max_length: int) -> Inputs:
+        tokens = tokenize_texts(encoder.tokenizer, texts, max_length, cache_dir=cache, memory_budget_bytes=budget)
+        return encoder.cache_trunk(tokens, spec.train.batch_size, sharding=batch_sharding, cache_dir=cache,
+                                   show_progress=jax.process_index() == 0)
+
+    doc_tokens = inputs(corpus.texts, spec.data.doc_max_length)
+    query_tokens = inputs(queries.texts, spec.data.query_max_length)
     miner = Miner(spec, encoder, corpus, [queries.texts[r] for r in split.query_rows], split,
                   query_tokens.subset(split.query_rows), doc_tokens, batches.canonical_rows(corpus.texts),
                   batch_sharding)

@@ -12,6 +12,13 @@ float32, never as a contended bfloat16 scatter-add), layer-norm statistics, the 
 everything after it are float32. Attention (`ATTENTIONS`): the explicit einsum (with attention-probability
 dropout), or `jax.nn.dot_product_attention` (XLA, or cuDNN flash attention on GPU; no attention-probability
 dropout there, hidden dropout is unchanged).
+
+Frozen trunk (`freeze_layers` = K > 0, model.freeze_layers): the embeddings and the lowest K blocks are frozen. They
+run deterministically (no dropout, also while training) behind a stop_gradient (`BertEncoder.trunk`), so their
+output is a pure function of the text: a run computes it once per text and keeps it on the host (`HiddenStates`,
+memory-mapped when large; `pretrained.Encoder.cache_trunk`), and every training step and re-encoding runs only the
+blocks above (`encode_from_hidden`, `embed_hidden`); the optimizer never updates the frozen parameters
+(`split_frozen`).
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ import dataclasses
 import itertools
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 log = logging.getLogger(__name__)
@@ -390,7 +398,8 @@ class BertEncoder(nnx.Module):
     """BERT encoder without the pooler: ids -> last hidden state.
 
     `dtype` is the compute dtype (e.g. bfloat16 on GPU); parameters are stored in `param_dtype`. `attention`: one
-    of ATTENTIONS (see there; "auto" keeps the einsum on CPU).
+    of ATTENTIONS (see there; "auto" keeps the einsum on CPU). `freeze_layers` = K > 0 freezes the embeddings and
+    the lowest K blocks (`trunk`; model.freeze_layers): they run without dropout and pass no gradient.
     """
 
     def __init__(
@@ -401,9 +410,13 @@ class BertEncoder(nnx.Module):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         attention: str = "auto",
+        freeze_layers: int = 0,
     ):
+        if not 0 <= freeze_layers <= config.num_layers:
+            raise ValueError(f"freeze_layers must be in [0, {config.num_layers}] (the layers), got {freeze_layers}")
         self.config = config
         self.hidden_dropout = config.hidden_dropout
+        self.freeze_layers = freeze_layers  # static: the frozen trunk's blocks (see `trunk`); 0 = none
         self.embeddings = BertEmbeddings(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.layers = nnx.List(
             [BertLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, attention=attention)
@@ -420,7 +433,19 @@ class BertEncoder(nnx.Module):
     ) -> jax.Array:
         """input_ids, attention_mask, token_type_ids [B, L] int -> last hidden state [B, L, H] float32.
 
-        Dropout (hidden and attention probabilities) is applied only when `dropout_rng` is given.
+        Dropout (hidden and attention probabilities) is applied only when `dropout_rng` is given, and never in a
+        frozen trunk: this is `encode_from_hidden(trunk(...))`, so a cached trunk gives the same numbers.
+        """
+        hidden = self.trunk(input_ids, attention_mask, token_type_ids)
+        return self.encode_from_hidden(hidden, attention_mask, dropout_rng=dropout_rng)
+
+    def trunk(self, input_ids: jax.Array, attention_mask: jax.Array,
+              token_type_ids: jax.Array | None = None) -> jax.Array:
+        """[B, L] ids and mask -> hidden [B, L, H] (compute dtype): the embeddings, then the lowest `freeze_layers`
+        blocks, deterministic (no dropout) and behind a stop_gradient; with freeze_layers = 0 the embeddings alone.
+
+        A frozen trunk's output is a pure function of the text: a run computes it once per text and caches it on
+        the host (`HiddenStates`); `encode_from_hidden` runs the blocks above it.
         """
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
@@ -429,17 +454,85 @@ class BertEncoder(nnx.Module):
             )
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        key_mask = attention_mask.astype(bool)
         x = self.embeddings(input_ids, token_type_ids)
-        b, length, h = x.shape
-        sites = [((b, length, h), self.hidden_dropout)]
-        for layer in self.layers:
+        if not self.freeze_layers:
+            return x
+        key_mask, no_dropout = attention_mask.astype(bool), DropoutMasks(None, [])
+        for layer in self.layers[: self.freeze_layers]:
+            x = layer(x, key_mask, no_dropout)
+        return jax.lax.stop_gradient(x)
+
+    def encode_from_hidden(self, hidden: jax.Array, attention_mask: jax.Array, *,
+                           dropout_rng: jax.Array | None = None) -> jax.Array:
+        """hidden [B, L, H] from `trunk` (e.g. cached), attention_mask [B, L] -> last hidden state [B, L, H] float32.
+
+        Runs the blocks above the frozen trunk (all of them, after the embeddings' dropout, when nothing is
+        frozen), with dropout when `dropout_rng` is given. Padding positions of `hidden` never reach a real one.
+        """
+        key_mask = attention_mask.astype(bool)
+        top = self.layers[self.freeze_layers:]
+        b, length, h = hidden.shape
+        sites = [] if self.freeze_layers else [((b, length, h), self.hidden_dropout)]
+        for layer in top:
             sites += layer.dropout_sites(b, length, h)
         masks = DropoutMasks(dropout_rng, sites)
-        x = _dropout(x, self.hidden_dropout, masks.take(x.shape, self.hidden_dropout))
-        for layer in self.layers:
+        x = hidden if self.freeze_layers else _dropout(hidden, self.hidden_dropout,
+                                                       masks.take(hidden.shape, self.hidden_dropout))
+        for layer in top:
             x = layer(x, key_mask, masks)
         return x.astype(jnp.float32)
+
+
+def is_frozen(path: tuple, freeze_layers: int) -> bool:
+    """Whether the BertEncoder parameter at state `path` (keys, e.g. ("layers", 0, "output", "kernel")) belongs to
+    the frozen trunk: the embeddings and the lowest `freeze_layers` blocks (nothing when freeze_layers = 0)."""
+    keys = tuple(getattr(k, "key", getattr(k, "name", k)) for k in path)  # jax tree paths or nnx state paths
+    return freeze_layers > 0 and (keys[0] == "embeddings" or (keys[0] == "layers" and int(keys[1]) < freeze_layers))
+
+
+def split_frozen(state: nnx.State, freeze_layers: int) -> tuple[nnx.State, nnx.State]:
+    """(frozen, trainable) parts of a BertEncoder state (`is_frozen`); `nnx.merge_state` puts them back."""
+    return nnx.split_state(state, lambda path, _: is_frozen(path, freeze_layers), ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class HiddenStates:
+    """The frozen trunk's output for N texts (`BertEncoder.trunk`), on the host, read like `TokenizedTexts`.
+
+    hidden: [M, L, H] in the compute dtype (in memory or memory-mapped), row i computed at its batch's bucket
+    length, zeros beyond; lengths [N] real tokens per text; rows [N]: the row of `hidden` of each text (a
+    `subset` is a view, nothing is copied). `take` gives (hidden, mask) where tokens give (ids, mask); batches
+    carry them under `*_hidden` keys (`batch_key`) instead of `*_ids`.
+    """
+
+    hidden: np.ndarray
+    lengths: np.ndarray
+    rows: np.ndarray | None = None  # None: row i of `hidden` is text i
+    pad_id: int = 0  # what padded batch rows hold
+    batch_key: ClassVar[str] = "hidden"
+
+    @property
+    def max_length(self) -> int:
+        return int(self.hidden.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def subset(self, rows: np.ndarray) -> HiddenStates:
+        """The texts at `rows` ([R]), as a view."""
+        rows = np.asarray(rows)
+        index = rows if self.rows is None else self.rows[rows]
+        return dataclasses.replace(self, lengths=self.lengths[rows], rows=index)
+
+    def take(self, rows: np.ndarray, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(hidden [R, length, H], mask [R, length] int32) for `rows`, cut to `length` positions."""
+        length = self.max_length if length is None else int(length)
+        if not 0 < length <= self.max_length:
+            raise ValueError(f"length must be in [1, {self.max_length}], got {length}")
+        rows = np.asarray(rows)
+        index = rows if self.rows is None else self.rows[rows]
+        mask = (np.arange(length)[None, :] < self.lengths[rows][:, None]).astype(np.int32)
+        return np.asarray(self.hidden[index, :length]), mask
 
 
 def pool(token_embeddings: jax.Array, attention_mask: jax.Array, spec: PoolingSpec) -> jax.Array:
@@ -471,6 +564,12 @@ def embed(
 ) -> jax.Array:
     """[B, L] ids and mask -> pooled (and normalized) embeddings [B, H] float32."""
     return pool(model(input_ids, attention_mask, dropout_rng=dropout_rng), attention_mask, spec)
+
+
+def embed_hidden(model: BertEncoder, hidden: jax.Array, attention_mask: jax.Array, spec: PoolingSpec, *,
+                 dropout_rng: jax.Array | None = None) -> jax.Array:
+    """`embed` from the frozen trunk's hidden states [B, L, H] (`BertEncoder.trunk`) -> [B, H] float32."""
+    return pool(model.encode_from_hidden(hidden, attention_mask, dropout_rng=dropout_rng), attention_mask, spec)
 
 
 class CrossEncoder(nnx.Module):

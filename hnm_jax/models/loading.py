@@ -15,7 +15,7 @@ import ml_collections
 from flax import nnx
 
 from hnm_jax.checkpointing import Checkpointer
-from hnm_jax.config import ExperimentSpec, ModelSpec, spec_from_config
+from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, spec_from_config
 from hnm_jax.models.encoder import BertConfig
 from hnm_jax.models.pretrained import (
     CrossEncoderModel,
@@ -47,7 +47,19 @@ def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
         encoder = load_encoder(spec.name, dtype=jax.numpy.dtype(spec.dtype), attention=spec.attention)
     if not spec.normalize:
         encoder = dataclasses.replace(encoder, pooling=dataclasses.replace(encoder.pooling, normalize=False))
-    return with_dropout(encoder, spec.dropout)
+    return with_frozen_trunk(with_dropout(encoder, spec.dropout), spec.freeze_layers)
+
+
+def with_frozen_trunk(encoder: Encoder, layers: int) -> Encoder:
+    """The same encoder with its embeddings and lowest `layers` blocks frozen (`BertEncoder.trunk`; 0: none);
+    ConfigError naming model.freeze_layers unless 0 <= layers <= the model's layers."""
+    if not 0 <= layers <= encoder.config.num_layers:
+        raise ConfigError(f"model.freeze_layers: must be in [0, {encoder.config.num_layers}] (the layers of "
+                          f"{encoder.source}; 0 = full fine-tuning), got {layers}")
+    model = encoder.module()
+    model.freeze_layers = layers
+    graphdef, state = nnx.split(model)
+    return dataclasses.replace(encoder, graphdef=graphdef, state=state)
 
 
 def build_cross_encoder(spec: ExperimentSpec) -> CrossEncoderModel:
@@ -86,9 +98,10 @@ def load_trained_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(config_path.read_text()))
 
 
-def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec):
+def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec, freeze_layers: int = 0):
     """The params of the newest checkpoint in `directory`, given a model's graphdef and params as template."""
-    tx = make_optimizer(spec.train, total_steps=1)  # the opt_state structure does not depend on the schedule
+    # the opt_state structure does not depend on the schedule, only on what is frozen
+    tx = make_optimizer(spec.train, total_steps=1, freeze_layers=freeze_layers)
     template = create_train_state(graphdef, params, tx, spec.seed)
     checkpointer = Checkpointer(directory, keep=spec.train.keep_checkpoints)
     try:
@@ -106,7 +119,7 @@ def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDic
     config = load_trained_config(workdir)
     spec = spec_from_config(config)
     encoder = build_encoder(spec.model, spec.seed)
-    params = _newest_params(workdir / "checkpoints", encoder.graphdef, encoder.state, spec)
+    params = _newest_params(workdir / "checkpoints", encoder.graphdef, encoder.state, spec, spec.model.freeze_layers)
     return dataclasses.replace(encoder, state=params), config
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,8 +25,18 @@ import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hnm_jax.atomic_write import atomic_path
 from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, length_buckets, tokenize_pairs, tokenize_texts
-from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder, PoolingSpec, embed
+from hnm_jax.models.encoder import (
+    BertConfig,
+    BertEncoder,
+    CrossEncoder,
+    HiddenStates,
+    PoolingSpec,
+    embed,
+    embed_hidden,
+    split_frozen,
+)
 from hnm_jax.models.hf_weights import export_hf, export_hf_cross_encoder, load_hf_weights
 from hnm_jax.sharding import process_rows, to_replicated
 
@@ -119,10 +131,14 @@ def _replicate_fn(mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
     return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
-def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: TokenizedTexts,
+def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: TokenizedTexts | HiddenStates,
                  extra: np.ndarray | None, batch_size: int, max_positions: int, out_shape: tuple[int, ...],
-                 sharding: NamedSharding | None, desc: str, show_progress: bool) -> np.ndarray:
+                 sharding: NamedSharding | None, desc: str, show_progress: bool,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Runs jitted `fn(state, ids, mask[, extra])` over length-bucketed batches -> [N, *out_shape] in row order.
+
+    `tokens` may be a frozen trunk's HiddenStates (then `fn` takes hidden [B, L, H] where it takes ids). `out`
+    (default: float32 zeros) receives the results; a [B, length, ...] result fills out[rows, :length].
 
     Batches come from `bucketed_batches`, padded to exactly `batch_size` rows (pad ids, zero mask; dropped
     after) and to their bucket length (`length_buckets` of the platform: fewer on accelerators, where compiles
@@ -147,7 +163,12 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
         state = to_replicated(state, sharding.mesh)
     batch_size = compute_batch_size(batch_size, devices, platform)
     local_rows = process_rows(batch_size) if multi_process else slice(None)
-    out = np.zeros((len(tokens), *out_shape), dtype=np.float32)
+    out = np.zeros((len(tokens), *out_shape), dtype=np.float32) if out is None else out
+
+    def store(rows: np.ndarray, result: jax.Array) -> None:
+        result = np.asarray(result)[: len(rows)]
+        out[(rows, *(slice(0, n) for n in result.shape[1:]))] = result
+
     pending: tuple[np.ndarray, jax.Array] | None = None
     with tqdm.tqdm(total=len(tokens), disable=not show_progress, desc=desc, unit="text") as bar:
         for rows, length in bucketed_batches(tokens.lengths, batch_size, tokens.max_length, length_buckets(platform)):
@@ -156,7 +177,7 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
             pad = batch_size - len(rows)
             if pad:
                 fills = [tokens.pad_id, 0, 0][: len(arrays)]  # ids, mask, extra
-                arrays = [np.concatenate([a, np.full((pad, length), f, a.dtype)])
+                arrays = [np.concatenate([a, np.full((pad, *a.shape[1:]), f, a.dtype)])
                           for a, f in zip(arrays, fills, strict=True)]
             if multi_process:  # this process's rows of the global batch
                 arrays = [jax.make_array_from_process_local_data(sharding, a[local_rows], a.shape) for a in arrays]
@@ -166,11 +187,11 @@ def run_bucketed(fn: Callable[..., jax.Array], state: nnx.State, tokens: Tokeniz
             if multi_process:
                 result = _replicate_fn(sharding.mesh)(result)
             if pending is not None:
-                out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+                store(*pending)
             pending = (rows, result)
             bar.update(len(rows))
     if pending is not None:
-        out[pending[0]] = np.asarray(pending[1])[: len(pending[0])]
+        store(*pending)
     return out
 
 
@@ -181,6 +202,16 @@ def _make_encode_fn(graphdef: nnx.GraphDef, pooling: PoolingSpec) -> Callable[..
         return embed(nnx.merge(graphdef, state), input_ids, attention_mask, pooling)
 
     return encode_fn
+
+
+def _make_trunk_fns(graphdef: nnx.GraphDef, pooling: PoolingSpec) -> tuple[Callable[..., jax.Array], ...]:
+    """Jitted (trunk: [B, L] ids and mask -> hidden [B, L, H]; top: hidden and mask -> [B, D] pooled embeddings)."""
+    trunk = jax.jit(lambda state, input_ids, mask: nnx.merge(graphdef, state).trunk(input_ids, mask))
+    top = jax.jit(lambda state, hidden, mask: embed_hidden(nnx.merge(graphdef, state), hidden, mask, pooling))
+    return trunk, top
+
+
+HIDDEN_IN_MEMORY_BYTES = 256 * 2**20  # cached trunk states larger than this stay memory-mapped on disk
 
 
 @dataclasses.dataclass
@@ -195,6 +226,7 @@ class Encoder:
     source: str
     max_length: int = 128
     _encode_fn: Callable[..., jax.Array] = dataclasses.field(init=False, repr=False, compare=False)
+    _trunk_fns: tuple[Callable[..., jax.Array], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_length <= self.config.max_position_embeddings:
@@ -203,6 +235,12 @@ class Encoder:
                 "(the model's max_position_embeddings)"
             )
         self._encode_fn = _make_encode_fn(self.graphdef, self.pooling)
+        self._trunk_fns = _make_trunk_fns(self.graphdef, self.pooling)
+
+    @property
+    def freeze_layers(self) -> int:
+        """Blocks of the frozen trunk (model.freeze_layers; 0: none), see `BertEncoder.trunk`."""
+        return self.module().freeze_layers
 
     def encode(
         self,
@@ -218,7 +256,7 @@ class Encoder:
 
     def encode_tokens(
         self,
-        tokens: TokenizedTexts,
+        tokens: TokenizedTexts | HiddenStates,
         batch_size: int = 64,
         *,
         state: nnx.State | None = None,
@@ -230,11 +268,56 @@ class Encoder:
         Batches come from `bucketed_batches`, padded to exactly `batch_size` rows and to their bucket
         length, so the jitted function compiles at most once per bucket. `state` overrides self.state
         (e.g. the training loop's current params); `sharding` (batch NamedSharding over a 1-D 'data'
-        mesh) splits each batch over devices, params replicated.
+        mesh) splits each batch over devices, params replicated. HiddenStates (`cache_trunk`) run only the
+        blocks above the frozen trunk.
         """
-        return run_bucketed(self._encode_fn, self.state if state is None else state, tokens, None, batch_size,
+        fn = self._trunk_fns[1] if isinstance(tokens, HiddenStates) else self._encode_fn
+        return run_bucketed(fn, self.state if state is None else state, tokens, None, batch_size,
                             self.config.max_position_embeddings, (self.config.hidden_size,), sharding, "encode",
                             show_progress)
+
+    def cache_trunk(self, tokens: TokenizedTexts, batch_size: int = 64, *, state: nnx.State | None = None,
+                    sharding: NamedSharding | None = None, cache_dir: str | Path | None = None,
+                    show_progress: bool = False) -> TokenizedTexts | HiddenStates:
+        """`tokens` as `encode_tokens` reads them fastest: unchanged without a frozen trunk (freeze_layers = 0);
+        with one, its hidden states (HiddenStates [N, L, H], the compute dtype), computed here once, so every
+        later encoding of these texts (and every training batch of them) runs only the blocks above it.
+
+        `state` (default self.state) gives the frozen parameters. With `cache_dir` the states are the file
+        `hidden-<sha256>.npy` there (key: the frozen parameters, freeze_layers, dtype, attention, every token),
+        reused by later calls and runs, memory-mapped when over HIDDEN_IN_MEMORY_BYTES; without, in memory.
+        """
+        if not self.freeze_layers or isinstance(tokens, HiddenStates):
+            return tokens
+        state = self.state if state is None else state
+        module = self.module()
+        dtype = np.dtype(module.embeddings.layer_norm.dtype)
+        shape = (len(tokens), tokens.max_length, self.config.hidden_size)
+
+        def compute(out: np.ndarray) -> np.ndarray:
+            return run_bucketed(self._trunk_fns[0], state, tokens, None, batch_size,
+                                self.config.max_position_embeddings, shape[1:], sharding, "frozen trunk",
+                                show_progress, out=out)
+
+        if cache_dir is None:
+            return HiddenStates(compute(np.zeros(shape, dtype)), tokens.lengths)
+        digest = hashlib.sha256(f"hnm_jax.trunk.v1\0{self.freeze_layers}\0{dtype}\0"
+                                f"{module.layers[0].attention.attention_impl}\0{shape}".encode())
+        for leaf in jax.tree.leaves(jax.device_get(split_frozen(state, self.freeze_layers)[0])):
+            digest.update(np.ascontiguousarray(leaf).tobytes())
+        for start in range(0, len(tokens), 4096):
+            digest.update(np.ascontiguousarray(tokens.input_ids[start:start + 4096]).tobytes())
+        digest.update(np.ascontiguousarray(tokens.lengths).tobytes())
+        path = Path(cache_dir) / f"hidden-{digest.hexdigest()}.npy"
+        if not path.exists():
+            # Own temporary names: the processes of a multi-process run may write the same cache at once.
+            with atomic_path(path, unique=True) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+                compute(out).flush()
+                del out
+        in_memory = math.prod(shape) * dtype.itemsize <= HIDDEN_IN_MEMORY_BYTES
+        hidden = np.load(path, mmap_mode=None if in_memory else "r").view(dtype)  # .npy keeps bfloat16 as void
+        return HiddenStates(hidden, tokens.lengths)
 
     def module(self) -> BertEncoder:
         """The NNX module (nnx.merge of graphdef and state)."""
