@@ -102,10 +102,11 @@ def plan_pilot(kind: str, freeze_layers: int | None = None) -> list[Run]:
 def set_key(config, key: str, value: Any) -> None:
     """config.<a.b.c> = value; an unknown key or a wrong type fails as ml_collections does."""
     *sections, leaf = key.split(".")
-    for section in sections:
-        config = getattr(config, section)
-    if not hasattr(config, leaf):
-        raise KeyError(f"unknown config key {key!r}")
+    for name in [*sections, leaf]:
+        if not hasattr(config, name):
+            raise KeyError(f"unknown config key {key!r}")
+        if name != leaf:
+            config = getattr(config, name)
     setattr(config, leaf, value)
 
 
