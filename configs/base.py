@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.margin_alpha = 0.0  # alpha: the margin grows with the negative's hardness h (0 = constant margin)
     c.loss.margin_relative = True  # h = s_neg - s_pos (hardness relative to the positive) instead of s_neg
     c.loss.uniformity_weight = 0.0  # weight of the uniformity regularizer on the batch's documents (anti-collapse)
-    c.loss.hybrid_beta = 0.0  # hybrid logits: dense + beta * per-query min-max normalized BM25 of the same pair
+    c.loss.hybrid_logits = False  # train on the deployed weighted BM25 + dense fusion (retriever.*), per-query affine
 
     c.mining = ml_collections.ConfigDict()
     c.mining.strategy = "random"  # how N negatives are chosen: in_batch | random | uniform | hardest | band
@@ -72,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mining.sampling = "uniform"  # inside the band: uniform | simans (SimANS weights around the positive's score)
     c.mining.simans_a = 5.0  # SimANS sharpness a in exp(-a (s_neg - s_pos - b)^2)
     c.mining.simans_b = -0.1  # SimANS offset b: most likely negatives score about s_pos + b
-    c.mining.band_in_step = True  # also mask explicit negatives outside the band on the step's fresh scores
+    c.mining.band_refill = True  # band: fill the slots the band leaves empty with the pool entries nearest to it
+    c.mining.band_in_step = False  # also mask explicit negatives outside the band on the step's fresh scores (no refill)
     c.mining.refresh_every_epochs = 1  # online pool: re-encode the corpus and rebuild the index every K epochs
     c.mining.retriever = ""  # what mines the pool: "" (= retriever.mode) | dense | lexical | hybrid (retriever.*)
     c.mining.oracle_filter = False  # keep the known unlabelled duplicates (unlabelled_duplicates.tsv) out of pools
@@ -82,10 +83,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.band.lo = -2.0  # lower bound of the kept band after the curriculum (gap: -d_hi, how easy a negative may be)
     c.band.hi = 2.0  # upper bound (gap: -d_lo; > 0 keeps negatives scoring above the positive, the model's errors)
     c.band.curriculum = "none"  # none | linear | cosine | step: move the band from (start_lo, start_hi) to (lo, hi)
-    c.band.start_lo = -2.0  # lower bound at step 0
-    c.band.start_hi = 0.0  # upper bound at step 0 (easy negatives first)
+    c.band.start_lo = -0.8  # lower bound at step 0 (a curriculum: <= lo; easy negatives, well below the positive)
+    c.band.start_hi = -0.4  # upper bound at step 0 (a curriculum: <= hi; both edges move from easy to hard)
     c.band.curriculum_steps = 0  # steps over which the band moves (0: curriculum_fraction of the run's steps)
-    c.band.curriculum_fraction = 0.7  # the band reaches its end after this fraction of the run
+    c.band.curriculum_fraction = 1.0  # the band reaches its end after this fraction of the run (1: at its last step)
     c.band.num_stages = 4  # stages of the "step" curriculum
 
     c.retriever = ml_collections.ConfigDict()

@@ -5,8 +5,9 @@ from the hybrid BM25 + dense retriever that also serves evaluation; two cross-fi
 first in the same run on positives and mined negatives of one half of the queries each, drop the likely false
 negatives of the other half's pools and mask in-batch ones, when at least half of what their rules would drop from
 the dev split's labelled pairs is a true match (ce.gate_min_precision; else they are skipped with a warning); a
-semi-hard band on the negatives' cosine that a curriculum moves from easy to hard; a margin loss whose margin
-grows with the negative's hardness; a uniformity regularizer and hybrid (dense + BM25) logits against collapse.
+semi-hard band on the negatives' cosine (refilled to N per query) that a curriculum moves from easy to hard on both
+edges over the run; a margin loss whose margin grows with the negative's hardness; a uniformity regularizer and
+hybrid logits (the deployed dense + BM25 fusion) against collapse.
 
     hnm train --config configs/full.py --config.data.path=ANY_BEIR_FOLDER --workdir workdirs/full
 

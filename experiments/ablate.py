@@ -182,9 +182,9 @@ GRIDS: dict[str, dict[str, list]] = {
     "online_band": _grid(("band", BAND_KNOB)),
     "online_band_dense_mining": _grid(("band", BAND_KNOB)),
     "online_band_margin": _grid(("margin", MARGIN_KNOB)),
-    "online_band_curriculum": _grid(("band.curriculum_fraction", [0.7, 0.3])),
+    "online_band_curriculum": _grid(("band.curriculum_fraction", [1.0, 0.5])),
     "online_band_ce": _grid(("ce.margin", [0.1, 0.3])),
-    "online_band_hybrid_logits": _grid(("loss.hybrid_beta", [0.1, 0.3])),
+    "online_band_hybrid_logits": _grid(),  # its weights are the deployed retriever's (retriever.*): no knob
     "online_band_uniformity": _grid(("loss.uniformity_weight", [0.05, 0.2])),
     "online_band_margin_curriculum": _grid(("margin", MARGIN_KNOB)),
     "online_band_margin_curriculum_hybrid": _grid(("margin", MARGIN_KNOB)),

@@ -165,12 +165,12 @@ class LossSpec:
     margin_alpha: float
     margin_relative: bool
     uniformity_weight: float
-    hybrid_beta: float
+    hybrid_logits: bool  # train on the deployed weighted fusion of dense + BM25 (retriever.*), per-query affine
 
     def __post_init__(self):
         if not 1e-3 <= self.temperature <= 10.0:
             _fail("loss.temperature", f"must be in [0.001, 10] (logits = scores / temperature), got {self.temperature}")
-        for key in ("infonce_weight", "margin_weight", "uniformity_weight", "hybrid_beta"):
+        for key in ("infonce_weight", "margin_weight", "uniformity_weight"):
             if not 0.0 <= getattr(self, key) <= 100.0:
                 _fail(f"loss.{key}", f"must be in [0, 100], got {getattr(self, key)}")
         if self.margin_kind not in MARGIN_KINDS:
@@ -202,6 +202,7 @@ class MiningSpec:
     refresh_every_epochs: int
     retriever: str = ""  # the retriever that mines pools: "" (= retriever.mode) | dense | lexical | hybrid
     oracle_filter: bool = False  # keep the known unlabelled duplicates (unlabelled_duplicates.tsv) out of every pool
+    band_refill: bool = False  # "band": fill the slots the band leaves empty with the pool entries nearest to it
 
     def __post_init__(self):
         from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
@@ -233,6 +234,9 @@ class MiningSpec:
             _fail("mining.retriever", f"strategy {self.strategy!r} mines no pool (mining.pool = 'none'): set ''")
         if self.oracle_filter and self.pool == "none":
             _fail("mining.oracle_filter", f"strategy {self.strategy!r} mines no pool (mining.pool = 'none'): set False")
+        if self.strategy == "band" and self.band_refill and self.band_in_step:
+            _fail("mining.band_in_step", "would mask again the slots mining.band_refill filled from outside the band "
+                                         "(fewer negatives than mining.num_negatives): set one of them False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +346,14 @@ class ExperimentSpec:
         if self.loss.uniformity_weight and not self.model.normalize:
             _fail("loss.uniformity_weight", "the uniformity regularizer acts on unit vectors: set "
                                             "model.normalize = True (or 0 here)")
+        if self.loss.hybrid_logits:
+            if self.mining.pool == "none":
+                _fail("loss.hybrid_logits", "its per-query fusion coefficients come from the retriever at each pool "
+                                            "refresh: set mining.pool to offline or online (or False here)")
+            if self.retriever.fusion != "weighted" or self.retriever.dense_weight <= 0:
+                _fail("loss.hybrid_logits", "trains on the weighted fusion (a per-query affine map of it): needs "
+                                            "retriever.fusion = 'weighted' and retriever.dense_weight > 0, got "
+                                            f"{self.retriever.fusion!r} and {self.retriever.dense_weight}")
 
     @property
     def mining_retriever(self) -> RetrieverSpec:
@@ -465,6 +477,8 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
         band["mode"] = "relative" if band.pop("relative") else "absolute"
     if "margin_kind" not in loss and "margin_weight" in loss:
         loss["margin_kind"] = "hinge" if loss["margin_weight"] else "none"
+    if "hybrid_beta" in loss and "hybrid_logits" not in loss:  # the batch-normalized BM25 term is gone: its
+        loss["hybrid_logits"] = bool(loss.pop("hybrid_beta"))  # runs now train on the deployed fusion
     ce = config.get("ce", {})
     if isinstance(ce, dict) and "require_better" in ce:  # the re-ranking check of old -> the precision gate
         ce.setdefault("gate_min_precision", 0.5 if ce.pop("require_better") else 0.0)
@@ -473,7 +487,7 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
              "data": {"max_length_cap": 256, "length_coverage": 0.95, "folds": 0, "fold": 0, "fold_seed": 0,
                       "fold_dev_fraction": 0.1}, "train": {"lr_schedule": "linear"},
              "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact", "duplicates_relevant": False},
-             "mining": {"retriever": "", "oracle_filter": False},
+             "mining": {"retriever": "", "oracle_filter": False, "band_refill": False},
              "ce": {"cross_fit": False, "gate_min_precision": 0.0, "negatives_top": ce.get("rescore_top", 10)}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour
         if isinstance(config.get(section), dict):

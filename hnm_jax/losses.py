@@ -28,6 +28,12 @@ def usable_columns(pos_doc: jax.Array, neg_doc: jax.Array) -> jax.Array:
     return (cols >= 0) & ~jnp.any(earlier_same, axis=1)
 
 
+def known_positive_columns(pos_doc: jax.Array, neg_doc: jax.Array, query_positives: jax.Array) -> jax.Array:
+    """bool [B, B*(1+N)]: column j holds a known positive of query i (a row of `query_positives` [B, P], -1 padded)."""
+    cols = column_doc_ids(pos_doc, neg_doc)
+    return jnp.any((cols[None, :, None] == query_positives[:, None, :]) & (query_positives[:, None, :] >= 0), axis=-1)
+
+
 def candidate_mask(pos_doc: jax.Array, neg_doc: jax.Array, query_positives: jax.Array) -> jax.Array:
     """Which columns count as candidates for each query: bool [B, B*(1+N)].
 
@@ -35,11 +41,8 @@ def candidate_mask(pos_doc: jax.Array, neg_doc: jax.Array, query_positives: jax.
     (a) a real document (row >= 0), (b) not any known positive of query i (`query_positives` [B, P], -1 padded),
     and (c) the first column holding that document (a document twice in the batch counts once).
     """
-    cols = column_doc_ids(pos_doc, neg_doc)  # [C]
-    num_queries, num_cols = pos_doc.shape[0], cols.shape[0]
-    known_positive = jnp.any(
-        (cols[None, :, None] == query_positives[:, None, :]) & (query_positives[:, None, :] >= 0), axis=-1
-    )  # [B, C]
+    num_queries, num_cols = pos_doc.shape[0], pos_doc.shape[0] + neg_doc.size
+    known_positive = known_positive_columns(pos_doc, neg_doc, query_positives)  # [B, C]
     own = jnp.arange(num_cols)[None, :] == jnp.arange(num_queries)[:, None]  # [B, C]
     return own | (usable_columns(pos_doc, neg_doc)[None, :] & ~known_positive)
 
@@ -184,24 +187,6 @@ def uniformity_loss(embeddings: jax.Array, valid: jax.Array, t: float = 2.0) -> 
     count = jnp.sum(pairs)
     log_sum = jax.nn.logsumexp(jnp.where(pairs, -t * sq_dist, NEG_INF))
     return jnp.where(count > 0, log_sum - jnp.log(jnp.maximum(count, 1).astype(x.dtype)), 0.0)
-
-
-def hybrid_scores(dense: jax.Array, lexical: jax.Array, beta: float) -> jax.Array:
-    """Hybrid logits: dense + beta * lexical, elementwise over [B, C].
-
-    `lexical` is the per-query min-max normalized BM25 score of the same (query, column) pair, in [0, 1]
-    (computed on the host). A Python beta == 0 returns `dense` itself (no op, same dtype).
-
-    Args:
-      dense: [B, C] dense similarities.
-      lexical: [B, C] normalized lexical scores.
-      beta: lexical weight (Python float or traced scalar).
-    Returns:
-      [B, C] fused scores.
-    """
-    if isinstance(beta, int | float) and beta == 0:
-        return dense
-    return dense + beta * lexical
 
 
 # ---------------------------------------------------------------- cross-encoder losses

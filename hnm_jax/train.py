@@ -170,9 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if restored[2] is not None:
             miner.restore(restored[2], restored[1]["pool_step"], restored[1].get("ce_filter_on", True))
         log.info("resumed from step %d", int(state.step))
-    band_in_step = spec.band if spec.mining.band_in_step and spec.mining.strategy == "band" else None
-    step_fn = jit_train_step(tx, spec.loss, band_in_step, encoder.pooling, spec.model.dropout > 0, state_sharding,
-                             batch_sharding, fault_step=spec.train.inject_nan_at_step, rng_impl=spec.model.rng_impl)
+    band = spec.band if spec.mining.strategy == "band" else None  # logged; masks in the step if band_in_step
+    step_fn = jit_train_step(tx, spec.loss, band, encoder.pooling, spec.model.dropout > 0, state_sharding,
+                             batch_sharding, fault_step=spec.train.inject_nan_at_step, rng_impl=spec.model.rng_impl,
+                             band_in_step=spec.mining.band_in_step)
 
     writer = MetricWriter(workdir)
     writer.write(0, {**lengths_summary(length_stats), "band/curriculum_steps": float(spec.band.curriculum_steps)},

@@ -9,7 +9,9 @@ A batch (global arrays, leading axis sharded over 'data'):
   query_positives         [B, P] int32       every known positive of each query (-1 padded)
 With a frozen trunk (model.freeze_layers > 0) the texts come as its cached hidden states instead of token ids:
   query_hidden [B, Lq, H], pos_hidden [B, Ld, H], neg_hidden [B, N, Ld, H] (compute dtype; masks as above)
-  lexical (optional)      [B, B*(1+N)] f32   normalized BM25 of each (query, column) pair, for hybrid logits
+  lexical (optional)      [B, B*(1+N)] f32   raw BM25 of each (query, column) pair, for hybrid logits, with
+  lexical_lo, lexical_span, hybrid_beta  [B] f32  each query's deployed fusion coefficients
+                                             (`mining.retriever.hybrid_logits`)
   guide (optional)        [B, B*(1+N)] bool  False = the cross-encoder calls the column a likely positive of
                                              the query (guide-model masking, `negatives.guide_mask`)
 """
@@ -27,15 +29,17 @@ from hnm_jax.config import LossSpec
 from hnm_jax.losses import (
     additive_margins,
     candidate_mask,
+    column_doc_ids,
     hinge_active_fraction,
-    hybrid_scores,
     in_batch_accuracy,
     infonce_loss,
+    known_positive_columns,
     margin_diagnostics,
     margin_loss,
     uniformity_loss,
     usable_columns,
 )
+from hnm_jax.mining.retriever import hybrid_logits
 from hnm_jax.mining.schedules import BandSpec, band_at, band_mask
 from hnm_jax.models.encoder import PoolingSpec, embed, embed_hidden, split_frozen
 
@@ -132,15 +136,36 @@ def apply_step_band(dense: jax.Array, mask: jax.Array, band: tuple[jax.Array, ja
     return mask & (~own | in_band), own, own & in_band
 
 
+def explicit_negatives(batch: dict, in_band: jax.Array | None = None) -> jax.Array:
+    """bool [B, B*(1+N)]: query i's own explicit negative slots the loss trains on.
+
+    Column j is one of query i's own N negative columns holding a real document (row >= 0) that is no known
+    positive of the query, not masked by the guide (`batch["guide"]`) nor by the in-step band (`in_band` [B, C],
+    None: no band). A document repeated from an earlier column counts: the query still sees it there.
+    """
+    pos_doc, neg_doc = batch["pos_doc"], batch["neg_doc"]
+    b, n = neg_doc.shape
+    real = (column_doc_ids(pos_doc, neg_doc) >= 0)[None, :]
+    keep = own_negative_columns(b, n) & real & ~known_positive_columns(pos_doc, neg_doc, batch["query_positives"])
+    if "guide" in batch:
+        keep = keep & batch["guide"]
+    return keep if in_band is None else keep & in_band
+
+
 def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpec, pooling: PoolingSpec,
                      dropout_rng: jax.Array | None, band: tuple[jax.Array, jax.Array] | None = None,
                      band_mode: str = "gap") -> tuple[jax.Array, tuple[jax.Array, jax.Array, dict]]:
     """The weighted training loss of one batch, its (scores [B, C], candidate mask [B, C]) and diagnostics.
 
     loss = w_nce * InfoNCE (+ additive margins) + w_margin * hinge margin loss + w_unif * uniformity(documents), on
-    scores that are the cosine plus, when hybrid_beta > 0, beta times the normalized BM25 of the same pair
-    (`batch["lexical"]`). `band` (lo, hi), when given, masks each query's OWN explicit negatives whose fresh cosine
-    lies outside it (`band_mode`); in-batch columns and other queries' negatives are untouched. C = B*(1+N).
+    scores that are the cosine or, with `batch["lexical"]` (loss.hybrid_logits), the deployed retriever's weighted
+    fusion of cosine and BM25 on the dense scale (`retriever.hybrid_logits`). `band` (lo, hi), when given, masks
+    each query's OWN explicit negatives whose fresh cosine lies outside it (`band_mode`); in-batch columns and other
+    queries' negatives are untouched. C = B*(1+N).
+
+    Diagnostics (N > 0): explicit_negatives_per_query (mean count of `explicit_negatives`: N when every slot is
+    filled and trained on) and explicit_negative_gap (their mean cosine gap s_pos - s_neg); with `band`, the band's
+    band_kept_*; with hybrid logits, hybrid_beta_mean.
     """
     queries, docs = encode_pair_batch(graphdef, params, batch, pooling, dropout_rng)
     dense = queries @ docs.T  # global matmul: in-batch negatives span every device
@@ -149,13 +174,23 @@ def contrastive_loss(params: Any, graphdef: Any, batch: dict, loss_spec: LossSpe
         mask = mask & batch["guide"]
     b, n = batch["neg_doc"].shape
     diagnostics = {}
+    gap = jax.lax.stop_gradient(jnp.diagonal(dense)[:, None] - dense)
     if band is not None:
         mask, own_negative, kept = apply_step_band(dense, mask, band, band_mode, n)
-        gap = jax.lax.stop_gradient(jnp.diagonal(dense)[:, None] - dense)
         diagnostics["band_kept_per_query"] = jnp.mean(jnp.sum(kept, axis=-1).astype(jnp.float32))
         diagnostics["band_kept_fraction"] = jnp.sum(kept) / jnp.maximum(jnp.sum(own_negative), 1)
         diagnostics["band_kept_gap_mean"] = jnp.sum(jnp.where(kept, gap, 0.0)) / jnp.maximum(jnp.sum(kept), 1)
-    scores = hybrid_scores(dense, batch["lexical"], loss_spec.hybrid_beta) if "lexical" in batch else dense
+    if n:
+        explicit = explicit_negatives(batch, None if band is None else band_mask(
+            jax.lax.stop_gradient(dense), jnp.diagonal(jax.lax.stop_gradient(dense)), band, band_mode))
+        diagnostics["explicit_negatives_per_query"] = jnp.mean(jnp.sum(explicit, axis=-1).astype(jnp.float32))
+        diagnostics["explicit_negative_gap"] = jnp.sum(jnp.where(explicit, gap, 0.0)) / jnp.maximum(
+            jnp.sum(explicit), 1)
+    scores = dense
+    if "lexical" in batch:
+        scores = hybrid_logits(dense, batch["lexical"], batch["lexical_lo"], batch["lexical_span"],
+                               batch["hybrid_beta"])
+        diagnostics["hybrid_beta_mean"] = jnp.mean(batch["hybrid_beta"])
     margins = None
     if loss_spec.margin_kind == "additive":
         margins = additive_margins(scores, loss_spec.margin, loss_spec.margin_alpha, loss_spec.margin_relative)
@@ -190,9 +225,13 @@ def _with_fault(loss_fn: Any, now: jax.Array, value: float) -> Any:
 
 def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss_spec: LossSpec,
                band_spec: BandSpec | None, pooling: PoolingSpec, dropout: bool, fault_step: int = -1,
-               fault_value: float = float("nan"), rng_impl: str = "threefry") -> tuple[TrainState, dict]:
+               fault_value: float = float("nan"), rng_impl: str = "threefry",
+               band_in_step: bool = True) -> tuple[TrainState, dict]:
     """One optimizer step on the contrastive loss. Pure: jit it (see `jit_train_step`).
 
+    band_spec: the band of a "band" run (None: none); its edges at this step are logged (band_lo, band_hi) and, with
+    `band_in_step`, it masks the query's own explicit negatives on their fresh scores (`apply_step_band`); without,
+    the negatives the host chose (and refilled) are all trained on.
     Dropout keys come from `step_key(state.rng, state.step, rng_impl)` (one of RNG_IMPLS). With a frozen trunk
     (the model's freeze_layers > 0) only the other parameters are differentiated, and the frozen ones are carried
     over as they are (bit for bit; `tx` gives them no state, see `make_optimizer`).
@@ -202,7 +241,7 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
     step_rng = step_key(state.rng, state.step, rng_impl) if dropout else None
     band = None if band_spec is None else band_at(state.step, band_spec)
     loss_fn = functools.partial(contrastive_loss, graphdef=state.graphdef, batch=batch, loss_spec=loss_spec,
-                                pooling=pooling, dropout_rng=step_rng, band=band,
+                                pooling=pooling, dropout_rng=step_rng, band=band if band_in_step else None,
                                 band_mode="gap" if band_spec is None else band_spec.mode)
     if fault_step >= 1:
         loss_fn = _with_fault(loss_fn, state.step + 1 == fault_step, fault_value)
@@ -236,6 +275,7 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
         metrics["guide_masked_per_query"] = jnp.mean(jnp.sum(~batch["guide"], axis=-1).astype(jnp.float32))
     if band is not None:
         metrics["band_lo"], metrics["band_hi"] = band
+    if batch["neg_doc"].shape[1]:
         explicit = mask & own_negative_columns(*batch["neg_doc"].shape)  # each query's own kept negatives
         metrics["explicit_negative_score"] = jnp.sum(jnp.where(explicit, scores, 0.0)) / (
             jnp.maximum(jnp.sum(explicit), 1))
@@ -245,14 +285,16 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
 
 def jit_train_step(tx: optax.GradientTransformation, loss_spec: LossSpec, band_spec: BandSpec | None,
                    pooling: PoolingSpec, dropout: bool, state_sharding: Any, batch_sharding: Any,
-                   fault_step: int = -1, fault_value: float = float("nan"), rng_impl: str = "threefry"):
+                   fault_step: int = -1, fault_value: float = float("nan"), rng_impl: str = "threefry",
+                   band_in_step: bool = True):
     """jax.jit of train_step with the state replicated and donated, and batches sharded over 'data'.
 
     The band moves with `state.step` inside the jitted function: one trace for the whole run. `fault_step`,
     `fault_value`: see `train_step` (tests only; `train.inject_nan_at_step`). `rng_impl`: see `step_key`.
+    `band_in_step`: whether the band masks explicit negatives in the step (else it is only logged).
     """
     step = functools.partial(train_step, tx=tx, loss_spec=loss_spec, band_spec=band_spec, pooling=pooling,
                              dropout=dropout, fault_step=fault_step, fault_value=fault_value,
-                             rng_impl=resolve_rng_impl(rng_impl))
+                             rng_impl=resolve_rng_impl(rng_impl), band_in_step=band_in_step)
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
                    donate_argnums=0)

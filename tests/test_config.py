@@ -127,3 +127,40 @@ def test_configs_saved_with_the_reranking_check_read_as_the_precision_gate():
     default = spec_from_config(base_dict())
     assert default.ce.gate_min_precision == 0.5 and default.eval.duplicates_relevant
     assert not default.mining.oracle_filter
+
+
+def test_band_refill_and_the_in_step_band_exclude_each_other():
+    config = load_config_file(str(REPO / "configs/ablations/online_band.py")).to_dict()
+    spec = spec_from_config(config)
+    assert spec.mining.band_refill and not spec.mining.band_in_step  # every band arm: N negatives, all trained on
+    config["mining"]["band_in_step"] = True
+    with pytest.raises(ConfigError, match=r"^mining\.band_in_step: .*mining\.band_refill"):
+        spec_from_config(config)
+    config["mining"]["band_refill"] = False  # the band as a filter, in the step too: the old arm
+    assert spec_from_config(config).mining.band_in_step
+
+
+def test_hybrid_logits_need_a_pool_and_the_weighted_fusion():
+    config = load_config_file(str(REPO / "configs/ablations/online_band_hybrid_logits.py")).to_dict()
+    assert spec_from_config(config).loss.hybrid_logits
+    for section, key, value in (("retriever", "fusion", "rrf"), ("retriever", "dense_weight", 0.0)):
+        bad = {name: dict(values) if isinstance(values, dict) else values for name, values in config.items()}
+        bad[section][key] = value
+        with pytest.raises(ConfigError, match=r"^loss\.hybrid_logits: .*weighted"):
+            spec_from_config(bad)
+    base = base_dict()
+    base["loss"]["hybrid_logits"] = True  # base: random negatives, no pool
+    with pytest.raises(ConfigError, match=r"^loss\.hybrid_logits: .*mining\.pool"):
+        spec_from_config(base)
+
+
+def test_configs_saved_before_refill_and_deployed_hybrid_logits_load():
+    """mining.band_refill absent: the band was a filter; loss.hybrid_beta > 0 now trains on the deployed fusion."""
+    config = load_config_file(str(REPO / "configs/ablations/online_band_hybrid_logits.py")).to_dict()
+    del config["mining"]["band_refill"], config["loss"]["hybrid_logits"]
+    config["mining"]["band_in_step"] = True
+    config["loss"]["hybrid_beta"] = 0.1
+    spec = spec_from_config(config)
+    assert not spec.mining.band_refill and spec.mining.band_in_step and spec.loss.hybrid_logits
+    config["loss"]["hybrid_beta"] = 0.0
+    assert not spec_from_config(config).loss.hybrid_logits

@@ -8,9 +8,9 @@ from jax.test_util import check_grads
 from hnm_jax.losses import (
     additive_margins,
     candidate_mask,
-    hybrid_scores,
     in_batch_accuracy,
     infonce_loss,
+    known_positive_columns,
     margin_diagnostics,
     margin_loss,
     uniformity_loss,
@@ -202,12 +202,11 @@ def test_uniformity_collapsed_is_zero_and_degenerate_cases():
     assert float(uniformity_loss(spread, one_valid)) == 0.0
 
 
-def test_hybrid_scores():
-    dense = jnp.array([[0.5, -0.2], [0.1, 0.3]])
-    lexical = jnp.array([[1.0, 0.0], [0.25, 0.5]])
-    assert hybrid_scores(dense, lexical, 0.0) is dense
-    np.testing.assert_array_equal(jax.jit(hybrid_scores)(dense, lexical, 0.0), dense)
-    np.testing.assert_allclose(jax.jit(hybrid_scores)(dense, lexical, 0.4), [[0.9, -0.2], [0.2, 0.5]], rtol=1e-6)
+def test_known_positive_columns_hand_case():
+    # the columns of test_candidate_mask_hand_case: d5, d6, d7 | d6, d9, d5
+    got = np.asarray(known_positive_columns(jnp.array([5, 6, 7]), jnp.array([[6], [9], [5]]),
+                                            jnp.array([[5, -1], [6, 9], [7, -1]])))
+    np.testing.assert_array_equal(got, [[1, 0, 0, 0, 0, 1], [0, 1, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0]])
 
 
 def numpy_additive_infonce(scores, mask, t, m0, alpha):

@@ -17,7 +17,11 @@ from hnm_jax.data import batches
 from hnm_jax.data.batch_sources import BatchBuilder
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.mining.dense_index import DenseIndex
+from hnm_jax.mining.lexical import LexicalIndex
 from hnm_jax.mining.miner import Miner
+from hnm_jax.mining.retriever import Retriever, hybrid_beta
+from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.loading import build_encoder
 from hnm_jax.optimizer import make_optimizer
 from hnm_jax.train_step import contrastive_loss, create_train_state, jit_train_step
@@ -89,7 +93,9 @@ def test_online_candidates_requery_with_current_params(tiny_beir):
 def test_one_trace_while_the_band_moves(tiny_beir):
     spec = spec_from_config(tiny_config(tiny_beir, ONLINE))
     encoder, batch = make_tiny_batch(tiny_beir)
-    batch["lexical"] = np.zeros((batch["pos_doc"].shape[0], batch["pos_doc"].shape[0] * 3), np.float32)
+    b = batch["pos_doc"].shape[0]
+    batch.update(lexical=np.zeros((b, b * 3), np.float32), lexical_lo=np.zeros(b, np.float32),
+                 lexical_span=np.ones(b, np.float32), hybrid_beta=np.full(b, 0.3, np.float32))
     mesh = sharding.make_mesh()
     tx = make_optimizer(spec.train, 10)
     state = create_train_state(encoder.graphdef, encoder.state, tx, 0)
@@ -117,8 +123,8 @@ def test_empty_negative_slots_give_finite_loss_and_gradients(tiny_beir):
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
-def make_builder(tiny_beir, config_file):
-    miner, encoder, data = make_miner(tiny_beir, config_file)
+def make_builder(tiny_beir, config_file, **overrides):
+    miner, encoder, data = make_miner(tiny_beir, config_file, **overrides)
     spec = miner.spec
     query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, spec.data.query_max_length)
     steps = batches.steps_per_epoch(len(data.split), spec.train.batch_size)
@@ -142,6 +148,33 @@ def test_next_batch_is_built_ahead_unless_it_needs_the_step_params(tiny_beir, co
     again = builder.start(1)  # the same step built in the main thread: the same batch
     for key, value in builder.finish(again, moved).items():
         np.testing.assert_array_equal(value, batch[key], err_msg=key)
+
+
+def test_batch_carries_n_negatives_and_the_deployed_fusion_of_its_queries(tiny_beir):
+    """A band arm's batch has N negatives per query (refilled), and with hybrid logits each query's fusion
+    coefficients are those the deployed hybrid retriever computes for it (built here independently)."""
+    builder, encoder = make_builder(tiny_beir, ONLINE)
+    miner, spec = builder.miner, builder.miner.spec
+    assert spec.mining.band_refill and not spec.mining.band_in_step and spec.loss.hybrid_logits
+    miner.refresh(encoder.state, step=0)
+    inputs = builder.start(0)
+    batch = builder.finish(inputs, encoder.state)
+    assert (batch["neg_doc"] >= 0).all() and batch["neg_doc"].shape[1] == spec.mining.num_negatives
+    pool = miner.pool.take(inputs.rows)
+    in_band = np.asarray(band_mask(pool.dense, pool.positive, band_at(0, spec.band), spec.band.mode))
+    assert (in_band.sum(axis=1) < spec.mining.num_negatives).any()  # the start band alone would leave slots empty
+    query_emb = miner._encode(miner.query_tokens, encoder.state)[inputs.rows]  # the refresh's query embeddings
+    deployed = Retriever(dataclasses.replace(spec.retriever, mode="hybrid"), DenseIndex.build(miner.doc_emb),
+                         LexicalIndex.build(list(miner.doc_texts)))
+    expected = deployed.fusion_coefficients(query_emb, [miner.query_texts[r] for r in inputs.rows],
+                                            min(100, miner.num_docs))
+    np.testing.assert_allclose(batch["lexical_lo"], expected.lexical_lo, rtol=1e-5)
+    np.testing.assert_allclose(batch["lexical_span"], expected.lexical_span, rtol=1e-5)
+    np.testing.assert_allclose(batch["hybrid_beta"], hybrid_beta(expected, spec.retriever), rtol=1e-4)
+    columns = np.concatenate([inputs.pos_doc, batch["neg_doc"].reshape(-1)])
+    texts = [miner.query_texts[r] for r in inputs.rows]
+    np.testing.assert_array_equal(batch["lexical"], deployed.lexical.score_pairs(
+        texts, np.broadcast_to(columns, (len(texts), len(columns)))))
 
 
 class Crash(RuntimeError):

@@ -17,6 +17,7 @@ from hnm_jax.mining.negatives import (
     uniform_pool_negatives,
 )
 from hnm_jax.mining.retriever import Retriever, RetrieverSpec
+from hnm_jax.mining.schedules import band_mask
 
 
 def hand_pool() -> Pool:
@@ -103,3 +104,40 @@ def test_mine_pool_removes_positives_and_exact_twins():
 def test_poolless_strategies_ignore_pool(name):
     neg = NEGATIVE_STRATEGIES[name](candidates(), SelectSpec(0 if name == "in_batch" else 3), np.random.default_rng(1))
     assert neg.shape == (2, 0 if name == "in_batch" else 3)
+
+
+def test_band_refill_fills_every_slot_in_band_order_when_few_are_in_band():
+    # absolute band [0.55, 0.65]: q0 (0.95, 0.8, 0.6, 0.2, empty) has only 9 (0.6) inside; nearest outside: 3 (0.8,
+    # 0.15 above), then 4 (0.2, 0.35 below), then 7 (0.95, 0.3 above) -> 9, 3, 7. q1 (0.7, 0.65, 0.5, 0.1, 0.0): 8
+    # (0.65) inside, then 2 (0.7, 0.05 above) and 5 (0.5, 0.05 below) tie -> pool rank: 2 first.
+    spec = SelectSpec(3, refill=True)
+    for seed in range(5):
+        neg = band_negatives(candidates((0.55, 0.65)), spec, np.random.default_rng(seed))
+        assert neg.tolist() == [[9, 3, 7], [8, 2, 5]]
+    filtered = band_negatives(candidates((0.55, 0.65)), SelectSpec(3), np.random.default_rng(0))
+    assert filtered.tolist() == [[9, -1, -1], [8, -1, -1]]  # without refill the band is a filter
+    # a query's pool of 4 valid entries fills at most 4 of 5 slots
+    assert (band_negatives(candidates((0.55, 0.65)), SelectSpec(5, refill=True), np.random.default_rng(0)) >= 0
+            ).sum(axis=1).tolist() == [4, 5]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 5), lo=st.floats(-1.0, 1.0), width=st.floats(0.0, 0.3),
+       sampling=st.sampled_from(["uniform", "simans"]))
+def test_band_refill_keeps_n_when_the_pool_allows_and_prefers_the_band(seed, n, lo, width, sampling):
+    pool = hand_pool()
+    band = (lo, lo + width)
+    cand = candidates(band, mode="gap")
+    neg = band_negatives(cand, SelectSpec(n, sampling=sampling, refill=True), np.random.default_rng(seed))
+    filtered = band_negatives(cand, SelectSpec(n, sampling=sampling), np.random.default_rng(seed))
+    in_band = np.asarray(band_mask(pool.dense, pool.positive, band, "gap")) & (pool.indices >= 0)
+    for row in range(2):
+        valid = pool.indices[row][pool.indices[row] >= 0]
+        chosen = [d for d in neg[row] if d >= 0]
+        assert len(chosen) == min(n, len(valid)) == len(set(chosen))  # kept = min(N, pool size)
+        inside = set(pool.indices[row][in_band[row]])
+        flags = [d in inside for d in chosen]
+        assert flags == sorted(flags, reverse=True)  # in-band entries first
+        assert sum(flags) == min(n, len(inside))
+        # the in-band picks are the filter's picks (same draws), the refill only adds to them
+        assert [d for d in filtered[row] if d >= 0] == chosen[: sum(flags)]

@@ -1,11 +1,22 @@
 """The shared retrieval pipeline: each mode against its index, fusion by hand, exclusion, determinism."""
 
+import jax
 import numpy as np
 import pytest
 
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.lexical import LexicalIndex
-from hnm_jax.mining.retriever import FUSIONS, MODES, Retriever, RetrieverSpec, fuse_rrf, fuse_weighted
+from hnm_jax.mining.retriever import (
+    FUSIONS,
+    MODES,
+    Retriever,
+    RetrieverSpec,
+    fuse_rrf,
+    fuse_weighted,
+    fusion_coefficients,
+    hybrid_beta,
+    hybrid_logits,
+)
 
 BRANDS = ["acme", "zenith", "orbit", "nova", "apex"]
 ITEMS = ["camera", "speaker", "router", "monitor"]
@@ -154,3 +165,52 @@ def test_errors_name_the_problem(indexes):
         RetrieverSpec(fusion="max")
     with pytest.raises(ValueError, match="query_texts"):
         Retriever(RetrieverSpec(mode="lexical"), None, lexical).retrieve(None, None, k=3)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.3), (0.5, 2.0)])
+def test_train_time_hybrid_logits_rank_candidates_as_the_deployed_retriever(corpus, indexes, weights):
+    """Training's hybrid logits of (query, candidate) pairs, from raw cosines and BM25 scores and the retriever's
+    per-query coefficients, order each query's candidates exactly as the deployed fused score does, and are the
+    affine map dense_lo + dense_span / w_d * fused of it."""
+    texts, emb, q_texts, q_emb = corpus
+    dense_index, lexical_index = indexes
+    spec = RetrieverSpec(mode="hybrid", fusion="weighted", dense_weight=weights[0], lexical_weight=weights[1], depth=8)
+    retriever = Retriever(spec, dense_index, lexical_index)
+    k = 12
+    deployed = retriever.retrieve(q_emb, q_texts, k=k)  # fused scores as evaluation computes them, best first
+    coefficients = retriever.fusion_coefficients(q_emb, q_texts, k)
+    beta = hybrid_beta(coefficients, spec)
+    rows = deployed.indices
+    valid = rows >= 0
+    cosine = np.einsum("qd,qkd->qk", q_emb, emb[np.maximum(rows, 0)]).astype(np.float32)  # the step's dense scores
+    bm25 = np.where(valid, lexical_index.score_pairs(q_texts, rows), 0.0).astype(np.float32)
+    train = np.asarray(jax.jit(hybrid_logits)(cosine, bm25, coefficients.lexical_lo.astype(np.float32),
+                                              coefficients.lexical_span.astype(np.float32), beta))
+    assert valid.all() and np.ptp(beta) > 0  # every query has k candidates; beta differs per query
+    for q in range(len(q_texts)):
+        by_train = np.lexsort((rows[q], -train[q].astype(np.float64)))
+        by_fused = np.lexsort((rows[q], -deployed.fused[q].astype(np.float64)))
+        np.testing.assert_array_equal(by_train, by_fused)  # the same order as the deployed retriever
+        np.testing.assert_array_equal(by_fused, np.arange(k))
+    affine = coefficients.dense_lo[:, None] + coefficients.dense_span[:, None] / spec.dense_weight * deployed.fused
+    np.testing.assert_allclose(train, affine, atol=1e-5)
+    # the lexical term is the fusion's own min-max: (bm25 - lo) / span over the candidates of `retrieve`
+    hand = np.where(coefficients.lexical_span[:, None] > 0,
+                    np.clip((bm25 - coefficients.lexical_lo[:, None]) / coefficients.lexical_span[:, None], 0, 1), 0)
+    np.testing.assert_allclose(train, cosine + beta[:, None] * hand, atol=1e-6)
+
+
+def test_fusion_coefficients_are_the_fusions_min_max():
+    inf = np.inf
+    dense = np.array([[0.9, 0.5, 0.7, -inf], [0.2, 0.2, 0.2, 0.2]])
+    lexical = np.array([[0.0, 4.0, 2.0, 9.0], [1.0, 3.0, 2.0, -inf]])
+    c = fusion_coefficients(dense, lexical)  # valid: both finite
+    np.testing.assert_allclose(c.dense_lo, [0.5, 0.2])
+    np.testing.assert_allclose(c.dense_span, [0.4, 0.0], atol=1e-12)
+    np.testing.assert_allclose(c.lexical_lo, [0.0, 1.0])
+    np.testing.assert_allclose(c.lexical_span, [4.0, 2.0])
+    spec = RetrieverSpec(mode="hybrid", dense_weight=2.0, lexical_weight=0.5)
+    np.testing.assert_allclose(hybrid_beta(c, spec), [0.25 * 0.4, 0.25 * 1.0], rtol=1e-6)  # span 0 -> as if 1
+    with pytest.raises(ValueError, match="fusion_coefficients"):
+        Retriever(RetrieverSpec(mode="dense"), DenseIndex.build(np.eye(2, dtype=np.float32)), None
+                  ).fusion_coefficients(np.eye(2, dtype=np.float32), ["a", "b"], 2)

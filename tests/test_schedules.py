@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hnm_jax.mining.schedules import CURRICULA, BandSpec, band_at, band_mask, simans_weights
+from hnm_jax.config import load_config_file, spec_from_config
+from hnm_jax.mining.schedules import (
+    CURRICULA,
+    BandSpec,
+    band_at,
+    band_distance,
+    band_fill,
+    band_fill_order,
+    band_mask,
+    simans_weights,
+)
 
 
 def _band(step, spec):
@@ -225,3 +235,120 @@ def test_simans_weights_invalid_entries_and_jax():
     np.testing.assert_allclose(w[0].sum(), 1.0, rtol=1e-6)
     assert w[0, 3] > w[0, 0]
     np.testing.assert_array_equal(w[1], 0.0)
+
+
+# ---------------------------------------------------------------- filling slots in band order
+
+
+def test_band_distance_hand_computed():
+    # gap band (-0.3, 0.1) around pos 0.8: [0.5, 0.9]; around pos 0.4: [0.1, 0.5]
+    neg = np.array([[0.2, 0.5, 0.7, 0.9, 1.0, np.nan], [0.0, 0.1, 0.3, 0.5, 0.8, -np.inf]], np.float32)
+    got = np.asarray(band_distance(neg, np.array([0.8, 0.4], np.float32), (-0.3, 0.1), "gap"))
+    np.testing.assert_allclose(got, [[0.3, 0, 0, 0, 0.1, np.inf], [0.1, 0, 0, 0, 0.3, np.inf]], atol=1e-6)
+    absolute = np.asarray(band_distance(np.array([-1.0, 0.25, 2.0], np.float32), 0.0, (0.0, 0.5), "absolute"))
+    np.testing.assert_allclose(absolute, [1.0, 0.0, 1.5], atol=1e-6)
+
+
+def test_band_fill_hand_computed_refills_nearest_to_the_band():
+    # pos 0.9, gap band (-0.3, -0.1): keep [0.6, 0.8]. Pool: 0.95 (above by 0.15), 0.86 (above by 0.06), 0.7 (in),
+    # 0.4 (below by 0.2), 0.55 (below by 0.05), an invalid slot. Band order: 0.7 | 0.55, 0.86, 0.95, 0.4 | invalid.
+    neg = np.array([[0.95, 0.86, 0.7, 0.4, 0.55, -np.inf]], np.float32)
+    valid = np.array([[True, True, True, True, True, False]])
+    pos = np.array([0.9], np.float32)
+    order = np.asarray(band_fill_order(neg, pos, (-0.3, -0.1), "gap", valid))
+    assert order.tolist() == [[2, 4, 1, 0, 3, 5]]
+    assert np.asarray(band_fill(neg, pos, (-0.3, -0.1), "gap", 3, valid)).tolist() == [[2, 4, 1]]
+    assert np.asarray(band_fill(neg, pos, (-0.3, -0.1), "gap", 3, valid, refill=False)).tolist() == [[2, -1, -1]]
+    # more slots than valid entries: min(N, #valid) filled, the rest empty
+    assert np.asarray(band_fill(neg, pos, (-0.3, -0.1), "gap", 7, valid)).tolist() == [[2, 4, 1, 0, 3, -1, -1]]
+    # in the band, priority first (default: the score, hardest first): [0.3, 0.9] holds 0.86, 0.7, 0.55, 0.4
+    wide = np.asarray(band_fill(neg, pos, (-0.6, 0.0), "gap", 6, valid)).tolist()
+    assert wide == [[1, 2, 4, 3, 0, -1]]  # then 0.95, above the band by 0.05
+    by_priority = band_fill(neg, pos, (-0.6, 0.0), "gap", 2, valid, priority=np.array([[0, 1, 2, 3, 4, 5]]))
+    assert np.asarray(by_priority).tolist() == [[4, 3]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.sampled_from([1, 6, 12]), n=st.integers(1, 8), lo=st.floats(-1, 0.5), width=st.floats(0, 0.5),
+       mode=st.sampled_from(["gap", "absolute"]), seed=st.integers(0, 2**16))
+def test_band_fill_keeps_n_when_the_pool_allows_and_respects_band_order(m, n, lo, width, mode, seed):
+    rng = np.random.default_rng(seed)
+    neg = rng.uniform(-1, 1, (3, m)).astype(np.float32)
+    pos = rng.uniform(0, 1, 3).astype(np.float32)
+    valid = rng.random((3, m)) < 0.8
+    band = (lo, lo + width)
+    cols = np.asarray(band_fill(neg, pos, band, mode, n, valid))
+    inside = np.asarray(band_mask(neg, pos, band, mode)) & valid
+    distance = np.asarray(band_distance(neg, pos, band, mode))
+    for row in range(3):
+        chosen = cols[row][cols[row] >= 0]
+        assert len(chosen) == min(n, valid[row].sum()) and len(set(chosen)) == len(chosen)
+        assert valid[row, chosen].all() and (cols[row][len(chosen):] == -1).all()
+        flags = inside[row, chosen]
+        assert not np.any(~flags[:-1] & flags[1:])  # every in-band entry before any out-of-band one
+        assert flags.sum() == min(n, inside[row].sum())  # as many in-band ones as there are (up to n)
+        outside = chosen[~flags]
+        assert np.all(np.diff(distance[row, outside]) >= 0)  # nearest to the band first
+        rest = np.setdiff1d(np.flatnonzero(valid[row] & ~inside[row]), outside)
+        if len(outside) and len(rest):
+            assert distance[row, outside].max() <= distance[row, rest].min()
+        filtered = np.asarray(band_fill(neg, pos, band, mode, n, valid, refill=False))[row]
+        assert set(filtered[filtered >= 0]) == set(chosen[flags])
+
+
+def test_band_fill_under_jit_traces_once():
+    traces = []
+    spec = BandSpec(lo=-0.2, hi=0.2, curriculum="linear", start_lo=-0.8, start_hi=-0.4, curriculum_steps=10)
+
+    @jax.jit
+    def fill(step, neg, pos):
+        traces.append(1)
+        return band_fill(neg, pos, band_at(step, spec), spec.mode, 3)
+
+    neg, pos = jnp.linspace(-1, 1, 24).reshape(2, 12), jnp.array([0.5, 0.9])
+    for step in range(12):
+        assert int((fill(jnp.int32(step), neg, pos) >= 0).sum()) == 6
+    assert len(traces) == 1
+
+
+def test_curriculum_needs_start_edges_below_end_edges():
+    with pytest.raises(ValueError, match="easy to hard"):
+        BandSpec(lo=-0.3, hi=2.0, curriculum="linear", start_lo=-0.1, start_hi=0.0)
+    with pytest.raises(ValueError, match="easy to hard"):
+        BandSpec(lo=-0.3, hi=-0.2, curriculum="linear", start_lo=-1.0, start_hi=0.0)
+    BandSpec(lo=-2.0, hi=2.0, curriculum="none", start_lo=-0.8, start_hi=-0.4)  # no curriculum: start unused
+
+
+@pytest.mark.parametrize("config_file", ["configs/ablations/online_band_curriculum.py", "configs/full.py"])
+def test_recipe_curriculum_moves_both_edges_from_easy_to_hard_over_the_run(config_file):
+    total = 200
+    spec = spec_from_config(load_config_file(config_file)).band.for_run(total)
+    assert spec.curriculum_steps == total  # spans the whole run
+    assert spec.start_lo < spec.lo and spec.start_hi < spec.hi  # start edges below end edges
+    assert spec.start_hi < 0 < spec.hi  # from negatives below the positive to ones near or above it
+    edges = np.array([_band(step, spec) for step in range(total + 1)])
+    assert np.all(np.diff(edges, axis=0) >= 0)  # both edges non-decreasing in step
+    assert np.all(edges[: total // 2, 1] <= 0)  # the upper edge stays below the positive for half the run
+    assert edges[-1] == pytest.approx((spec.lo, spec.hi))
+
+    # a synthetic pool: per query 60 negatives spread below and above the positive
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0.6, 0.9, 16).astype(np.float32)
+    neg = (pos[:, None] + rng.uniform(-1.0, 0.4, (16, 60))).astype(np.float32)
+    traces = []
+
+    @jax.jit
+    def mean_gap(step):
+        traces.append(1)
+        cols = band_fill(neg, pos, band_at(step, spec), spec.mode, 2)
+        kept = jnp.take_along_axis(jnp.asarray(neg), jnp.maximum(cols, 0), axis=1)
+        return jnp.mean(jnp.asarray(pos)[:, None] - kept), jnp.sum(cols >= 0)
+
+    gaps = []
+    for step in range(0, total + 1, 20):
+        gap, count = mean_gap(jnp.int32(step))
+        assert int(count) == 32  # every slot filled
+        gaps.append(float(gap))
+    assert len(traces) == 1
+    assert np.all(np.diff(gaps) < 0)  # the kept negatives get harder (closer to the positive) every 20 steps
+    assert gaps[0] > 0.3 and gaps[-1] < 0.0  # easy at the start; near or above the positive at the end

@@ -192,6 +192,13 @@ def test_every_config_runs_one_tiny_step(config_file, tiny_beir, tmp_path):
         assert step["train/margin_grad_share"] > 0
     if spec.mining.strategy == "band" and spec.mining.band_in_step:
         assert "train/band_kept_per_query" in step
+    if spec.mining.strategy == "band":
+        assert {"train/band_lo", "train/band_hi", "train/explicit_negative_gap"} <= set(step)
+    # refilled: N per query where the pool holds N (a CE filter may drop a tiny run's whole pool)
+    if spec.mining.band_refill and spec.mining.strategy == "band" and not spec.ce.guides_mining:
+        assert step["train/explicit_negatives_per_query"] == spec.mining.num_negatives
+    if spec.loss.hybrid_logits:
+        assert step["train/hybrid_beta_mean"] > 0
     if spec.band.curriculum != "none":
         assert step["train/band_lo"] < spec.band.lo or step["train/band_hi"] < spec.band.hi
     if spec.loss.uniformity_weight:

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.config import load_config_file, spec_from_config
+from hnm_jax.mining.schedules import BandSpec
 from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
 from hnm_jax.optimizer import make_optimizer
 from hnm_jax.train_step import (
     apply_step_band,
     create_train_state,
+    explicit_negatives,
     own_negative_columns,
     resolve_rng_impl,
     step_key,
@@ -51,6 +53,21 @@ def test_step_band_masks_only_the_querys_own_negatives(b, n, lo, hi, seed):
     assert new[np.arange(b), np.arange(b)].all()
 
 
+def test_explicit_negatives_hand_case():
+    # B = 2, N = 2: columns [p0=d1, p1=d2, n00=d3, n01=-1, n10=d1 (q0's positive, a repeat), n11=d5]
+    batch = {"pos_doc": jnp.array([1, 2]), "neg_doc": jnp.array([[3, -1], [1, 5]]),
+             "query_positives": jnp.array([[1, -1], [2, 5]])}  # q1 also knows d5 as a positive
+    got = np.asarray(explicit_negatives(batch))
+    # q0: n00 (d3) kept, n01 empty; q1: n10 (d1 repeats column 0, still q1's negative there) kept, n11 a positive
+    np.testing.assert_array_equal(got, [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]])
+    in_band = np.ones((2, 6), bool)
+    in_band[1, 4] = False
+    np.testing.assert_array_equal(np.asarray(explicit_negatives(batch, jnp.asarray(in_band))),
+                                  [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    guided = dict(batch, guide=jnp.asarray(~np.eye(2, 6, 2, dtype=bool)))  # the CE masks q0's column 2
+    assert not np.asarray(explicit_negatives(guided))[0].any()
+
+
 # ---------------------------------------------------------------- mixed precision and the dropout PRNG
 
 B, L, N, VOCAB_SIZE = 8, 16, 2, 100
@@ -71,7 +88,8 @@ def tiny_batch(seed: int = 0) -> dict:
             "query_positives": np.arange(B, dtype=np.int32)[:, None]}
 
 
-def run_steps(dtype, attention="einsum", dropout=False, rng_impl="threefry", steps=5, seed=0):
+def run_steps(dtype, attention="einsum", dropout=False, rng_impl="threefry", steps=5, seed=0, band_spec=None,
+              band_in_step=True, batch=None, metrics_out=None):
     """Losses of `steps` jitted train steps of a tiny model (2 layers, hidden 32) on one batch, and the state."""
     spec = spec_from_config(load_config_file("configs/base.py:tiny"))
     tx = make_optimizer(spec.train, 100)
@@ -79,13 +97,44 @@ def run_steps(dtype, attention="einsum", dropout=False, rng_impl="threefry", ste
                         attention=attention)
     graphdef, params = nnx.split(model)
     state = create_train_state(graphdef, params, tx, seed)
-    step = jax.jit(lambda s, b: train_step(s, b, tx=tx, loss_spec=spec.loss, band_spec=None, pooling=PoolingSpec(),
-                                           dropout=dropout, rng_impl=rng_impl))
-    batch, losses = tiny_batch(), []
+    step = jax.jit(lambda s, b: train_step(s, b, tx=tx, loss_spec=spec.loss, band_spec=band_spec,
+                                           pooling=PoolingSpec(), dropout=dropout, rng_impl=rng_impl,
+                                           band_in_step=band_in_step))
+    batch, losses = tiny_batch() if batch is None else batch, []
     for _ in range(steps):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
+        if metrics_out is not None:
+            metrics_out.append(jax.device_get(metrics))
     return np.asarray(losses), state
+
+
+def test_band_logged_and_every_explicit_negative_trained_on_without_the_in_step_band():
+    # a band no fresh score can meet (the positive's score + 5 .. + 6): in the step it masks every explicit negative;
+    # out of it (the refilled arm) all N per query are trained on, and the band's edges are logged either way
+    band = BandSpec(lo=5.0, hi=6.0, mode="gap")
+    batch = tiny_batch()
+    batch["neg_doc"][0, 1] = -1  # one empty slot: query 0 has N - 1 negatives
+    batch["neg_mask"][0, 1] = 0
+    out, masked = [], []
+    run_steps("float32", steps=1, band_spec=band, band_in_step=False, batch=batch, metrics_out=out)
+    run_steps("float32", steps=1, band_spec=band, band_in_step=True, batch=batch, metrics_out=masked)
+    assert float(out[0]["band_lo"]) == 5.0 and float(out[0]["band_hi"]) == 6.0
+    assert float(masked[0]["band_lo"]) == 5.0
+    assert float(out[0]["explicit_negatives_per_query"]) == pytest.approx((B * N - 1) / B)
+    assert float(masked[0]["explicit_negatives_per_query"]) == 0.0 and "band_kept_per_query" in masked[0]
+    assert "band_kept_per_query" not in out[0]
+    assert out[0]["explicit_negative_gap"] != 0.0 and masked[0]["explicit_negative_gap"] == 0.0
+    assert out[0]["loss"] != masked[0]["loss"]  # the explicit negatives count in the loss only without the band
+    plain = []
+    run_steps("float32", steps=1, batch=batch, metrics_out=plain)  # no band: the same negatives, no band metrics
+    assert "band_lo" not in plain[0] and plain[0]["loss"] == pytest.approx(out[0]["loss"], rel=1e-6)
+    assert plain[0]["explicit_negatives_per_query"] == out[0]["explicit_negatives_per_query"]
+    full = []
+    run_steps("float32", steps=1, metrics_out=full)  # every slot filled: N per query, gap = s_pos - s_neg on average
+    assert float(full[0]["explicit_negatives_per_query"]) == N
+    assert float(full[0]["explicit_negative_gap"]) == pytest.approx(
+        float(full[0]["positive_score"] - full[0]["explicit_negative_score"]), abs=1e-5)
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 Budget: batch 32, 2 epochs, 2 explicit negatives per query from a pool of 30. Token lengths come from the data
 (data.*_max_length = 0: each side's width covers 95% of its records, capped at 256; evaluation at the wider one).
+Every arm with explicit negatives trains on the same number of them: a band refills the slots it leaves empty with
+the pool entries nearest to it (mining.band_refill; train/explicit_negatives_per_query logs the count).
 """
 
 from configs import base
@@ -20,11 +22,15 @@ def ablation_base(arg: str | None = None):
 
 
 def semi_hard_band(c) -> None:
-    """Gap band: keep negatives scoring at most 0.3 below the positive, and every one above it (the model's errors;
-    false negatives are dropped by their own rules: labelled positives, exact twins, the cross-encoder)."""
+    """Gap band: prefer negatives scoring from 0.3 below the positive to 0.3 above it (near the positive, or the
+    model's errors; further above is more likely a false negative, which has its own rules too: labelled positives,
+    exact twins, the cross-encoder). A query with fewer than N pool entries in the band gets the entries nearest to
+    it (refill; the step does not re-mask)."""
     c.band.mode = "gap"
     c.band.lo = -0.3
-    c.band.hi = 2.0
+    c.band.hi = 0.3
+    c.mining.band_refill = True
+    c.mining.band_in_step = False
 
 
 def hardness_margin(c) -> None:
@@ -37,17 +43,22 @@ def hardness_margin(c) -> None:
 
 
 def easy_to_hard_curriculum(c) -> None:
-    """The gap band moves linearly from [s_pos - 1, s_pos - 0.1] (easy: well below the positive) to the semi-hard
-    band of `semi_hard_band` over the first 70% of the run's steps."""
+    """Both edges of the gap band move linearly over the whole run, from [s_pos - 0.8, s_pos - 0.4] (easy: well
+    below the positive) to the band of `semi_hard_band`, [s_pos - 0.3, s_pos + 0.3] (hard: near or above it), so
+    the curriculum arm differs from the band arm by the schedule only; the upper edge passes the positive 4/7 into
+    the run."""
+    semi_hard_band(c)
     c.band.curriculum = "linear"
-    c.band.start_lo = -1.0
-    c.band.start_hi = -0.1
-    c.band.curriculum_fraction = 0.7
+    c.band.start_lo = -0.8
+    c.band.start_hi = -0.4
+    c.band.curriculum_fraction = 1.0
 
 
 def hybrid_logits(c) -> None:
-    """Hybrid logits in training: dense + 0.1 x per-query min-max BM25 of the same pair."""
-    c.loss.hybrid_beta = 0.1
+    """Hybrid logits in training: the deployed weighted fusion of dense + BM25 (retriever.*: BM25 weight 0.3,
+    min-max per query over the retriever's candidates), as dense + beta_q x normalized BM25 (a per-query affine map
+    of the fused score; train/hybrid_beta_mean logs beta_q)."""
+    c.loss.hybrid_logits = True
 
 
 def uniformity(c) -> None:

@@ -1,4 +1,4 @@
-"""Ablation: in-batch + 2 semi-hard (band-filtered) negatives of the online pool.
+"""Ablation: in-batch + 2 semi-hard negatives of the online pool (band first, refilled nearest to the band).
 
     hnm train --config configs/ablations/online_band.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 

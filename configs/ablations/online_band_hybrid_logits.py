@@ -1,8 +1,9 @@
-"""Ablation: online_band + hybrid (dense + BM25) logits in the loss; dense retriever.
+"""Ablation: online_band + hybrid (dense + BM25) logits in the loss: the deployed weighted fusion (retriever.*) of
+each (query, column) pair, up to a per-query affine map; the retriever deployed is retriever.mode (dense here).
 
     hnm train --config configs/ablations/online_band_hybrid_logits.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 
-Figure: test accuracy@1 / MRR@10 and the mechanism's logged diagnostic (train/loss, train/hardest_negative_score); see the README (issue-11 table).
+Figure: test accuracy@1 / MRR@10 and the mechanism's logged diagnostic (train/hybrid_beta_mean, train/hardest_negative_score); see the README (issue-11 table).
 """
 
 from configs.ablations import ablation_base, hybrid_logits, semi_hard_band

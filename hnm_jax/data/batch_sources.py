@@ -28,7 +28,7 @@ class StepInputs:
     rows: np.ndarray  # [B] split rows of the batch's queries
     pos_doc: np.ndarray  # [B] corpus row of each query's positive
     rng: np.random.Generator  # the step's generator, after drawing the positives
-    batch: dict[str, np.ndarray] | None = None  # the global batch (train_step.BATCH_KEYS, + lexical, guide)
+    batch: dict[str, np.ndarray] | None = None  # the global batch (train_step.BATCH_KEYS, + hybrid columns, guide)
 
 
 class BatchBuilder:
@@ -47,7 +47,8 @@ class BatchBuilder:
         self.query_tokens, self.doc_tokens = query_tokens, doc_tokens
         self.strategy = NEGATIVE_STRATEGIES[spec.mining.strategy]
         mining = spec.mining
-        self.select = SelectSpec(mining.num_negatives, mining.sampling, mining.simans_a, mining.simans_b)
+        self.select = SelectSpec(mining.num_negatives, mining.sampling, mining.simans_a, mining.simans_b,
+                                 refill=mining.band_refill)
 
     def start(self, step: int) -> StepInputs:
         """Rows and positives of `step` (and the whole batch when the miner does not read the parameters)."""
@@ -64,12 +65,13 @@ class BatchBuilder:
         """The global batch of `inputs`, drawing its negatives with `params` (the state the step will update)."""
         if inputs.batch is None:
             miner, rows, pos_doc = self.miner, inputs.rows, inputs.pos_doc
-            neg_doc = self.strategy(miner.candidates(rows, params, inputs.step), self.select, inputs.rng)
+            candidates = miner.candidates(rows, params, inputs.step)
+            neg_doc = self.strategy(candidates, self.select, inputs.rng)
             batch = batches.make_batch(rows, miner.split, self.query_tokens, self.doc_tokens, pos_doc, neg_doc,
                                        miner.canonical, buckets=length_buckets(jax.default_backend()))
             columns = np.concatenate([pos_doc, neg_doc.reshape(-1)])
-            if self.spec.loss.hybrid_beta > 0:
-                batch["lexical"] = miner.lexical_columns(rows, columns)
+            if self.spec.loss.hybrid_logits:
+                batch.update(miner.hybrid_columns(rows, columns, candidates.pool))
             if self.spec.ce.guide_in_batch:
                 batch["guide"] = miner.guide(rows, columns)
             inputs.batch = batch

@@ -4,7 +4,8 @@ The pipeline is the training refresh's, run once: encode the corpus and the spli
 mining `Retriever` (`mining.retriever`, "" = the deployed `retriever.mode`: dense, BM25 or hybrid; `index.*` as in
 training), `mine_pool` (known positives and their
 exact-text twins removed), optionally `ce_filter` with a cross-encoder (the `ce.*` rules), then a pool strategy
-(`hardest`, `band` at the curriculum's final band, `uniform`) picks N negatives.
+(`hardest`, `band` at the curriculum's final band, `uniform`) picks N negatives. The band is a filter here, as
+`mining.band_refill` aside: an exported band negative always lies inside the band.
 
 One row per (query, labelled positive) of the split, in qrels order:
 
@@ -155,7 +156,9 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
     pair_positive = positives[pair_query, pair_column]
     candidates = Candidates(positives=positives[pair_query], num_docs=len(corpus), pool=pool.take(pair_query),
                             band=final_band(spec), band_mode=spec.band.mode)
-    select = SelectSpec(spec.mining.num_negatives, spec.mining.sampling, spec.mining.simans_a, spec.mining.simans_b)
+    # no refill: an exported band negative lies inside the band (rows short of N are left out or kept incomplete)
+    select = SelectSpec(spec.mining.num_negatives, spec.mining.sampling, spec.mining.simans_a, spec.mining.simans_b,
+                        refill=False)
     negatives = NEGATIVE_STRATEGIES[strategy](candidates, select, np.random.default_rng(spec.seed))
 
     dense_positive = np.einsum("rd,rd->r", query_emb[pair_query], doc_emb[pair_positive])

@@ -148,18 +148,41 @@ class LexicalIndex:
         return cls(bm25, int(meta["num_docs"]))
 
 
+def minmax_range(x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, span) of each row over its `valid` entries: [Q, M] -> [Q] and [Q] in x's dtype.
+
+    lo = min of the row's valid entries, span = max - min; a row without a valid entry has lo = 0, span = 0.
+    """
+    lo = np.min(np.where(valid, x, np.inf), axis=-1)
+    hi = np.max(np.where(valid, x, -np.inf), axis=-1)
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    return np.where(finite, lo, 0.0).astype(x.dtype), np.where(finite, hi - lo, 0.0).astype(x.dtype)
+
+
+def minmax_apply(x, lo, span):
+    """x' = clip((x - lo) / span, 0, 1) per row, 0 where span <= 0: x [Q, M], lo and span [Q] -> [Q, M].
+
+    The normalization of `minmax_rows` with given per-row constants. Numpy in -> numpy out, jax in -> jax out (so
+    a jitted step applies the retriever's normalization as it is). Non-finite x: -inf -> 0, +inf -> 1.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    xp = jnp if any(isinstance(a, jax.Array) for a in (x, lo, span)) else np
+    lo, span = xp.asarray(lo)[..., None], xp.asarray(span)[..., None]
+    out = (x - lo) / xp.where(span > 0, span, xp.ones_like(span))
+    return xp.where(span > 0, xp.clip(out, 0.0, 1.0), xp.zeros_like(out))
+
+
 def minmax_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Min-max normalization of each row over its `valid` entries: [Q, M] -> [Q, M] in [0, 1], in x's dtype.
 
-    x' = (x - min_row) / (max_row - min_row) over the row's valid entries; invalid entries and the entries of
-    rows whose valid entries are all equal -> 0. The one min-max of the package (fusion, hybrid logits).
+    x' = (x - min_row) / (max_row - min_row) over the row's valid entries (`minmax_range`, `minmax_apply`); invalid
+    entries and the entries of rows whose valid entries are all equal -> 0. The one min-max of the package
+    (retriever fusion, hybrid logits, `normalize_per_query`).
     """
-    lo = np.min(np.where(valid, x, np.inf), axis=-1, keepdims=True)
-    hi = np.max(np.where(valid, x, -np.inf), axis=-1, keepdims=True)
-    span = hi - lo
-    ok = valid & (span > 0)
-    out = (np.where(valid, x, 0.0) - np.where(np.isfinite(lo), lo, 0.0)) / np.where(span > 0, span, 1.0)
-    return np.where(ok, np.clip(out, 0.0, 1.0), 0.0).astype(x.dtype)
+    lo, span = minmax_range(x, valid)
+    return np.where(valid, minmax_apply(np.where(valid, x, 0.0), lo, span), 0.0).astype(x.dtype)
 
 
 def normalize_per_query(scores: np.ndarray) -> np.ndarray:

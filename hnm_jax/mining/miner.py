@@ -18,11 +18,11 @@ from hnm_jax.config import ExperimentSpec
 from hnm_jax.data import batches
 from hnm_jax.data.beir import Split, Texts, list_splits, read_split
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
-from hnm_jax.evaluate import best_positive_scores
+from hnm_jax.evaluate import RETRIEVE_K, best_positive_scores
 from hnm_jax.metrics import pool_statistics
 from hnm_jax.mining.ce_gate import GateFigures, gate_figures, gate_open, removal_precision_recall
 from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.lexical import LexicalIndex, minmax_rows
+from hnm_jax.mining.lexical import LexicalIndex
 from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, guide_mask, mine_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
@@ -80,9 +80,10 @@ class Miner:
         self.num_docs = len(corpus)
         self.doc_texts = corpus.texts
         mines_lexically = spec.mining.pool != "none" and spec.mining_retriever.mode in ("lexical", "hybrid")
-        needs_lexical = mines_lexically or spec.loss.hybrid_beta > 0  # BM25 for mining and/or hybrid logits
+        needs_lexical = mines_lexically or spec.loss.hybrid_logits  # BM25 for mining and/or hybrid logits
         self.lexical = LexicalIndex.build(list(corpus.texts)) if needs_lexical else None
         self.retriever: Retriever | None = None
+        self.fusion: Retriever | None = None  # hybrid logits: the deployed fusion (retriever.*, mode hybrid)
         self.pool: Pool | None = None
         self.doc_emb: np.ndarray | None = None
         self.pool_step = -1  # step at which the pool was mined
@@ -118,21 +119,29 @@ class Miner:
 
     def _build_retriever(self, doc_emb: np.ndarray) -> None:
         """The mining retriever (`ExperimentSpec.mining_retriever`) over this refresh's corpus embeddings. Lexical
-        mining gets an exact dense index too, so its pool carries the dense scores the band and strategies read."""
+        mining gets an exact dense index too, so its pool carries the dense scores the band and strategies read.
+        With hybrid logits also `fusion`: the deployed hybrid fusion (retriever.* in mode hybrid) over a dense
+        index searched as evaluation searches it (exact unless eval.search = ann)."""
         retriever, index = self.spec.mining_retriever, self.spec.index
         if retriever.mode == "lexical":  # the index only scores BM25's candidates: exact, never ScaNN
             index = dataclasses.replace(index, exact_threshold=doc_emb.shape[0] + 1)
         self.doc_emb = doc_emb
-        self.retriever = Retriever(retriever, DenseIndex.build(doc_emb, index), self.lexical)
+        dense = DenseIndex.build(doc_emb, index)
+        self.retriever = Retriever(retriever, dense, self.lexical)
+        if self.spec.loss.hybrid_logits:
+            if not dense.is_exact and self.spec.eval.search == "exact":
+                dense = DenseIndex.build(doc_emb, dataclasses.replace(index, exact_threshold=doc_emb.shape[0] + 1))
+            self.fusion = Retriever(dataclasses.replace(self.spec.retriever, mode="hybrid"), dense, self.lexical)
 
     def _mine(self, query_emb: np.ndarray, rows: np.ndarray) -> Pool:
         positives = self.split.positives[rows]
         excluded = positives  # never in a pool; with the oracle filter, neither are the known unlabelled duplicates
         if self.spec.mining.oracle_filter:
             excluded = np.concatenate([positives, self.duplicates[rows]], axis=1)
+        fusion = None if self.fusion is None else (self.fusion, min(RETRIEVE_K, self.num_docs))
         return mine_pool(self.retriever, query_emb, [self.query_texts[r] for r in rows], excluded,
                          best_positive_scores(query_emb, self.doc_emb, positives), self.canonical,
-                         self.spec.mining.pool_size)
+                         self.spec.mining.pool_size, fusion=fusion)
 
     def refresh(self, params, step: int) -> dict[str, float]:
         """Re-encodes, rebuilds and re-mines; returns timings and pool statistics."""
@@ -341,6 +350,8 @@ class Miner:
                   "positive": np.zeros((q,), np.float32), "doc_emb": np.zeros((self.num_docs, hidden_size), np.float32)}
         if self.guided:
             arrays.update(ce=f32, ce_positive=np.zeros((q,), np.float32))
+        if self.spec.loss.hybrid_logits:
+            arrays.update({name: np.zeros((q,), np.float32) for name in ("lexical_lo", "lexical_span", "hybrid_beta")})
         return arrays
 
     def candidates(self, rows: np.ndarray, params, step: int) -> Candidates:
@@ -364,12 +375,15 @@ class Miner:
         them; a pool not mined yet is mined with them); False: a function of (rows, step) alone."""
         return self.enabled and (self.spec.mining.pool == "online" or self.pool is None)
 
-    def lexical_columns(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """[B, C] per-query min-max normalized BM25 score of every (query, candidate column) pair."""
+    def hybrid_columns(self, rows: np.ndarray, columns: np.ndarray, pool: Pool) -> dict[str, np.ndarray]:
+        """What a step needs for hybrid logits (`retriever.hybrid_logits`): "lexical" [B, C] raw BM25 of every
+        (query, candidate column) pair (0 for empty columns), and the queries' deployed fusion coefficients
+        "lexical_lo", "lexical_span", "hybrid_beta" [B] from `pool` (this batch's rows of the pool)."""
         texts = [self.query_texts[r] for r in rows]
         scores = self.lexical.score_pairs(texts, np.broadcast_to(columns, (len(rows), len(columns))))
-        scores = np.asarray(scores, np.float32)
-        return minmax_rows(scores, np.isfinite(scores))
+        scores = np.where(np.isfinite(scores), scores, 0.0).astype(np.float32)
+        return {"lexical": scores, "lexical_lo": pool.lexical_lo, "lexical_span": pool.lexical_span,
+                "hybrid_beta": pool.hybrid_beta}
 
 
 def make_miner(spec: ExperimentSpec, workdir: Path, encoder: Encoder, corpus: Texts, queries: Texts, split: Split,

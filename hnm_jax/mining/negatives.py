@@ -6,7 +6,8 @@ Two orthogonal choices, each switchable alone for ablations:
     every step with the current query embeddings.
   - `mining.strategy` (NEGATIVE_STRATEGIES): how N negatives are picked. "in_batch" (none), "random" (uniform
     over the corpus), "uniform" (uniform over the pool), "hardest" (top of the pool), "band" (semi-hard: inside
-    the similarity band of the curriculum; uniform or SimANS-weighted).
+    the similarity band of the curriculum; uniform or SimANS-weighted; with `SelectSpec.refill` the slots the band
+    leaves empty are filled by the pool entries nearest to it, so every arm trains on N negatives per query).
 
 `ce_filter` (optional, after mining) drops pool entries a cross-encoder calls likely positives (unlabelled false
 negatives); `guide_mask` does the same for in-batch columns (guide-model masking, as in GISTEmbed); whether they run is
@@ -20,8 +21,8 @@ import dataclasses
 
 import numpy as np
 
-from hnm_jax.mining.retriever import Retrieved, Retriever
-from hnm_jax.mining.schedules import band_mask, simans_weights
+from hnm_jax.mining.retriever import Retrieved, Retriever, hybrid_beta
+from hnm_jax.mining.schedules import band_fill, band_mask, simans_weights
 
 POOL_SOURCES = ("none", "offline", "online")
 SAMPLINGS = ("uniform", "simans")
@@ -37,12 +38,16 @@ class Pool:
     fused: np.ndarray  # [Q, M] float32 the retriever's ranking score
     positive: np.ndarray  # [Q] float32 cosine of the query and its best positive
     ce: np.ndarray | None = None  # [Q, M] float32 cross-encoder logit of (query, candidate) (`ce_filter`), or None
+    # the deployed fusion of each query, for hybrid logits (`retriever.hybrid_logits`), or None: [Q] float32 each
+    lexical_lo: np.ndarray | None = None  # min BM25 over the deployed retriever's candidates of the query
+    lexical_span: np.ndarray | None = None  # max - min of those
+    hybrid_beta: np.ndarray | None = None  # `retriever.hybrid_beta`: the BM25 weight on the dense scale
 
     def take(self, rows: np.ndarray) -> "Pool":
         return Pool(**{name: value[rows] for name, value in self.arrays().items()})
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays by field name; `ce` only when set (so CE-free pools checkpoint as before)."""
+        """The arrays by field name; `ce` and the fusion fields only when set (so such pools checkpoint as before)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
@@ -59,12 +64,14 @@ class Candidates:
 
 @dataclasses.dataclass(frozen=True)
 class SelectSpec:
-    """The strategy knobs (a view of MiningSpec)."""
+    """The strategy knobs (a view of MiningSpec). refill ("band" only): fill the slots the band leaves empty with
+    the pool entries nearest to the band (`schedules.band_fill`); False: the band is a filter (empty slots stay)."""
 
     num_negatives: int
     sampling: str = "uniform"
     simans_a: float = 5.0
     simans_b: float = -0.1
+    refill: bool = False
 
 
 def in_batch_negatives(candidates: Candidates, spec: SelectSpec, rng: np.random.Generator) -> np.ndarray:
@@ -85,12 +92,18 @@ def random_negatives(candidates: Candidates, spec: SelectSpec, rng: np.random.Ge
     return np.where(bad, -1, draws).astype(np.int32)
 
 
+def _sample_keys(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gumbel keys log w + Gumbel noise of weights [B, M] >= 0 (-inf where w = 0): the top n of a row are n distinct
+    columns drawn without replacement with probability ~ w."""
+    return np.where(weights > 0, np.log(np.maximum(weights, 1e-30)) + rng.gumbel(size=weights.shape), -np.inf)
+
+
 def _sample_rows(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Per row, n distinct column indices drawn without replacement with probability ~ weights ([B, M] >= 0).
 
     Gumbel-top-k: argsort of log w + Gumbel noise. Rows with fewer than n positive weights get -1 slots.
     """
-    keys = np.where(weights > 0, np.log(np.maximum(weights, 1e-30)) + rng.gumbel(size=weights.shape), -np.inf)
+    keys = _sample_keys(weights, rng)
     order = np.argsort(-keys, axis=1, kind="stable")[:, :n]
     chosen_ok = np.take_along_axis(keys, order, axis=1) > -np.inf
     return np.where(chosen_ok, order, -1)
@@ -114,16 +127,27 @@ def hardest_negatives(candidates: Candidates, spec: SelectSpec, rng: np.random.G
 
 
 def band_negatives(candidates: Candidates, spec: SelectSpec, rng: np.random.Generator) -> np.ndarray:
-    """Semi-hard: pool entries whose cosine lies inside the band, sampled uniformly or with SimANS weights."""
+    """Semi-hard: pool entries whose cosine lies inside the band, sampled uniformly or with SimANS weights.
+
+    In band order (`schedules.band_fill`): the in-band entries by their sampling keys (Gumbel-top-k), then, with
+    `spec.refill`, the entries nearest to the band (`band_distance`, ties by pool rank) fill the slots left, so
+    min(N, valid pool entries) slots are filled; without it rows with fewer than N in-band entries keep -1 slots.
+    """
     pool = candidates.pool
+    valid = pool.indices >= 0
     in_band = np.asarray(band_mask(pool.dense, pool.positive, candidates.band, candidates.band_mode))
-    kept = in_band & (pool.indices >= 0)
+    kept = in_band & valid
     if spec.sampling == "simans":
         weights = np.asarray(simans_weights(np.where(kept, pool.dense, -np.inf), pool.positive,
                                             spec.simans_a, spec.simans_b), np.float64)
     else:
         weights = kept.astype(np.float64)
-    return _pick(pool, _sample_rows(weights, spec.num_negatives, rng))
+    keys = _sample_keys(weights, rng)
+    rank = np.argsort(np.argsort(-keys, axis=1, kind="stable"), axis=1)  # exact in float32, unlike the keys
+    priority = np.where(keys > -np.inf, -rank, -np.inf).astype(np.float32)
+    columns = band_fill(pool.dense, pool.positive, candidates.band, candidates.band_mode, spec.num_negatives,
+                        valid=valid, priority=priority, refill=spec.refill)
+    return _pick(pool, np.asarray(columns))
 
 
 NEGATIVE_STRATEGIES = {
@@ -141,11 +165,14 @@ def needs_pool(strategy: str) -> bool:
 
 
 def mine_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str], positives: np.ndarray,
-              positive_emb_scores: np.ndarray, canonical: np.ndarray, pool_size: int) -> Pool:
+              positive_emb_scores: np.ndarray, canonical: np.ndarray, pool_size: int,
+              fusion: tuple[Retriever, int] | None = None) -> Pool:
     """A pool of `pool_size` candidates per query from the deployed retriever, known positives removed.
 
     Also removes exact-text twins of a positive (same canonical row): they are unlabelled positives.
     query_emb [Q, D], positives [Q, P] (-1 padded), positive_emb_scores [Q], canonical [N_docs].
+    fusion: (the deployed hybrid retriever, its k): the pool also carries each query's fusion coefficients for
+    hybrid logits (lexical_lo, lexical_span, hybrid_beta: `Retriever.fusion_coefficients`, `hybrid_beta`).
     """
     extra = max(8, positives.shape[1])
     retrieved: Retrieved = retriever.retrieve(query_emb, query_texts, k=pool_size + extra, exclude=positives)
@@ -159,9 +186,16 @@ def mine_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str
     def column(values: np.ndarray, empty: float) -> np.ndarray:
         return np.where(valid, np.take_along_axis(values, order, axis=1), empty).astype(values.dtype)
 
+    extras = {}
+    if fusion is not None:
+        fusion_retriever, k = fusion
+        coefficients = fusion_retriever.fusion_coefficients(query_emb, query_texts, k)
+        extras = {"lexical_lo": coefficients.lexical_lo.astype(np.float32),
+                  "lexical_span": coefficients.lexical_span.astype(np.float32),
+                  "hybrid_beta": hybrid_beta(coefficients, fusion_retriever.spec)}
     return Pool(indices=column(retrieved.indices, -1).astype(np.int32), dense=column(retrieved.dense, -np.inf),
                 lexical=column(retrieved.lexical, -np.inf), fused=column(retrieved.fused, -np.inf),
-                positive=positive_emb_scores.astype(np.float32))
+                positive=positive_emb_scores.astype(np.float32), **extras)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,9 +294,9 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray, spec: 
     def column(values: np.ndarray, empty: float) -> np.ndarray:
         return np.where(kept_sorted, np.take_along_axis(values, order, axis=1), empty).astype(values.dtype)
 
-    filtered = Pool(indices=column(pool.indices, -1).astype(np.int32), dense=column(pool.dense, -np.inf),
-                    lexical=column(pool.lexical, -np.inf), fused=column(pool.fused, -np.inf),
-                    positive=pool.positive, ce=column(ce_scores, -np.inf))
+    filtered = dataclasses.replace(pool, indices=column(pool.indices, -1).astype(np.int32),
+                                   dense=column(pool.dense, -np.inf), lexical=column(pool.lexical, -np.inf),
+                                   fused=column(pool.fused, -np.inf), ce=column(ce_scores, -np.inf))
     counts = {"removed_threshold": int(by_threshold.sum()), "removed_margin": int(by_margin.sum()),
               "kept": int(keep.sum())}
     if drop_unscored:

@@ -9,6 +9,10 @@ Per query:
   4. fused score: the source's own score (dense / lexical mode) or FUSIONS[spec.fusion] (hybrid).
   5. top-k by (fused desc, row asc), padded with row -1 (lexical mode returns only docs sharing a token
      with the query, so its rows can be short).
+
+Hybrid logits in training use this fusion: the weighted fusion of one query is an affine map of the dense score
+plus a per-query multiple of the normalized BM25 score (`fusion_coefficients`, `hybrid_logits`), so a train step
+scores each (query, column) pair as the deployed retriever ranks it, on the dense scale.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.lexical import LexicalIndex, minmax_rows, top_k_rows
+from hnm_jax.mining.lexical import LexicalIndex, minmax_apply, minmax_range, top_k_rows
 
 MODES = ("dense", "lexical", "hybrid")
 QUERY_CHUNK = 1024  # queries processed together (bounds the [chunk, candidates, D] re-scoring memory)
@@ -66,20 +70,78 @@ class Retrieved:
     lexical: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class FusionCoefficients:
+    """The per-query constants of the weighted fusion over each query's candidates: [Q] float64 each.
+
+    dense_lo, dense_span: min and (max - min) of the dense scores of the query's candidates; lexical_lo,
+    lexical_span: the same of their BM25 scores (span 0: the source normalizes to 0 for that query).
+    """
+
+    dense_lo: np.ndarray
+    dense_span: np.ndarray
+    lexical_lo: np.ndarray
+    lexical_span: np.ndarray
+
+    def take(self, rows: np.ndarray) -> FusionCoefficients:
+        return FusionCoefficients(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+
+def fusion_coefficients(dense: np.ndarray, lexical: np.ndarray) -> FusionCoefficients:
+    """The weighted fusion's per-query min-max constants over the valid candidates (both scores finite).
+
+    dense, lexical [Q, M] -> FusionCoefficients of [Q] (float64).
+    """
+    dense, lexical = np.asarray(dense, np.float64), np.asarray(lexical, np.float64)
+    valid = np.isfinite(dense) & np.isfinite(lexical)
+    return FusionCoefficients(*minmax_range(dense, valid), *minmax_range(lexical, valid))
+
+
 def fuse_weighted(dense: np.ndarray, lexical: np.ndarray, spec: RetrieverSpec) -> np.ndarray:
     """fused = w_d * minmax(dense) + w_l * minmax(lexical), min-max per row over valid candidates.
 
     dense, lexical [Q, M]; a candidate is valid when both scores are finite; invalid -> -inf. float64.
-    A source with weight 0 is skipped (so fusion with lexical_weight=0 ranks exactly by dense score).
+    A source with weight 0 is skipped (so fusion with lexical_weight=0 ranks exactly by dense score). The min-max
+    constants are `fusion_coefficients(dense, lexical)`, applied by `lexical.minmax_apply`.
     """
     dense, lexical = np.asarray(dense, np.float64), np.asarray(lexical, np.float64)
     valid = np.isfinite(dense) & np.isfinite(lexical)
+    c = fusion_coefficients(dense, lexical)
     fused = np.zeros(dense.shape, np.float64)
     if spec.dense_weight != 0:
-        fused += spec.dense_weight * minmax_rows(dense, valid)
+        fused += spec.dense_weight * minmax_apply(np.where(valid, dense, 0.0), c.dense_lo, c.dense_span)
     if spec.lexical_weight != 0:
-        fused += spec.lexical_weight * minmax_rows(lexical, valid)
+        fused += spec.lexical_weight * minmax_apply(np.where(valid, lexical, 0.0), c.lexical_lo, c.lexical_span)
     return np.where(valid, fused, -np.inf)
+
+
+def hybrid_beta(coefficients: FusionCoefficients, spec: RetrieverSpec) -> np.ndarray:
+    """The per-query BM25 weight of `hybrid_logits` on the dense scale: [Q] float32.
+
+        beta_q = (w_l / w_d) * dense_span_q        (dense_span_q = 0: w_l / w_d, as if the span were 1)
+
+    For a candidate of query q inside the retriever's ranges, the weighted fusion f = w_d * (s - dense_lo) /
+    dense_span + w_l * minmax(l) gives dense_lo + (dense_span / w_d) * f = s + beta_q * minmax(l): the training
+    score is a per-query increasing affine map of the deployed fused score. Needs w_d > 0.
+    """
+    if spec.dense_weight <= 0:
+        raise ValueError(f"hybrid_beta: the training form needs retriever.dense_weight > 0, got {spec.dense_weight}")
+    span = np.where(coefficients.dense_span > 0, coefficients.dense_span, 1.0)
+    return (spec.lexical_weight / spec.dense_weight * span).astype(np.float32)
+
+
+def hybrid_logits(dense, lexical, lexical_lo, lexical_span, beta):
+    """Hybrid logits of training, the deployed weighted fusion on the dense scale: [B, C] -> [B, C].
+
+        s_qc = dense_qc + beta_q * clip((bm25_qc - lexical_lo_q) / lexical_span_q, 0, 1)
+
+    dense: [B, C] cosines (live, differentiable); lexical: [B, C] raw BM25 of the same pairs (0 for empty columns);
+    lexical_lo, lexical_span, beta: [B], the query's `FusionCoefficients` and `hybrid_beta` from the retriever. The
+    BM25 term is normalized by `lexical.minmax_apply`, as `fuse_weighted` normalizes it; jit-able (jax in -> jax
+    out). For a pair among the retriever's candidates, s = dense_lo + (dense_span / w_d) * fused (see
+    `hybrid_beta`), so training ranks a query's candidates as the deployed retriever does.
+    """
+    return dense + beta[..., None] * minmax_apply(lexical, lexical_lo, lexical_span)
 
 
 def _competition_rank(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -206,6 +268,31 @@ class Retriever:
             rows[r, : union.size] = union
             bm25[r, : union.size] = scores[union]
         return rows, bm25
+
+    def fusion_coefficients(self, query_embeddings: np.ndarray, query_texts: Sequence[str],
+                            k: int) -> FusionCoefficients:
+        """The per-query constants of this retriever's weighted fusion when it retrieves the top k of each query
+        (hybrid mode, no exclusion: what deployment computes); [Q] each. The candidates are those of `retrieve`
+        (the union of the dense and BM25 top max(depth, k)), each scored by both sources."""
+        if self.spec.mode != "hybrid" or self.spec.fusion != "weighted":
+            raise ValueError(f"fusion_coefficients: needs a hybrid retriever with weighted fusion, got mode "
+                             f"{self.spec.mode!r}, fusion {self.spec.fusion!r}")
+        query_embeddings = np.asarray(query_embeddings, np.float32)
+        texts = list(query_texts)
+        if len(texts) != query_embeddings.shape[0]:
+            raise ValueError(f"{query_embeddings.shape[0]} query embeddings but {len(texts)} query texts")
+        parts = []
+        for start in range(0, len(texts), QUERY_CHUNK):
+            emb, chunk = query_embeddings[start:start + QUERY_CHUNK], texts[start:start + QUERY_CHUNK]
+            n = max(self.spec.depth, k)
+            candidates, lexical = self._hybrid_candidates(self.dense.search(emb, n)[0], chunk, n)
+            valid = candidates >= 0
+            dense = np.where(valid, self.dense.score_pairs(emb, candidates), -np.inf)
+            parts.append(fusion_coefficients(dense, np.where(valid, lexical, -np.inf)))
+        if not parts:
+            return FusionCoefficients(*(np.zeros(0, np.float64) for _ in range(4)))
+        return FusionCoefficients(*(np.concatenate([getattr(p, f.name) for p in parts])
+                                    for f in dataclasses.fields(FusionCoefficients)))
 
     def _retrieve_chunk(self, emb, texts, k, exclude):
         spec, mode = self.spec, self.spec.mode

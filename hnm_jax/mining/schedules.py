@@ -9,10 +9,15 @@ A *band* ``(lo, hi)`` keeps a negative with score ``s`` when, by `BandSpec.mode`
 The gap band is the one to use: ``hi > 0`` keeps negatives scoring above the positive (the model's errors),
 ``lo`` bounds how easy a kept negative may be. False negatives are a separate rule (labelled positives, exact
 twins, the cross-encoder), not the band's upper edge. A *curriculum* moves the band from an easy start band
-to the final band over the first ``curriculum_steps`` steps:
+to the final band over the first ``curriculum_steps`` steps (both edges, start <= end per edge):
 
     t = progress(step)                       in [0, 1], non-decreasing in step
     band(step) = start + t * (end - start)   per bound
+
+A band *fills* N slots from a pool in band order (`band_fill_order`): the entries inside the band first (by a
+priority: the sampler's keys, or the score, hardest first), then the entries nearest to the band by
+`band_distance` (0 inside; how far below the lower or above the upper bound), so N slots are filled whenever the
+pool holds N entries, whatever the band's width.
 
 Everything here takes arrays and a frozen :class:`BandSpec`, so the band can be computed inside a
 jitted train step from the traced step counter without recompiling (the spec is static; the step and
@@ -92,7 +97,8 @@ class BandSpec:
     mode: how the bounds read (BAND_MODES, see the module docstring): "gap" (offsets from the positive's
       score), "relative" (fractions of it; for pos < 0 the band is empty unless lo >= hi) or "absolute".
     curriculum: one of CURRICULA; the band moves from (start_lo, start_hi) at step 0 to (lo, hi) at
-      curriculum_steps (0: `curriculum_fraction` of the run, fixed by `for_run(total_steps)`).
+      curriculum_steps (0: `curriculum_fraction` of the run, fixed by `for_run(total_steps)`). Easy to hard on
+      both edges: start_lo <= lo and start_hi <= hi (checked when there is a curriculum).
     num_stages is used by "step".
     """
 
@@ -103,7 +109,7 @@ class BandSpec:
     start_lo: float = -2.0
     start_hi: float = 0.0
     curriculum_steps: int = 0
-    curriculum_fraction: float = 0.7
+    curriculum_fraction: float = 1.0
     num_stages: int = 4
 
     def __post_init__(self) -> None:
@@ -123,7 +129,10 @@ class BandSpec:
         if self.start_lo > self.start_hi:
             raise ValueError(f"BandSpec.start_lo must be <= start_hi (the start band is empty): "
                              f"start_lo={self.start_lo} > start_hi={self.start_hi}")
-
+        if self.curriculum != "none" and (self.start_lo > self.lo or self.start_hi > self.hi):
+            raise ValueError(f"BandSpec.start_lo: a curriculum moves the band from easy to hard on both edges, so "
+                             f"start_lo <= lo and start_hi <= hi; got start ({self.start_lo}, {self.start_hi}) and "
+                             f"end ({self.lo}, {self.hi})")
 
     def for_run(self, total_steps: int) -> BandSpec:
         """This spec with `curriculum_steps` fixed for a run of `total_steps` (when 0: the fraction of it)."""
@@ -154,6 +163,20 @@ def band_at(step: jax.Array | int, spec: BandSpec) -> tuple[jax.Array, jax.Array
     return _interpolate(spec.start_lo, spec.lo, t), _interpolate(spec.start_hi, spec.hi, t)
 
 
+def _score_bounds(pos_scores: ArrayLike, band: tuple[ArrayLike, ArrayLike], mode: str) -> tuple[jax.Array, jax.Array]:
+    """The band in score units, broadcastable to [..., N]: (lo', hi') with lo' <= s <= hi' inside (see band_mask)."""
+    if mode not in BAND_MODES:
+        raise ValueError(f"band: mode {mode!r} is unknown; expected one of {', '.join(BAND_MODES)}")
+    lo = jnp.asarray(band[0], jnp.float32)
+    hi = jnp.asarray(band[1], jnp.float32)
+    lo = lo[..., None] if lo.ndim else lo
+    hi = hi[..., None] if hi.ndim else hi
+    if mode != "absolute":
+        pos = jnp.asarray(pos_scores, jnp.float32)[..., None]
+        lo, hi = (lo * pos, hi * pos) if mode == "relative" else (pos + lo, pos + hi)
+    return lo, hi
+
+
 def band_mask(
     neg_scores: jax.Array | np.ndarray,
     pos_scores: jax.Array | np.ndarray | float,
@@ -170,17 +193,89 @@ def band_mask(
       gap:       pos + lo <= s <= pos + hi
     NaN scores are never kept; -inf scores are kept only when the lower bound is -inf.
     """
-    if mode not in BAND_MODES:
-        raise ValueError(f"band_mask: mode {mode!r} is unknown; expected one of {', '.join(BAND_MODES)}")
     neg = jnp.asarray(neg_scores)
-    lo = jnp.asarray(band[0], jnp.float32)
-    hi = jnp.asarray(band[1], jnp.float32)
-    lo = lo[..., None] if lo.ndim else lo
-    hi = hi[..., None] if hi.ndim else hi
-    if mode != "absolute":
-        pos = jnp.asarray(pos_scores, jnp.float32)[..., None]
-        lo, hi = (lo * pos, hi * pos) if mode == "relative" else (pos + lo, pos + hi)
+    lo, hi = _score_bounds(pos_scores, band, mode)
     return jnp.broadcast_to((neg >= lo) & (neg <= hi), neg.shape)
+
+
+def band_distance(
+    neg_scores: jax.Array | np.ndarray,
+    pos_scores: jax.Array | np.ndarray | float,
+    band: tuple[ArrayLike, ArrayLike],
+    mode: str,
+) -> jax.Array:
+    """How far each negative lies outside the band, in score units: float32 [..., N], 0 inside.
+
+    With (lo', hi') the band's bounds in score units (`band_mask`: lo' = pos + lo in gap mode, ...):
+        d(s) = max(lo' - s, 0) + max(s - hi', 0)
+    i.e. lo' - s below the band, s - hi' above it. NaN scores get +inf (never near the band).
+    """
+    neg = jnp.asarray(neg_scores, jnp.float32)
+    lo, hi = _score_bounds(pos_scores, band, mode)
+    distance = jnp.maximum(lo - neg, 0.0) + jnp.maximum(neg - hi, 0.0)
+    return jnp.where(jnp.isnan(distance), jnp.inf, jnp.broadcast_to(distance, neg.shape))
+
+
+def band_fill_order(
+    neg_scores: jax.Array | np.ndarray,
+    pos_scores: jax.Array | np.ndarray | float,
+    band: tuple[ArrayLike, ArrayLike],
+    mode: str,
+    valid: jax.Array | np.ndarray | None = None,
+    priority: jax.Array | np.ndarray | None = None,
+) -> jax.Array:
+    """The order in which a band fills slots from a pool: int32 [..., M], a permutation of the columns per row.
+
+    neg_scores: [..., M] pool scores; pos_scores: [...]; valid: bool [..., M] (None: all; invalid entries come
+    last); priority: float [..., M] (None: the score, i.e. hardest first; e.g. a sampler's Gumbel keys).
+    Sorted by (group, key, column), with
+      group 0: valid and inside the band      key = -priority   (highest priority first)
+      group 1: valid and outside the band     key = band_distance (nearest to the band first)
+      group 2: invalid                        key = 0
+    The first N columns are the band's N slots: every in-band entry before any out-of-band one, and
+    min(N, #valid) of them valid. NaN keys sort as +inf.
+    """
+    neg = jnp.asarray(neg_scores, jnp.float32)
+    valid = jnp.ones(neg.shape, bool) if valid is None else jnp.broadcast_to(jnp.asarray(valid, bool), neg.shape)
+    priority = neg if priority is None else jnp.asarray(priority, jnp.float32)
+    inside = band_mask(neg, pos_scores, band, mode) & valid
+    group = jnp.where(inside, 0, jnp.where(valid, 1, 2)).astype(jnp.int32)
+    key = jnp.where(inside, -priority, jnp.where(valid, band_distance(neg, pos_scores, band, mode), 0.0))
+    key = jnp.where(jnp.isnan(key), jnp.inf, key)
+    column = jnp.broadcast_to(jnp.arange(neg.shape[-1], dtype=jnp.int32), neg.shape)
+    return jnp.lexsort((column, key, group), axis=-1).astype(jnp.int32)
+
+
+def band_fill(
+    neg_scores: jax.Array | np.ndarray,
+    pos_scores: jax.Array | np.ndarray | float,
+    band: tuple[ArrayLike, ArrayLike],
+    mode: str,
+    num: int,
+    valid: jax.Array | np.ndarray | None = None,
+    priority: jax.Array | np.ndarray | None = None,
+    refill: bool = True,
+) -> jax.Array:
+    """The columns of the `num` slots a band fills: int32 [..., num], -1 = empty slot.
+
+    The first `num` columns of `band_fill_order`; with `refill`, every valid one is kept (in-band entries first,
+    then the nearest outside), so min(num, #valid) slots are filled; without it only the in-band ones (the band
+    as a filter: rows with fewer in-band entries keep empty slots, and an entry of priority -inf, one a sampler
+    gave no chance, is never kept). `num` is static.
+    """
+    neg = jnp.asarray(neg_scores, jnp.float32)
+    valid = jnp.ones(neg.shape, bool) if valid is None else jnp.broadcast_to(jnp.asarray(valid, bool), neg.shape)
+    order = band_fill_order(neg, pos_scores, band, mode, valid, priority)[..., :num]
+    keep = valid
+    if not refill:  # the band as a filter: in-band entries the sampler gave a chance (priority > -inf) only
+        keep = keep & band_mask(neg, pos_scores, band, mode)
+        if priority is not None:
+            keep = keep & (jnp.asarray(priority, jnp.float32) > -jnp.inf)
+    columns = jnp.where(jnp.take_along_axis(keep, order, axis=-1), order, -1).astype(jnp.int32)
+    if columns.shape[-1] < num:  # fewer pool entries than slots: the rest stay empty
+        pad = [(0, 0)] * (columns.ndim - 1) + [(0, num - columns.shape[-1])]
+        columns = jnp.pad(columns, pad, constant_values=-1)
+    return columns
 
 
 def simans_weights(
