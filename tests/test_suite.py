@@ -29,8 +29,9 @@ def test_run_config_applies_the_protocol_the_fold_and_the_overrides():
     config = suite.run_config(run)
     assert (config.data.name, config.data.folds, config.data.fold, config.data.eval_split) == (
         "amazon_google", 5, 3, "dev")
-    assert config.train.learning_rate == 1e-4 and config.mining.num_negatives == suite.PROTOCOL["mining.num_negatives"]
+    assert config.train.learning_rate == 1e-4 and config.mining.num_negatives == 2
     assert config.mining.strategy == "band"  # the arm's own setting survives
+    assert suite.run_config(suite.Run("in_batch", "abt_buy", 0)).mining.num_negatives == 0
     with pytest.raises(KeyError, match="no.such"):
         suite.set_key(config, "model.no.such", 1)
 
@@ -50,3 +51,15 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
                        "--runs-dir", str(tmp_path)]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "6 runs, 6 to do" in out and "online_band_margin-abt_buy-f0" in out
+
+
+def test_every_planned_run_has_a_valid_config(tmp_path):
+    """Each arm's file with the PROTOCOL and the pilots' overrides passes every check that needs no data."""
+    from hnm_jax.config import spec_from_config
+
+    plans = [*(r for t in suite.TIERS for r in suite.plan_tier(t, folds=[0])), *suite.plan_confirmation([0]),
+             *suite.plan_pilot("freeze"), *suite.plan_pilot("lr:5e-5,1e-4", freeze_layers=4)]  # fmt: skip
+    for run in plans:
+        if run.arm != suite.ZERO_SHOT:
+            spec = spec_from_config(suite.run_config(run, tmp_path))
+            assert spec.data.folds == suite.NUM_FOLDS and spec.retriever.mode == "hybrid", run.name
