@@ -122,7 +122,7 @@ EXPERIMENTS = REPO / "experiments"
 
 
 def load_experiment(name: str):
-    """experiments/<name>.py as module ``name`` (reproduce.py imports ablate by that name), loaded once."""
+    """experiments/<name>.py as module ``name`` (lengths.py and mechanisms.py import ablate by that name), loaded once."""
     import importlib.util
     import sys
 

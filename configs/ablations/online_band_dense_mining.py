@@ -2,8 +2,8 @@
 
     hnm train --config configs/ablations/online_band_dense_mining.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 
-Claim (7) of experiments/reproduce.py: online_band under `retriever.mode=hybrid` (the tuned suite's BUDGET) mines
-from BM25 + dense, this arm from dense only; both deploy the same pipeline. Figure: results/tuned/ablations.md.
+Claim 7 of experiments/PROTOCOL.md: online_band under `retriever.mode=hybrid` (the suite's PROTOCOL) mines
+from BM25 + dense, this arm from dense only; both deploy the same pipeline. Figure: results/REPRODUCTION.md.
 """
 
 from configs.ablations import ablation_base, semi_hard_band
