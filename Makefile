@@ -18,15 +18,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python experiments/demo.py --workdir workdirs/demo
+	$(BIN)/python -m experiments.demo --workdir workdirs/demo
 
 # The full suite, one pytest-xdist worker per core: most of its time is single-threaded XLA compiles.
 test: venv
-	$(BIN)/ruff check hnm_jax tests experiments configs
+	$(BIN)/ruff check hnm_jax tests experiments configs benchmarks
 	$(BIN)/pytest -q -n auto --dist worksteal
 
 bench: venv
-	$(BIN)/python experiments/bench_train.py --out results/bench_train.json
+	$(BIN)/python -m benchmarks.bench_train --out results/bench_train.json
 
 # hnm_jax vs sentence-transformers and a torch loop, in a separate venv: torch is never a core dependency.
 $(PEERS)/.installed: pyproject.toml
@@ -37,7 +37,7 @@ $(PEERS)/.installed: pyproject.toml
 	touch $@
 
 bench-peers: $(PEERS)/.installed
-	$(PEERS)/bin/python experiments/bench_vs_peers.py --out results/bench_vs_peers.json
+	$(PEERS)/bin/python -m benchmarks.bench_vs_peers --out results/bench_vs_peers.json
 
 clean:
 	rm -rf workdirs .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """`make demo`: zero-shot all-MiniLM-L6-v2 vs the same model fine-tuned with configs/quickstart.py on abt_buy.
 
-    python experiments/demo.py --workdir workdirs/demo
+    python -m experiments.demo --workdir workdirs/demo
 
 Prints both test-split evaluations side by side; rerunning reuses finished parts (training resumes).
 """
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="workdirs/demo")
     parser.add_argument("--config", default=str(REPO / "configs/quickstart.py"))
     args = parser.parse_args()

@@ -1,30 +1,40 @@
 """Token lengths of the benchmarks: p50/p95 per side and the truncated share at the old cut vs the auto width.
 
-    python experiments/lengths.py --out results/lengths.json     # ~1 min on 2 CPU cores (+ the synthetic build once)
+    python -m experiments.lengths --out results/lengths.json     # ~1 min on 2 CPU cores (+ the synthetic build once)
 
 "Before" is the old ablation budget (every text cut at 32 tokens); "after" is what a run now uses by default:
 `hnm_jax.data.lengths.resolve_lengths` on configs/ablations/online_band.py (each side's width covers 95% of its
-records, multiple of 8, capped at 256). Writes JSON and a markdown table beside it (.md).
+records, multiple of 8, capped at 256). Writes JSON and a markdown table beside it (.md). "synthetic" is
+`hnm_jax.data.synthetic` at size "ablation", written once as a BEIR folder under --workdirs.
 """
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from configs.ablations import online_band
+from hnm_jax.atomic_write import atomic_path
+from hnm_jax.config import spec_from_config
+from hnm_jax.data.beir import load_texts, resolve_dataset_path
+from hnm_jax.data.lengths import resolve_lengths, token_lengths, truncated_share
+from hnm_jax.data.synthetic import SIZES, generate, write_beir
+from hnm_jax.models.pretrained import load_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # configs/ and experiments/ as packages
-
-from configs.ablations import online_band  # noqa: E402
-from experiments.ablate import prepare_synthetic  # noqa: E402
-from hnm_jax.config import spec_from_config  # noqa: E402
-from hnm_jax.data.beir import load_texts, resolve_dataset_path  # noqa: E402
-from hnm_jax.data.lengths import resolve_lengths, token_lengths, truncated_share  # noqa: E402
-from hnm_jax.models.pretrained import load_tokenizer  # noqa: E402
-
 OLD_CUT = 32
 DATASETS = ("abt_buy", "amazon_google", "walmart_amazon", "synthetic")
+SYNTHETIC_SIZE = "ablation"  # hnm_jax.data.synthetic.SIZES key: 2,250 records, 1,000 queries
+
+
+def synthetic_root(workdirs: Path) -> Path:
+    """<workdirs>/datasets/synthetic_ablation: the synthetic benchmark as a BEIR folder, written once (the same
+    bytes as the TFDS builder's export of that size)."""
+    root = Path(workdirs).resolve() / "datasets" / f"synthetic_{SYNTHETIC_SIZE}"
+    if not root.is_dir():
+        with atomic_path(root) as tmp:
+            write_beir(generate(SIZES[SYNTHETIC_SIZE]), tmp)
+    return root
 
 
 def measure(root: Path, tokenizer) -> dict:
@@ -56,15 +66,15 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.lengths", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "results" / "lengths.json"))
     parser.add_argument("--workdirs", default=str(REPO / "workdirs" / "ablations"), help="where synthetic is built")
     args = parser.parse_args()
     tokenizer = load_tokenizer("all-MiniLM-L6-v2")
     start = time.time()
-    results = {"command": "python experiments/lengths.py", "old_cut": OLD_CUT, "datasets": {}}
+    results = {"command": "python -m experiments.lengths", "old_cut": OLD_CUT, "datasets": {}}
     for dataset in DATASETS:
-        root = prepare_synthetic(Path(args.workdirs)) if dataset == "synthetic" else resolve_dataset_path(dataset)
+        root = synthetic_root(Path(args.workdirs)) if dataset == "synthetic" else resolve_dataset_path(dataset)
         results["datasets"][dataset] = measure(root, tokenizer)
     results["wall_s"] = time.time() - start
     out = Path(args.out)

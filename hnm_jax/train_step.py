@@ -96,7 +96,7 @@ def encode_pair_batch(graphdef: Any, params: Any, batch: dict, pooling: PoolingS
 
     Queries as wide as the documents (the same length bucket) go through the encoder with them in one pass, one
     dropout draw: the step's program holds the encoder once, which cuts its compile by about a quarter (MiniLM 32 x
-    32 first call 24.6-24.9 s -> 16.9-20.0 s, experiments/bench_first_step.py); otherwise two passes. A batch of
+    32 first call 24.6-24.9 s -> 16.9-20.0 s, results/bench_first_step.json, a426daa); otherwise two passes. A batch of
     a frozen trunk's hidden states (`*_hidden`) runs only the blocks above it (`embed_hidden`).
     """
     model = nnx.merge(graphdef, params)
@@ -254,7 +254,7 @@ def train_step(state: TrainState, batch: dict, *, tx: optax.GradientTransformati
     grad_norm = optax.tree.norm(grads)
     if freeze_layers:  # zeros where tx wants the whole tree (set_to_zero never reads them)
         grads = nnx.merge_state(jax.tree.map(jnp.zeros_like, frozen), grads)
-    with jax.named_scope("optimizer"):  # a name in the HLO metadata, for profiles (experiments/profile_step.py)
+    with jax.named_scope("optimizer"):  # a name in the HLO metadata, for profiles (benchmarks/profile_step.py)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
     if freeze_layers:

@@ -6,7 +6,7 @@ import os
 # optimizer (XLA's default backend level 3) is most of a compile (a tiny train step: ~21 s at 3, ~8 s at 0 on a
 # 2 GHz core) and buys nothing at tiny sizes. Level 0 leaves XLA's HLO passes and float semantics as they are.
 # XLA's legacy fusion emitters (instead of the MLIR ones) cut what is left by a third: the tiny train step's first
-# call takes 4.8-5.0 s instead of 7.5-7.9 s (results/bench_test_compile.json; experiments/bench_first_step.py says how).
+# call takes 4.8-5.0 s instead of 7.5-7.9 s (results/bench_test_compile.json, recorded at 02c6022).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
@@ -114,72 +114,6 @@ def tiny_config(data_path: Path, config_file: str = "configs/base.py", **overrid
         section, name = key.split("__")
         config[section][name] = value
     return config
-
-
-# ----------------------------------------------------------------------------------------- experiments/ (no training)
-
-EXPERIMENTS = REPO / "experiments"
-
-
-def load_experiment(name: str):
-    """experiments/<name>.py as module ``name`` (lengths.py and mechanisms.py import ablate by that name), loaded once."""
-    import importlib.util
-    import sys
-
-    if name != "ablate":  # the others import it by that name
-        load_experiment("ablate")
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def fake_metrics(acc: float, types: bool = False) -> dict:
-    """A run's test metrics (no per-item lists); ``types`` adds pairwise_accuracy per perturbation type."""
-    m = {"accuracy@1": acc, "recall@1": acc - 0.01, "mrr@10": acc + 0.02, "ndcg@10": acc + 0.03,
-         "pairwise_accuracy": 0.95 + acc / 100, "num_queries": 200}  # fmt: skip
-    if types:
-        m |= {"pairwise_accuracy/single_token": acc - 0.1, "pairwise_accuracy/format": acc - 0.05,
-              "pairwise_accuracy/semantic": acc}  # fmt: skip
-    return m
-
-
-def fake_curves(shift: float = 0.0, band: bool = False) -> dict:
-    """A run JSON's curves: loss, in-batch accuracy, scores, a refresh series (+ band ones with ``band``)."""
-    curves = {"train/loss": [[10, 0.3 + shift], [20, 0.2], [30, 0.1]],
-              "train/in_batch_accuracy": [[10, 0.9 - shift], [20, 0.95], [30, 0.97]],
-              "train/positive_score": [[10, 0.8], [20, 0.78], [30, 0.77]],
-              "train/hardest_negative_score": [[10, 0.5 + shift], [20, 0.5], [30, 0.5]],
-              "refresh/pool_score_mean": [[0, 0.6], [15, 0.4 + shift]]}  # fmt: skip
-    if band:
-        curves |= {"train/band_lo": [[10, 0.3], [20, 0.4], [30, 0.5]],
-                   "train/band_hi": [[10, 0.8], [20, 0.9], [30, 0.95]],
-                   "train/explicit_negative_score": [[10, 0.35], [20, 0.4], [30, 0.45]]}  # fmt: skip
-    return curves
-
-
-def write_run(runs_dir: Path, config: str, dataset: str, seed: int, acc: float, **extra) -> dict:
-    """Writes runs_dir/<config>-<dataset>-<seed>.json as experiments/ablate.py does (``extra`` keys set last)."""
-    result = {"config": config, "dataset": dataset, "seed": seed, "wall_s": 60.0 * (seed + 1),
-              "metrics": fake_metrics(acc, types=dataset == "synthetic")} | extra  # fmt: skip
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    load_experiment("ablate").write_json(runs_dir / f"{config}-{dataset}-{seed}.json", result)
-    return result
-
-
-def per_query_metrics(acc: float, ranks: dict[str, int], pairs: dict[tuple[str, str], int] | None = None,
-                      retriever: str = "hybrid") -> dict:  # fmt: skip
-    """fake_metrics plus per-query ranks: rank_hybrid = ``ranks``, rank_dense a decoy (all 5); ``retriever`` is the
-    run's deployed mode; ``pairs``: per_pair outcomes {(query id, doc id): correct}."""
-    m = fake_metrics(acc) | {"retriever": retriever,
-                             "per_query": {"query_ids": list(ranks), "rank_dense": [5] * len(ranks),
-                                           "rank_hybrid": list(ranks.values())}}  # fmt: skip
-    if pairs is not None:
-        m["per_pair"] = {"query_ids": [q for q, _ in pairs], "doc_ids": [d for _, d in pairs],
-                         "correct": list(pairs.values())}  # fmt: skip
-    return m
 
 
 def make_tiny_batch(tiny_beir, num_negatives=2, batch_size=8, max_length=16):

@@ -1,6 +1,5 @@
-"""experiments/bench_gpu.py: the FLOP count by hand, and a --smoke run on CPU (tiny shapes)."""
+"""benchmarks.bench_gpu: the FLOP count by hand, and a --smoke run on CPU (tiny shapes)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,19 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import bench_gpu as bench
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "experiments" / "bench_gpu.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_flops_by_hand_and_peaks():
-    bench = load_bench()
     shape = {"hidden_size": 4, "num_layers": 2, "num_heads": 2, "intermediate_size": 8}
     linear = 2 * (4 * 4 * 4 + 2 * 4 * 8)  # q, k, v, o: H x H each; the MLP: H x I and I x H, per layer
     forward = 2 * 10 * linear + 4 * 2 * 10 * 10 * 4  # 2 FLOPs per MAC over 10 tokens + QK^T and PV
@@ -35,8 +27,8 @@ def test_smoke_run_on_cpu_writes_json_and_markdown(tmp_path):
             ["tiny", 8, 16, "bfloat16", "hnm", "auto", "auto", "warm"],
             ["tiny", 8, 16, "bfloat16", "torch", "-", "-", ""]]
     out = tmp_path / "bench_gpu.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--plan", json.dumps(plan)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "-m", "benchmarks.bench_gpu", "--smoke", "--out", str(out), "--plan", json.dumps(plan)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["smoke"] is True

@@ -1,20 +1,10 @@
-"""experiments/hlo_report.py: its jaxpr and HLO counters on a small program whose counts are known by hand."""
-
-import importlib.util
-from pathlib import Path
+"""benchmarks.hlo_report: its jaxpr and HLO counters on a small program whose counts are known by hand."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "hlo_report.py"
-
-
-def load_report():
-    spec = importlib.util.spec_from_file_location("hlo_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import hlo_report as report
 
 
 def program(table, ids, x):
@@ -24,7 +14,6 @@ def program(table, ids, x):
 
 
 def test_counts_by_hand():
-    report = load_report()
     args = (np.ones((10, 3), np.float32), np.array([1, 1, 1, 2, 7], np.int32), np.ones((4, 8), np.float32))
     grad = jax.jit(jax.grad(program, argnums=(0, 2)))
     counts = report.jaxpr_counts(jax.make_jaxpr(grad)(*args).jaxpr)

@@ -206,7 +206,8 @@ def test_weight_gradients_contract_one_axis(config):
     """The training gradient of the encoder holds no dot that contracts two axes: every Linear runs on the
     flattened [B * L, in] rows (`encoder.dense`), so its weight gradient contracts the token axis only, which
     XLA:CPU reads in place; over [B, L, in] it contracts B and L, and XLA:CPU first copies the activation
-    transposed (experiments/bench_dense.py). The flattened forward equals the 3-D one."""
+    transposed (results/bench_dense.json, recorded at 8bc76de by experiments/bench_dense.py, since removed). The
+    flattened forward equals the 3-D one."""
     graphdef, state = tiny_state(config, seed=0)
     ids, mask = random_batch()
 

@@ -159,7 +159,7 @@ SIZES: dict[str, SyntheticConfig] = {
     "tiny": SyntheticConfig(num_tasks=60, distractors=60),
     "small": SyntheticConfig(num_tasks=1000, distractors=1000, queries_per_task=2),
     "base": SyntheticConfig(num_tasks=5000, distractors=5000, queries_per_task=2),
-    # experiments/ablate.py: costs about one abt_buy run (2,250 records; 600 / 200 / 200 train / dev / test queries)
+    # the old ablations and experiments.lengths: about one abt_buy run (2,250 records; 600/200/200 queries)
     "ablation": SyntheticConfig(num_tasks=500, distractors=250, queries_per_task=2),
     # statistical power: the ablation size x 10 (22,500 records; 6,000 / 2,000 / 2,000 queries). Seed 1, because
     # seed 0 would repeat the ablation benchmark's 500 tasks as its first 500. MiniLM tokens: records 31-40

@@ -1,7 +1,7 @@
 """Training speed on one GPU: hnm_jax's jitted train step vs a torch loop, MiniLM and BERT-base shapes, f32 and bf16.
 
-    python experiments/bench_gpu.py --out results/bench_gpu.json             # a GPU machine: under 6 minutes
-    python experiments/bench_gpu.py --smoke --out /tmp/bench_gpu.json        # any machine (CPU): tiny shapes, ~1 min
+    python -m benchmarks.bench_gpu --out results/bench_gpu.json             # a GPU machine: under 6 minutes
+    python -m benchmarks.bench_gpu --smoke --out /tmp/bench_gpu.json        # any machine (CPU): tiny shapes, ~1 min
 
 Each contender runs in its own subprocess, one after another (memory pools never overlap), on random weights
 (speed does not depend on them) and fixed-shape random token ids with all-ones masks (no padding savings for
@@ -229,7 +229,7 @@ def peak_for(device: str, override: float | None) -> float | None:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["# Training speed on one GPU: hnm_jax vs a torch loop", "",
-             "`python experiments/bench_gpu.py` (see its docstring). An example = query + positive + negative; "
+             "`python -m benchmarks.bench_gpu` (see its docstring). An example = query + positive + negative; "
              "MFU against the device's dense bf16 peak. `hnm` settings: dtype / attention / dropout PRNG as "
              "configured (resolved). First step = compile + run (cold: empty persistent cache; warm: its second "
              "process).", "",
@@ -270,7 +270,7 @@ def child(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_gpu", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "results/bench_gpu.json"))
     p.add_argument("--smoke", action="store_true", help="tiny shapes, a few steps: checks the script on any machine")
     p.add_argument("--plan", help='JSON list of [shape, batch, length, dtype, contender, attention, rng_impl, note]')
@@ -295,7 +295,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, start = [], time.time()
     with tempfile.TemporaryDirectory(prefix="hnm_bench_cache_") as cache:
-        path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
+        path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)  # benchmarks, hnm_jax
         env = {**os.environ, "HNM_COMPILATION_CACHE": cache, "PYTHONPATH": path}
         if args.smoke:
             env.setdefault("JAX_PLATFORMS", "cpu")
@@ -306,7 +306,7 @@ def main() -> None:
             if time.time() - start + (0 if args.smoke else expected) > args.budget_s:
                 rows.append({**row, "skipped": f"would pass the {args.budget_s:.0f} s budget"})
                 continue
-            cmd = [sys.executable, __file__, "--child", "--contender", who, "--shape", shape, "--batch", str(batch),
+            cmd = [sys.executable, "-m", "benchmarks.bench_gpu", "--child", "--contender", who, "--shape", shape, "--batch", str(batch),
                    "--length", str(length), "--dtype", dtype, "--attention", attention, "--rng-impl", rng_impl,
                    "--seconds", str(args.seconds), "--max-steps", str(args.max_steps)]
             t0 = time.time()

@@ -1,6 +1,6 @@
 """Train-step time with a frozen trunk (model.freeze_layers = K) against full fine-tuning, all-MiniLM-L6-v2, as JSON.
 
-    python -m experiments.bench_freeze --out results/bench_freeze.json
+    python -m benchmarks.bench_freeze --out results/bench_freeze.json
 
 One batch of 32 queries x 64 tokens, each with its positive and one explicit negative (full-length random token
 ids, dropout 0.1, the base config's optimizer). K = 0 steps take token ids through all 6 blocks; K > 0 steps take the
@@ -78,7 +78,7 @@ def contender(encoder, layers: int, tokens: TokenizedTexts, batch_size: int, neg
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_freeze", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--layers", default="0,3,5", help="freeze_layers of the contenders (0 = full fine-tuning)")
     parser.add_argument("--batch-size", type=int, default=32)

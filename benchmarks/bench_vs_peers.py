@@ -1,7 +1,7 @@
 """Training examples/s and encoding sentences/s of hnm_jax vs sentence-transformers and a hand-written torch loop.
 
-    make bench-peers      # creates .venv-peers (pip install -e .[dev,peers]) and runs this script
-    .venv-peers/bin/python experiments/bench_vs_peers.py [--rounds 3 --steps 4 --train 32x32,64x64 --encode 32,64]
+    make bench-peers      # creates .venv-peers (pip install -e .[dev,peers]) and runs this module
+    .venv-peers/bin/python -m benchmarks.bench_vs_peers [--rounds 3 --steps 4 --train 32x32,64x64 --encode 32,64]
 
 One model (all-MiniLM-L6-v2, float32, CPU), the same data for everyone: abt_buy training queries, each with its
 positive and one random corpus negative, in one fixed order; batch i is the same examples for every contender.
@@ -407,7 +407,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_vs_peers", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--data", default="abt_buy", help="a benchmark under $HNM_DATA_DIR or a BEIR folder")
     parser.add_argument("--train", default="32x32,64x64", help="training settings, BATCHxMAX_LENGTH,...")

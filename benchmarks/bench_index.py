@@ -1,6 +1,6 @@
 """Dense index benchmark: exact jitted top-k vs ScaNN on clustered vectors with near-duplicates, as JSON.
 
-    python experiments/bench_index.py --sizes 20000,50000,100000 --dim 384 --out results/bench_index.json
+    python -m benchmarks.bench_index --sizes 20000,50000,100000 --dim 384 --out results/bench_index.json
 
 Data: unit vectors, 1000 cluster centres; each doc = centre + noise (|noise| ~ |centre|), 20% of the docs
 are near-copies of another doc (|noise| ~ 0.05); queries = a random doc + noise (|noise| ~ 0.5).
@@ -11,7 +11,7 @@ ScaNN recall@10 against exact, speedup, peak RSS. Then a refresh-cost line for -
 encode (a tiny random BERT on synthetic token ids), ScaNN build, and the mining search
 (--refresh-queries queries, k=100).
 
-    python experiments/bench_index.py --rss --rss-sizes 20000,50000,100000 --out results/bench_index_rss.json
+    python -m benchmarks.bench_index --rss --rss-sizes 20000,50000,100000 --out results/bench_index_rss.json
 
 --rss measures only the bounded-memory corpus encoding: per size, in a fresh process, N synthetic product
 texts are tokenized in chunks (streamed to a memory-mapped file: --rss-budget-mb) and encoded in
@@ -271,7 +271,7 @@ def in_fresh_process(fn, *args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20000,50000,100000", help="comma-separated corpus sizes")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=4096, help="queries per timed pass")

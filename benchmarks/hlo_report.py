@@ -1,7 +1,7 @@
 """What the jitted contrastive train step asks XLA for, by compute dtype and attention/PRNG setting, as JSON + markdown.
 
-    python experiments/hlo_report.py --out results/hlo_report.json                 # this checkout (~4 min on 2 busy cores)
-    python experiments/hlo_report.py --before 0abb00c --out results/hlo_report.json   # + that revision (~6 min)
+    python -m benchmarks.hlo_report --out results/hlo_report.json                 # this checkout (~4 min on 2 busy cores)
+    python -m benchmarks.hlo_report --before 0abb00c --out results/hlo_report.json   # + that revision (~6 min)
 
 The step is `train_step.jit_train_step` (InfoNCE, 1 explicit negative, dropout on) on a random BERT built with
 `nnx.eval_shape` (nothing runs: the step is only traced, lowered and compiled for this CPU). Shapes: `tiny` (2 layers,
@@ -235,7 +235,7 @@ def _short(counter: dict, digits: int = 0, scale: float = 1.0) -> str:
 
 def markdown(records: list[dict], before: str | None) -> str:
     lines = ["# HLO of the train step: what bf16 asks XLA for", "",
-             "`python experiments/hlo_report.py" + (f" --before {before}" if before else "") +
+             "`python -m benchmarks.hlo_report" + (f" --before {before}" if before else "") +
              " --out results/hlo_report.json` (traced, lowered and compiled on CPU; nothing is run or timed).", "",
              "Sources: `before` = hnm_jax at the given revision, `after` = this checkout. Variants: compute dtype, "
              "attention (`einsum` = the explicit einsum + mask + softmax; `xla` = jax.nn.dot_product_attention), "
@@ -326,8 +326,10 @@ def revision_tree(rev: str):
 
 
 def run_child(source_dir: Path, shape: str, variant: str, timeout: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(source_dir), "JAX_PLATFORMS": "cpu", "HNM_COMPILATION_CACHE": "off"}
-    cmd = [sys.executable, __file__, "--child", "--shape", shape, "--variant", variant]
+    # source_dir first (its hnm_jax and configs), then this checkout for the benchmarks package
+    path = os.pathsep.join(dict.fromkeys([str(source_dir), str(REPO)]))
+    env = {**os.environ, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu", "HNM_COMPILATION_CACHE": "off"}
+    cmd = [sys.executable, "-m", "benchmarks.hlo_report", "--child", "--shape", shape, "--variant", variant]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(source_dir))
     except subprocess.TimeoutExpired:
@@ -339,7 +341,7 @@ def run_child(source_dir: Path, shape: str, variant: str, timeout: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.hlo_report", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "results/hlo_report.json"))
     p.add_argument("--before", help="a git revision to compare with (read with git archive)")
     p.add_argument("--shapes", default=",".join(SHAPES))

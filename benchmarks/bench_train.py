@@ -1,6 +1,6 @@
 """Steady-state training examples/s and encoding sentences/s of all-MiniLM-L6-v2 on this machine, as JSON.
 
-    python experiments/bench_train.py --out results/bench_train.json
+    python -m benchmarks.bench_train --out results/bench_train.json
 
 Training: batch 32, max length 64, one explicit negative (an example = query + positive + negative).
 Encoding: batch 256, max length 64. Inputs are full-length random token ids (fixed shapes, no padding savings),
@@ -89,7 +89,7 @@ def bench_encoding(encoder, batch_size: int, length: int, batches: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_train", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="results/bench_train.json")

@@ -1,7 +1,7 @@
 """Where the train step's time goes on this machine: a `jax.profiler` trace of the jitted step, per HLO op.
 
-    python experiments/profile_step.py --out results/profile_step.json          # MiniLM shape, 64 x 64, CPU
-    python experiments/profile_step.py --variants einsum:threefry,xla:rbg --batch 32 --length 32
+    python -m benchmarks.profile_step --out results/profile_step.json          # MiniLM shape, 64 x 64, CPU
+    python -m benchmarks.profile_step --variants einsum:threefry,xla:rbg --batch 32 --length 32
 
 Each variant (model.attention : model.rng_impl, optionally `+FLAG=VALUE` XLA flags) runs in its own subprocess:
 `bench_gpu.build_hnm_step` (random weights of the MiniLM shape, fixed random ids, one explicit negative, float32),
@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
 
 # (category, opcode regex, op_name regex): first match wins; op_name is the instruction's metadata (JAX's path)
 CATEGORIES = [
@@ -100,8 +99,9 @@ def op_times(trace_dir: str, instructions: dict[str, dict]) -> Counter:
 
 
 def child(args) -> None:
-    import bench_gpu
     import jax
+
+    from benchmarks import bench_gpu
 
     step, step_fn, arguments = bench_gpu.build_hnm_step(args.shape, args.batch, args.length, "float32",
                                                         args.attention, args.rng_impl)
@@ -133,7 +133,7 @@ def child(args) -> None:
 
 def markdown(rows: list[dict], args) -> str:
     lines = ["# Where the train step's time goes (jax.profiler trace, CPU)", "",
-             f"`python experiments/profile_step.py {' '.join(sys.argv[1:])}`: random MiniLM-shaped weights, "
+             f"`python -m benchmarks.profile_step {' '.join(sys.argv[1:])}`: random MiniLM-shaped weights, "
              f"batch {args.batch} x length {args.length}, one explicit negative (3 texts an example), float32; "
              f"{args.steps} traced steps per variant. ms per step summed over both threads; share of the summed op "
              "time.", ""]
@@ -159,7 +159,7 @@ def markdown(rows: list[dict], args) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="einsum:threefry,einsum:rbg,xla:threefry,xla:rbg",
                    help="attention:rng_impl[+XLA_FLAG=VALUE...], comma separated")
     p.add_argument("--shape", default="minilm")
@@ -182,7 +182,7 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                "HNM_COMPILATION_CACHE": "off",
                "XLA_FLAGS": " ".join([os.environ.get("XLA_FLAGS", "")] + [f"--{f}" for f in flags]).strip()}
-        cmd = [sys.executable, __file__, "--child", "--attention", attention, "--rng-impl", rng_impl, "--shape",
+        cmd = [sys.executable, "-m", "benchmarks.profile_step", "--child", "--attention", attention, "--rng-impl", rng_impl, "--shape",
                args.shape, "--batch", str(args.batch), "--length", str(args.length), "--steps", str(args.steps)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         found = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]

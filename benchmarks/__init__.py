@@ -1,0 +1,1 @@
+"""Speed and memory probes: `python -m benchmarks.<name>`, each writing JSON (and most a markdown table) to results/."""
