@@ -1,8 +1,9 @@
 """experiments/ and benchmarks/ as tools: packages of modules run with `python -m`, no sys.path edits, no module
-loaded from a file path."""
+loaded from a file path, and every command the docs show names a module that exists."""
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from experiments import lengths
 REPO = Path(__file__).resolve().parents[1]
 DRIVERS = {"suite", "report", "demo", "lengths"}  # research drivers; PROTOCOL.md beside them
 PROBES = {"bench_train", "bench_vs_peers", "bench_gpu", "bench_index", "bench_freeze", "hlo_report", "profile_step"}
+# `python -m experiments.x` / `python -m benchmarks.x`, or `python experiments/x.py` (the old form)
+COMMAND = re.compile(r"python3?\s+(?:-m\s+(experiments|benchmarks)\.(\w+)|(experiments|benchmarks)/(\w+)\.py)")
 
 
 def modules(folder: str) -> set[str]:
@@ -53,6 +56,44 @@ def test_every_driver_and_probe_imports_as_a_module_with_a_main(name):
     module = importlib.import_module(name)
     assert callable(module.main)
     assert 'if __name__ == "__main__":' in Path(module.__file__).read_text()
+
+
+def documented_files() -> list[Path]:
+    return [REPO / "README.md", REPO / "Makefile", *sorted((REPO / "docs").glob("*.md")),
+            *sorted((REPO / "configs").rglob("*.py")), *sorted((REPO / "experiments").glob("*.py")),
+            *sorted((REPO / "experiments").glob("*.md")), *sorted((REPO / "benchmarks").glob("*.py"))]
+
+
+def removed_in_header(text: str) -> set[str]:
+    """The scripts a record (docs/HISTORY.md, ...) declares gone, on its line `Removed since (last at <commit>): ...`:
+    its commands that run them are history, runnable from that commit."""
+    removed = set()
+    for names in re.findall(r"^Removed since \(last at [0-9a-f]{7,40}\): (.*)$", text, re.MULTILINE):
+        removed |= set(re.findall(r"((?:experiments|benchmarks)/\w+)\.py", names))
+    return removed
+
+
+def test_every_command_in_the_docs_names_a_module_that_exists():
+    missing = []
+    for path in documented_files():
+        text = path.read_text()
+        removed = removed_in_header(text)
+        for number, line in enumerate(text.splitlines(), 1):
+            for match in COMMAND.finditer(line):
+                folder, name = match.group(1) or match.group(3), match.group(2) or match.group(4)
+                if not (REPO / folder / f"{name}.py").is_file() and f"{folder}/{name}" not in removed:
+                    missing.append(f"{path.relative_to(REPO)}:{number}: {match.group(0)}")
+    assert missing == []
+    assert removed_in_header("Removed since (last at 8c7cd93): experiments/ablate.py, experiments/x.py.") == {
+        "experiments/ablate", "experiments/x"}
+
+
+def test_readme_is_at_most_150_lines_and_links_the_docs():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    linked = set(re.findall(r"\(?(docs/[\w.]+\.md)", readme))
+    assert linked >= {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")}
+    assert all((REPO / link).is_file() for link in linked)
 
 
 def test_lengths_census_writes_the_synthetic_folder_once(tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
     hnm train --config configs/ablations/offline.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 
-Figure: test accuracy@1 / MRR@10 (mean +- 95% CI over seeds) in results/ablations.md (experiments/ablate.py).
+Figure: its paired difference in results/REPRODUCTION.md (`python -m experiments.suite --tier 1`, then
+`python -m experiments.report`); older seed-averaged runs: results/ablations.md (docs/HISTORY.md).
 """
 
 from configs.ablations import ablation_base, semi_hard_band

@@ -2,7 +2,8 @@
 
     hnm train --config configs/ablations/online_band_margin_curriculum_hybrid.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 
-Figure: test accuracy@1 / MRR@10 (mean +- 95% CI over seeds) in results/ablations.md (experiments/ablate.py).
+Figure: test accuracy@1 / MRR@10 (mean +- 95% CI over seeds) in results/ablations.md, from older runs
+(docs/HISTORY.md); not an arm of the current suite (experiments/suite.py TIERS).
 """
 
 from configs.ablations import ablation_base, easy_to_hard_curriculum, hardness_margin, hybrid, semi_hard_band
