@@ -19,13 +19,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hnm_jax.data.tokenize import TokenizedTexts, bucketed_batches, length_buckets, tokenize_pairs, tokenize_texts
 from hnm_jax.models.encoder import BertConfig, BertEncoder, CrossEncoder, PoolingSpec, embed
-from hnm_jax.models.hf_weights import export_hf, export_hf_cross_encoder, load_hf_weights
+from hnm_jax.models.hf_weights import carried_tensors, export_hf, export_hf_cross_encoder, load_hf_weights
 from hnm_jax.sharding import process_rows, to_replicated
 
 
@@ -194,6 +195,10 @@ class Encoder:
     tokenizer: Any
     source: str
     max_length: int = 128
+    # (key prefix, tensors): what the source checkpoint has beside the encoder's params (`carried_tensors`), which
+    # `export` writes back unchanged
+    carried: tuple[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=lambda: ("", {}), repr=False,
+                                                                    compare=False)
     _encode_fn: Callable[..., jax.Array] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -243,7 +248,7 @@ class Encoder:
     def export(self, out_dir: Path, state: nnx.State | None = None) -> None:
         """Writes a sentence-transformers folder (see `export_hf`) with `state` or self.state."""
         model = nnx.merge(self.graphdef, self.state if state is None else state)
-        export_hf(model, self.config, self.pooling, self.tokenizer, Path(out_dir), self.max_length)
+        export_hf(model, self.config, self.pooling, self.tokenizer, Path(out_dir), self.max_length, self.carried)
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
@@ -295,7 +300,9 @@ def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int
         max_length = min(read_max_seq_length(model_dir), config.max_position_embeddings)
     # Shapes only (no random init, ~3 s saved for MiniLM): load_hf_weights overwrites every param.
     model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype, attention=attention))
-    load_hf_weights(model, weights_path)
+    tensors = safetensors.numpy.load_file(str(weights_path))
+    load_hf_weights(model, weights_path, tensors)
+    carried = carried_tensors(model, tensors)
     graphdef, state = nnx.split(model)
     return Encoder(
         graphdef=graphdef,
@@ -305,6 +312,7 @@ def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int
         tokenizer=_load_tokenizer(model_dir),
         source=str(name_or_path),
         max_length=max_length,
+        carried=carried,
     )
 
 
