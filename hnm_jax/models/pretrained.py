@@ -62,6 +62,11 @@ def resolve_model_dir(name_or_path: str) -> Path:
         return path
     if name_or_path in PACKAGED_MODELS:
         return PACKAGED_MODELS[name_or_path]()
+    if path.exists() or name_or_path.startswith(("/", "./", "../", "~")):  # a path, not a hub id
+        raise ModelNotFoundError(
+            f"{name_or_path}: {'not a folder' if path.exists() else 'no such folder'} (expected a model folder with "
+            f"config.json and model.safetensors, one of the packaged names {sorted(PACKAGED_MODELS)}, or a Hugging "
+            "Face hub id)")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
     try:
         from huggingface_hub import snapshot_download
@@ -271,9 +276,19 @@ def _read_model_dir(name_or_path: str) -> tuple[Path, BertConfig, Path]:
             raise ModelNotFoundError(f"{model_dir}: no {required.name} (expected a Hugging Face BERT model folder)")
     try:
         config = BertConfig.from_hf(json.loads(config_path.read_text()))
-    except ValueError as err:
-        raise ValueError(f"{config_path}: {err}") from err
+    except ValueError as err:  # json's errors are ValueErrors too
+        raise ModelNotFoundError(f"{config_path}: {err} (expected a Hugging Face BERT config)") from err
     return model_dir, config, weights_path
+
+
+def check_model_folder(name_or_path: str, flag: str) -> Path:
+    """The folder of a model given by `flag` (a folder, packaged name or hub id) when it has a readable
+    config.json and a model.safetensors; else ModelNotFoundError, one line naming the flag, the path and what was
+    expected. Reads no weights."""
+    try:
+        return _read_model_dir(name_or_path)[0]
+    except ModelNotFoundError as err:
+        raise ModelNotFoundError(f"{flag}: {err}") from None
 
 
 def read_max_seq_length(model_dir: Path, default: int = 128) -> int:
