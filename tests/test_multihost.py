@@ -81,6 +81,89 @@ def test_cli_train_in_two_processes_matches_one(tiny_beir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["1", "2"]
 
 
+LOST_PEER_STEPS = 8
+
+
+def two_process_train(workdir: Path, port: int) -> list[list[str]]:
+    """The two commands of a two-process `hnm train` of LOST_PEER_STEPS steps, a checkpoint after each."""
+    return [[sys.executable, "-m", "hnm_jax.main", "train", "--config", f"{REPO / 'configs/base.py'}:tiny",
+             f"--config.data.path={workdir.parent / 'data'}", f"--config.train.max_steps={LOST_PEER_STEPS}",
+             "--config.train.checkpoint_every=1", f"--workdir={workdir}", "--coordinator", f"localhost:{port}",
+             "--num-processes", "2", "--process-id", str(i)] for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def lost_peer_setup(tiny_beir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(folder with the data and an uninterrupted two-process run in `straight`, the processes' environment)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("lost_peer")
+    shutil.copytree(tiny_beir, root / "data")
+    env = {**os.environ, "XLA_FLAGS": xla_flags(2), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+           "PYTHONPATH": str(REPO), "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache")}
+    run_all(two_process_train(root / "straight", free_port()), env=env)
+    return root, env
+
+
+def final_numbers(workdir: Path) -> tuple[dict, dict, list]:
+    """(eval metrics, {step: train/loss} as last logged, parameter leaves of the newest checkpoint)."""
+    from conftest import params_of
+
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = {line["step"]: line["train/loss"] for line in lines if "train/loss" in line}  # a rerun's lines last
+    return json.loads((workdir / "eval_test.json").read_text()), losses, params_of(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker killed", "coordinator killed"])
+def test_lost_peer_ends_the_survivor_in_one_line_and_a_rerun_resumes(lost_peer_setup, victim):
+    import signal
+    import time
+
+    root, env = lost_peer_setup
+    workdir = root / f"killed{victim}"
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for c in two_process_train(workdir, free_port())]
+    survivor = procs[1 - victim]
+    try:
+        deadline = time.time() + 300
+        while not (workdir / "checkpoints" / "3").is_dir() and time.time() < deadline:  # mid-training
+            assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+            time.sleep(0.05)
+        procs[victim].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, err = survivor.communicate(timeout=120)
+        exit_s = time.monotonic() - killed_at
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    lost = "process 1 stopped sending heartbeats" if victim == 1 else "the coordinator, process 0, is gone"
+    assert survivor.returncode != 0
+    assert last.startswith(f"hnm train: lost a peer process of this multi-process run ({lost}); "), err[-3000:]
+    assert "Traceback" not in err and "Check failure" not in err, err[-3000:]
+    assert exit_s <= 60, exit_s  # stated bound: HNM_PEER_TIMEOUT_S (15 s) + a heartbeat interval; measured ~10-16 s
+    print(f"\nsurvivor (process {1 - victim}) exited {exit_s:.1f} s after process {victim} was killed: {last}")
+
+    checkpoints = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert checkpoints and checkpoints[-1] < LOST_PEER_STEPS  # killed mid-training
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for c in two_process_train(workdir, free_port())]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs[0][-3000:] + errs[1][-3000:]
+    assert f"resumed from step {checkpoints[-1]}" in errs[0]
+    (metrics, losses, params), (expected, expected_losses, expected_params) = (final_numbers(workdir),
+                                                                            final_numbers(root / "straight"))
+    for key in ("accuracy@1", "mrr@10", "ndcg@10", "pairwise_accuracy"):
+        assert abs(metrics[key] - expected[key]) <= 1e-6, key
+    assert sorted(losses) == sorted(expected_losses) and max(losses) == LOST_PEER_STEPS
+    np.testing.assert_allclose([losses[s] for s in sorted(losses)], [expected_losses[s] for s in sorted(losses)],
+                               atol=1e-6, rtol=0)
+    for leaf, want in zip(params, expected_params, strict=True):
+        np.testing.assert_allclose(leaf, want, atol=1e-6, rtol=0)
+
+
 def test_init_distributed_single_process_and_bad_flags(monkeypatch, tmp_path):
     from hnm_jax.main import init_distributed, main
 

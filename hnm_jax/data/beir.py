@@ -149,8 +149,12 @@ def resolve_dataset_path(name: str | None = None, path: str | Path | None = None
 
 def resolve_dataset(name_or_path: str | Path) -> Path:
     """`resolve_dataset_path` of a command-line dataset argument: a folder when one exists there, else a name."""
-    if Path(name_or_path).is_dir():
+    path = Path(name_or_path)
+    if path.is_dir():
         return resolve_dataset_path(path=name_or_path)
+    if path.exists() or str(name_or_path).startswith(("/", ".", "~")) or os.sep in str(name_or_path):
+        raise DataError(path, None, f"{'not a folder' if path.exists() else 'no such folder'} (expected a BEIR "
+                                    "folder with corpus.jsonl, queries.jsonl and qrels/, or a benchmark name)")
     return resolve_dataset_path(name=str(name_or_path))
 
 

@@ -51,17 +51,28 @@ def _param_table(model: BertEncoder) -> list[tuple[str, nnx.Variable, bool]]:
     return table
 
 
+def _normalize_key(key: str) -> str | None:
+    """The encoder key a checkpoint key stands for: 'bert.' stripped, old LayerNorm 'gamma'/'beta' renamed; None for
+    the pooler, heads and position_ids (not part of BertModel's encoder)."""
+    key = key.removeprefix("bert.")
+    if key.startswith(_IGNORED_PREFIXES) or key.endswith("position_ids"):
+        return None
+    return key.replace(".LayerNorm.gamma", ".LayerNorm.weight").replace(".LayerNorm.beta", ".LayerNorm.bias")
+
+
 def _normalize_keys(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Strips 'bert.', renames old LayerNorm 'gamma'/'beta', drops pooler/heads/position_ids."""
-    out = {}
-    for key, value in tensors.items():
-        key = key.removeprefix("bert.")
-        if key.startswith(_IGNORED_PREFIXES) or key.endswith("position_ids"):
-            continue
-        if ".LayerNorm.gamma" in key or ".LayerNorm.beta" in key:
-            key = key.replace(".LayerNorm.gamma", ".LayerNorm.weight").replace(".LayerNorm.beta", ".LayerNorm.bias")
-        out[key] = value
-    return out
+    """{_normalize_key(key): tensor} without the keys that stand for no encoder param."""
+    return {name: value for key, value in tensors.items() if (name := _normalize_key(key)) is not None}
+
+
+def carried_tensors(model: BertEncoder, tensors: dict[str, np.ndarray]) -> tuple[str, dict[str, np.ndarray]]:
+    """What an export must write back beside `model`'s params to have every tensor of the checkpoint `tensors`:
+    (the key prefix of its encoder params, 'bert.' or '', and the tensors no param stands for, under their own
+    names: the pooler, position_ids, task heads), unchanged."""
+    params = {key for key, _, _ in _param_table(model)}
+    carried = {key: value for key, value in tensors.items() if _normalize_key(key) not in params}
+    prefixed = any(key.startswith("bert.") and _normalize_key(key) in params for key in tensors)
+    return ("bert." if prefixed else ""), carried
 
 
 def _head_groups(model: CrossEncoder) -> list[list[tuple[str, nnx.Variable, bool]]]:
@@ -72,7 +83,8 @@ def _head_groups(model: CrossEncoder) -> list[list[tuple[str, nnx.Variable, bool
     ]
 
 
-def load_hf_weights(model: BertEncoder | CrossEncoder, safetensors_path: Path) -> list[str]:
+def load_hf_weights(model: BertEncoder | CrossEncoder, safetensors_path: Path,
+                    tensors: dict[str, np.ndarray] | None = None) -> list[str]:
     """Fills `model`'s params in place from a HF BERT safetensors file ('bert.'-prefixed or not).
 
     A `BertEncoder`: every param is overwritten (pooler and task heads in the file are ignored), so `model`
@@ -81,9 +93,10 @@ def load_hf_weights(model: BertEncoder | CrossEncoder, safetensors_path: Path) -
     its initialisation, so a bi-encoder (`BertModel`) checkpoint gives a cross-encoder with a fresh head.
     Raises ValueError listing every missing, shape-mismatched and unexpected key (and then changes nothing).
 
-    Returns the head keys left at their initialisation (always [] for a BertEncoder).
+    Returns the head keys left at their initialisation (always [] for a BertEncoder). `tensors`: the file's
+    tensors when already read (`safetensors_path` then only names it in errors).
     """
-    raw = safetensors.numpy.load_file(str(safetensors_path))
+    raw = safetensors.numpy.load_file(str(safetensors_path)) if tensors is None else tensors
     encoder, groups = (model.encoder, _head_groups(model)) if isinstance(model, CrossEncoder) else (model, [])
     tensors = _normalize_keys(raw)
     head_tensors = {key.removeprefix("bert."): value for key, value in raw.items()}
@@ -128,12 +141,12 @@ def load_hf_weights(model: BertEncoder | CrossEncoder, safetensors_path: Path) -
     return fresh
 
 
-def hf_state_dict(model: BertEncoder) -> dict[str, np.ndarray]:
-    """HF `BertModel` state dict (unprefixed keys, Linear weights [out, in]) as float32 numpy."""
+def hf_state_dict(model: BertEncoder, prefix: str = "") -> dict[str, np.ndarray]:
+    """HF `BertModel` state dict (keys with `prefix`, Linear weights [out, in]) as float32 numpy."""
     out = {}
     for key, var, transpose in _param_table(model):
         value = np.asarray(var.get_value(), dtype=np.float32)
-        out[key] = np.ascontiguousarray(value.T if transpose else value)
+        out[prefix + key] = np.ascontiguousarray(value.T if transpose else value)
     return out
 
 
@@ -149,17 +162,22 @@ def export_hf(
     tokenizer: Any,
     out_dir: Path,
     max_seq_length: int,
+    carried: tuple[str, dict[str, np.ndarray]] = ("", {}),
 ) -> None:
     """Writes a sentence-transformers folder loadable by `load_encoder`, `SentenceTransformer` and HF.
 
     Files: config.json (BertModel), model.safetensors, tokenizer files, modules.json
     (Transformer, Pooling, + Normalize when `pooling.normalize`), 1_Pooling/config.json,
-    sentence_bert_config.json.
+    sentence_bert_config.json. `carried` (`carried_tensors` of the source checkpoint): the params' key prefix and
+    the source's other tensors, written unchanged, so the file has every tensor the source had (no MISSING pooler).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "config.json", config.to_hf())
-    safetensors.numpy.save_file(hf_state_dict(model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    prefix, extra = carried
+    tensors = hf_state_dict(model, prefix)
+    tensors.update({key: np.ascontiguousarray(value) for key, value in extra.items()})
+    safetensors.numpy.save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out_dir))
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": _ST_PREFIX + "Transformer"},

@@ -28,6 +28,7 @@ from hnm_jax.models.pretrained import (
 )
 from hnm_jax.optimizer import make_optimizer
 from hnm_jax.train_step import create_train_state
+from hnm_jax.workdir import CONFIG_FILE, WorkdirError, check_run
 
 TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
 CE_DIR = "ce"  # <workdir>/ce: the cross-encoder's checkpoints, logs and exported HF folder ("model")
@@ -91,11 +92,20 @@ def with_dropout(encoder: Encoder | CrossEncoderModel, rate: float) -> Encoder |
 
 
 def load_trained_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a training workdir was run with (its config.json)."""
-    config_path = Path(workdir) / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path}: no config.json; is {workdir} a training workdir?")
-    return ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    """The config a training workdir was run with (its config.json); WorkdirError when `workdir` is not one."""
+    config_path = check_run(workdir) / CONFIG_FILE
+    try:
+        return ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    except ValueError as error:
+        raise WorkdirError(f"{config_path}: not a JSON config ({error}); expected the config.json `hnm train` "
+                           "writes") from None
+
+
+def _check_checkpoints(directory: Path) -> None:
+    """WorkdirError naming `directory` when it holds no checkpoint step (before any model is built)."""
+    if not (directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())):
+        raise WorkdirError(f"{directory}: no checkpoint (expected the checkpoints of a run that trained at least "
+                           "one checkpoint_every interval)")
 
 
 def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec, freeze_layers: int = 0):
@@ -109,7 +119,8 @@ def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec, free
     finally:
         checkpointer.close()
     if restored is None:
-        raise FileNotFoundError(f"{directory}: no readable checkpoint")
+        raise WorkdirError(f"{directory}: no finished checkpoint (expected the checkpoints of a run that trained "
+                           "at least one checkpoint_every interval)")
     return restored[0].params
 
 
@@ -117,6 +128,7 @@ def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDic
     """The encoder of a training workdir with the parameters of its newest checkpoint, and its config."""
     workdir = Path(workdir)
     config = load_trained_config(workdir)
+    _check_checkpoints(workdir / "checkpoints")
     spec = spec_from_config(config)
     encoder = build_encoder(spec.model, spec.seed)
     params = _newest_params(workdir / "checkpoints", encoder.graphdef, encoder.state, spec, spec.model.freeze_layers)
@@ -128,9 +140,10 @@ def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
     cross-fitted run without <workdir>/ce/checkpoints, the fold-0 CE (<workdir>/ce/fold0, the one its evaluation
     re-ranked with)."""
     spec = spec_from_config(load_trained_config(workdir))
-    model = build_cross_encoder(spec)
     ce_dir = Path(workdir) / CE_DIR
     if not (ce_dir / "checkpoints").is_dir() and (ce_dir / CE_FOLD_DIR.format(0) / "checkpoints").is_dir():
         ce_dir = ce_dir / CE_FOLD_DIR.format(0)
+    _check_checkpoints(ce_dir / "checkpoints")
+    model = build_cross_encoder(spec)
     params = _newest_params(ce_dir / "checkpoints", model.graphdef, model.state, spec)
     return dataclasses.replace(model, state=params)

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -37,7 +38,7 @@ from hnm_jax.models.encoder import (
     embed_hidden,
     split_frozen,
 )
-from hnm_jax.models.hf_weights import export_hf, export_hf_cross_encoder, load_hf_weights
+from hnm_jax.models.hf_weights import carried_tensors, export_hf, export_hf_cross_encoder, load_hf_weights
 from hnm_jax.sharding import process_rows, to_replicated
 
 
@@ -73,6 +74,11 @@ def resolve_model_dir(name_or_path: str) -> Path:
         return path
     if name_or_path in PACKAGED_MODELS:
         return PACKAGED_MODELS[name_or_path]()
+    if path.exists() or name_or_path.startswith(("/", "./", "../", "~")):  # a path, not a hub id
+        raise ModelNotFoundError(
+            f"{name_or_path}: {'not a folder' if path.exists() else 'no such folder'} (expected a model folder with "
+            f"config.json and model.safetensors, one of the packaged names {sorted(PACKAGED_MODELS)}, or a Hugging "
+            "Face hub id)")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
     try:
         from huggingface_hub import snapshot_download
@@ -225,6 +231,10 @@ class Encoder:
     tokenizer: Any
     source: str
     max_length: int = 128
+    # (key prefix, tensors): what the source checkpoint has beside the encoder's params (`carried_tensors`), which
+    # `export` writes back unchanged
+    carried: tuple[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=lambda: ("", {}), repr=False,
+                                                                    compare=False)
     _encode_fn: Callable[..., jax.Array] = dataclasses.field(init=False, repr=False, compare=False)
     _trunk_fns: tuple[Callable[..., jax.Array], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -326,7 +336,7 @@ class Encoder:
     def export(self, out_dir: Path, state: nnx.State | None = None) -> None:
         """Writes a sentence-transformers folder (see `export_hf`) with `state` or self.state."""
         model = nnx.merge(self.graphdef, self.state if state is None else state)
-        export_hf(model, self.config, self.pooling, self.tokenizer, Path(out_dir), self.max_length)
+        export_hf(model, self.config, self.pooling, self.tokenizer, Path(out_dir), self.max_length, self.carried)
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
@@ -349,9 +359,19 @@ def _read_model_dir(name_or_path: str) -> tuple[Path, BertConfig, Path]:
             raise ModelNotFoundError(f"{model_dir}: no {required.name} (expected a Hugging Face BERT model folder)")
     try:
         config = BertConfig.from_hf(json.loads(config_path.read_text()))
-    except ValueError as err:
-        raise ValueError(f"{config_path}: {err}") from err
+    except ValueError as err:  # json's errors are ValueErrors too
+        raise ModelNotFoundError(f"{config_path}: {err} (expected a Hugging Face BERT config)") from err
     return model_dir, config, weights_path
+
+
+def check_model_folder(name_or_path: str, flag: str) -> Path:
+    """The folder of a model given by `flag` (a folder, packaged name or hub id) when it has a readable
+    config.json and a model.safetensors; else ModelNotFoundError, one line naming the flag, the path and what was
+    expected. Reads no weights."""
+    try:
+        return _read_model_dir(name_or_path)[0]
+    except ModelNotFoundError as err:
+        raise ModelNotFoundError(f"{flag}: {err}") from None
 
 
 def read_max_seq_length(model_dir: Path, default: int = 128) -> int:
@@ -378,7 +398,9 @@ def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int
         max_length = min(read_max_seq_length(model_dir), config.max_position_embeddings)
     # Shapes only (no random init, ~3 s saved for MiniLM): load_hf_weights overwrites every param.
     model = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0), dtype=dtype, attention=attention))
-    load_hf_weights(model, weights_path)
+    tensors = safetensors.numpy.load_file(str(weights_path))
+    load_hf_weights(model, weights_path, tensors)
+    carried = carried_tensors(model, tensors)
     graphdef, state = nnx.split(model)
     return Encoder(
         graphdef=graphdef,
@@ -388,6 +410,7 @@ def load_encoder(name_or_path: str, *, dtype: Any = jnp.float32, max_length: int
         tokenizer=_load_tokenizer(model_dir),
         source=str(name_or_path),
         max_length=max_length,
+        carried=carried,
     )
 
 
