@@ -4,7 +4,7 @@
     python -m experiments.suite --tier 1               # tier-1 arms x 3 datasets x 5 folds -> results/cv/*.json
     python -m experiments.suite --confirmation         # full fine-tuning on abt_buy's 5 folds (reported beside)
     python -m experiments.suite --pilot freeze         # PROTOCOL section 7 on abt_buy fold 0's inner dev
-    python -m experiments.suite --pilot lr:5e-5,1e-4 --freeze-layers 4
+    python -m experiments.suite --pilot lr:5e-5,1e-4 --freeze-layers 4 --epochs 2
 
 A run writes <runs-dir>/<name>.json (its metrics with per-query ranks and per-pair outcomes, curves, wall-clock,
 machine load, commit) once it has finished; a run whose JSON exists is skipped, and a killed run resumes from its
@@ -43,7 +43,7 @@ ZERO_SHOT_MODEL = "all-MiniLM-L6-v2"
 PILOT_DATASET, PILOT_FOLD, PILOT_SPLIT = "abt_buy", 0, "dev"
 PILOT_FREEZE = (0, 3, 4, 5)
 PILOT_FREEZE_ARMS = ("in_batch", "online_hardest")
-PILOT_LR_ARMS = ("in_batch", "full_bi")
+PILOT_LR_ARMS = ("in_batch", "full_bi", "online_hardest")  # lr by the first two; online_hardest: the criterion
 # PROTOCOL.md sections 1 and 3: every arm of the suite runs with these (model.freeze_layers: section 8); the
 # arms' files set N = 2 explicit negatives from a pool of 30 (configs/ablations/__init__.py; in_batch: none).
 PROTOCOL = {"seed": 0, "data.folds": NUM_FOLDS, "data.fold_seed": 0, "data.fold_dev_fraction": 0.1,
@@ -85,17 +85,19 @@ def plan_confirmation(folds: Sequence[int] = range(NUM_FOLDS)) -> list[Run]:
     return [Run(arm, "abt_buy", f, items, CONFIRMATION_TAG) for f in folds for arm in CONFIRMATION_ARMS]
 
 
-def plan_pilot(kind: str, freeze_layers: int | None = None) -> list[Run]:
-    """PROTOCOL section 7: "freeze" (K in PILOT_FREEZE) or "lr:a,b" (at `freeze_layers`), on fold 0's inner dev."""
+def plan_pilot(kind: str, freeze_layers: int | None = None, epochs: int | None = None) -> list[Run]:
+    """PROTOCOL section 7: "freeze" (K in PILOT_FREEZE) or "lr:a,b" (at `freeze_layers` and `epochs`, default
+    PROTOCOL's), on fold 0's inner dev."""
     base = Run(ZERO_SHOT, PILOT_DATASET, PILOT_FOLD, eval_split=PILOT_SPLIT)
     if kind == "freeze":
         return [base, *(Run(arm, PILOT_DATASET, PILOT_FOLD, (("model.freeze_layers", k),), f"k{k}", PILOT_SPLIT)
                         for k in PILOT_FREEZE for arm in PILOT_FREEZE_ARMS)]  # fmt: skip
     if kind.startswith("lr:") and freeze_layers is not None:
         rates = [float(x) for x in kind[3:].split(",")]
-        return [base, *(Run(arm, PILOT_DATASET, PILOT_FOLD,
-                            (("model.freeze_layers", freeze_layers), ("train.learning_rate", lr)),
-                            f"k{freeze_layers}-lr{lr:g}", PILOT_SPLIT)
+        epochs = epochs or PROTOCOL["train.num_epochs"]
+        return [base, *(Run(arm, PILOT_DATASET, PILOT_FOLD, (("model.freeze_layers", freeze_layers),
+                                                             ("train.learning_rate", lr), ("train.num_epochs", epochs)),
+                            f"k{freeze_layers}-e{epochs}-lr{lr:g}", PILOT_SPLIT)
                         for lr in rates for arm in PILOT_LR_ARMS)]  # fmt: skip
     raise ValueError(f"--pilot {kind!r}: expected 'freeze' or 'lr:RATE,RATE' with --freeze-layers")
 
@@ -239,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--confirmation", action="store_true", help="full fine-tuning on abt_buy's folds")
     parser.add_argument("--pilot", help="'freeze' or 'lr:RATE,RATE' (PROTOCOL section 7)")
     parser.add_argument("--freeze-layers", type=int, help="the pilots' K for --pilot lr:...")
+    parser.add_argument("--epochs", type=int, help="the pilots' epochs for --pilot lr:... (default PROTOCOL's)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--folds", type=int, nargs="+", default=list(range(NUM_FOLDS)))
     parser.add_argument("--runs-dir", type=Path, help="default results/cv (results/cv_pilot with --pilot)")
@@ -249,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = [*(r for t in args.tier for r in plan_tier(t, args.datasets, args.folds)),
                 *(plan_confirmation(args.folds) if args.confirmation else []),
-                *(plan_pilot(args.pilot, args.freeze_layers) if args.pilot else [])]  # fmt: skip
+                *(plan_pilot(args.pilot, args.freeze_layers, args.epochs) if args.pilot else [])]  # fmt: skip
     except ValueError as error:
         parser.error(str(error))
     if not runs:

@@ -18,8 +18,10 @@ def test_pilot_plans_run_on_fold_zeros_dev_only():
     freeze = suite.plan_pilot("freeze")
     assert {(r.dataset, r.fold, r.eval_split) for r in freeze} == {("abt_buy", 0, "dev")}
     assert {dict(r.overrides).get("model.freeze_layers") for r in freeze[1:]} == set(suite.PILOT_FREEZE)
-    lr = suite.plan_pilot("lr:5e-5,1e-4", freeze_layers=4)
-    assert [r.name for r in lr[1:3]] == ["in_batch-k4-lr5e-05-abt_buy-f0-dev", "full_bi-k4-lr5e-05-abt_buy-f0-dev"]
+    lr = suite.plan_pilot("lr:5e-5,1e-4", freeze_layers=4, epochs=2)
+    assert [r.name for r in lr[1:3]] == ["in_batch-k4-e2-lr5e-05-abt_buy-f0-dev",
+                                         "full_bi-k4-e2-lr5e-05-abt_buy-f0-dev"]
+    assert len(lr) == 1 + 2 * len(suite.PILOT_LR_ARMS) and dict(lr[-1].overrides)["train.num_epochs"] == 2
     with pytest.raises(ValueError, match="--freeze-layers"):
         suite.plan_pilot("lr:5e-5")
 
