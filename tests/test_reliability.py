@@ -342,7 +342,7 @@ CONFIG_ERRORS = {  # case -> (config file, edit, start of the message)
     "unknown key": ("configs/base.py", ("train", "batchsize", 8), "train.batchsize: unknown key; did you mean "
                                                                   "train.batch_size?"),
     "wrong type": ("configs/base.py", ("train", "batch_size", "8"), "train.batch_size: expected int, got str"),
-    "band lo > hi": (OFFLINE, ("band", "lo", 2.5), "band.lo must be <= hi (the band is empty): lo=2.5 > hi=2.0"),
+    "band lo > hi": (OFFLINE, ("band", "lo", 2.5), "band.lo must be <= hi (the band is empty): lo=2.5 > hi=0.3"),
     "temperature 0": ("configs/base.py", ("loss", "temperature", 0.0), "loss.temperature: must be in"),
     "temperature < 0": ("configs/base.py", ("loss", "temperature", -0.05), "loss.temperature: must be in"),
     "num_negatives > pool_size": (OFFLINE, ("mining", "num_negatives", 40), "mining.pool_size: must be in "
