@@ -44,7 +44,7 @@ class ModelSpec:
 
     def __post_init__(self):
         from hnm_jax.models.encoder import ATTENTIONS, BertConfig
-        from hnm_jax.train_step import RNG_IMPLS
+        from hnm_jax.training.step import RNG_IMPLS
 
         if self.dtype not in ("float32", "bfloat16"):
             _fail("model.dtype", f"expected 'float32' or 'bfloat16', got {self.dtype!r}")

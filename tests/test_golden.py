@@ -28,7 +28,7 @@ from conftest import tiny_config
 
 from hnm_jax.data.synthetic import SIZES, generate, write_beir
 from hnm_jax.main import main
-from hnm_jax.train import train_and_evaluate
+from hnm_jax.training.train import train_and_evaluate
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TOLERANCE = 1e-6
