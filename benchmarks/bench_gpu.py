@@ -101,8 +101,8 @@ def build_hnm_step(shape: str, batch: int, length: int, dtype: str, attention: s
     from hnm_jax import sharding
     from hnm_jax.config import load_config_file, spec_from_config
     from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
-    from hnm_jax.optimizer import make_optimizer
-    from hnm_jax.train_step import create_train_state, jit_train_step
+    from hnm_jax.training.optimizer import make_optimizer
+    from hnm_jax.training.step import create_train_state, jit_train_step
 
     config = BertConfig(vocab_size=VOCAB, **SHAPES[shape])
     compute = jnp.dtype(dtype)
@@ -146,7 +146,7 @@ def run_hnm(shape: str, batch: int, length: int, dtype: str, attention: str, rng
     import jax.numpy as jnp
 
     from hnm_jax.models.encoder import resolve_attention
-    from hnm_jax.train_step import resolve_rng_impl
+    from hnm_jax.training.step import resolve_rng_impl
 
     step, _, _ = build_hnm_step(shape, batch, length, dtype, attention, rng_impl)
     counter = CompileCounter().start()

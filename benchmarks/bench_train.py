@@ -21,8 +21,8 @@ from hnm_jax import sharding
 from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.data.tokenize import TokenizedTexts
 from hnm_jax.models.pretrained import load_encoder
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train_step import create_train_state, jit_train_step
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.step import create_train_state, jit_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -51,8 +51,8 @@ from hnm_jax.data.beir import BeirData, load_beir, resolve_dataset
 from hnm_jax.data.tokenize import tokenize_texts
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.models.pretrained import Encoder, load_encoder, resolve_model_dir
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train_step import create_train_state, jit_train_step
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.step import create_train_state, jit_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 20.0  # InfoNCE scale = 1 / temperature: MNRL's default, the project's loss.temperature 0.05

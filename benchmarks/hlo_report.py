@@ -185,8 +185,8 @@ def analyse(shape_name: str, variant: str) -> dict:
     from hnm_jax import sharding
     from hnm_jax.config import load_config_file, spec_from_config
     from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
-    from hnm_jax.optimizer import make_optimizer
-    from hnm_jax.train_step import create_train_state, jit_train_step
+    from hnm_jax.training.optimizer import make_optimizer
+    from hnm_jax.training.step import create_train_state, jit_train_step
 
     dtype, attention, rng_impl = VARIANTS[variant]
     kwargs, b, length = SHAPES[shape_name]

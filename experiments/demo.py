@@ -16,7 +16,7 @@ from hnm_jax.config import dataset_root, load_config_file, spec_from_config
 from hnm_jax.data.beir import load_texts
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.models.pretrained import load_encoder
-from hnm_jax.train import train_and_evaluate
+from hnm_jax.training.train import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

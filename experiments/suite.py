@@ -162,7 +162,7 @@ def dumps_run(result: Mapping[str, Any]) -> str:
 
 def execute(run: Run, workdirs: Path) -> dict[str, Any]:
     """Trains (resuming from the workdir's checkpoint) or, for ZERO_SHOT, only evaluates; returns the run record."""
-    from hnm_jax.train import train_and_evaluate
+    from hnm_jax.training.train import train_and_evaluate
 
     config = run_config(run if run.arm != ZERO_SHOT else run._replace(arm="in_batch"), workdirs)
     load_before, start = os.getloadavg(), time.time()

@@ -43,8 +43,7 @@ class ModelSpec:
     freeze_layers: int = 0  # frozen trunk: the embeddings and the lowest K blocks (0: full fine-tuning)
 
     def __post_init__(self):
-        from hnm_jax.models.encoder import ATTENTIONS, BertConfig
-        from hnm_jax.train_step import RNG_IMPLS
+        from hnm_jax.models.encoder import ATTENTIONS, RNG_IMPLS, BertConfig
 
         if self.dtype not in ("float32", "bfloat16"):
             _fail("model.dtype", f"expected 'float32' or 'bfloat16', got {self.dtype!r}")

@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from hnm_jax import sharding as shardings
 from hnm_jax.atomic_write import write_text
 from hnm_jax.config import ConfigError, ExperimentSpec
 from hnm_jax.data.beir import Split, Texts, read_split
@@ -40,19 +39,12 @@ from hnm_jax.metrics import (
 )
 from hnm_jax.mining.dense_index import MIN_SCANN_DOCS, DenseIndex, scann_params
 from hnm_jax.mining.retriever import Retrieved, Retriever
+from hnm_jax.mining.scoring import RETRIEVE_K, best_positive_scores, encoding_sharding, rerank
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 log = logging.getLogger(__name__)
 
-RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-query ranks go this deep
-
 EvalData = tuple[Path | None, Texts, Texts]  # (dataset root or None, corpus, queries), as `data.beir.load_texts` gives
-
-
-def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """max over each query's relevant docs of q . d: [Q, D], [N, D], [Q, P] -> [Q]."""
-    scores = np.einsum("qd,qpd->qp", query_emb, doc_emb[np.maximum(positives, 0)])
-    return np.max(np.where(positives >= 0, scores, -np.inf), axis=1)
 
 
 def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str | Split, *, state=None,
@@ -233,21 +225,6 @@ def build_lexical_index(doc_texts, required: bool):
         return None
 
 
-def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel, depth: int,
-           batch_size: int, show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
-    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first.
-
-    Pairs are tokenized at `max_length` (default: the cross-encoder's own max_length)."""
-    top = ranked[:, :depth]
-    query, column = np.nonzero(top >= 0)
-    logits = np.full(top.shape, -np.inf, np.float32)
-    logits[query, column] = cross_encoder.score([query_texts[q] for q in query],
-                                                [doc_texts[d] for d in top[query, column]], batch_size=batch_size,
-                                                max_length=max_length, show_progress=show_progress)
-    order = np.argsort(-logits, axis=1, kind="stable")
-    return np.concatenate([np.take_along_axis(top, order, axis=1), ranked[:, depth:]], axis=1)
-
-
 def corpus_perturbations(root: Path, corpus: Texts) -> np.ndarray | None:
     """[N] perturbation type of each corpus row from `root/perturbations.tsv` (synthetic benchmark), or None."""
     from hnm_jax.data.synthetic import PERTURBATIONS_FILE, perturbation_types
@@ -271,19 +248,6 @@ def dumps_metrics(metrics: Mapping) -> str:
         lines = ",\n".join(f"    {json.dumps(name)}: {json.dumps(values)}" for name, values in lists.items())
         text = (text[:-2] + ",\n" if text != "{}" else "{\n") + f'  "{key}": {{\n{lines}\n  }}\n}}'
     return text + "\n"
-
-
-def encoding_sharding(spec: ExperimentSpec, sharding: jax.sharding.NamedSharding | None = None,
-                      ) -> jax.sharding.NamedSharding:
-    """`sharding` (default: a batch sharding over every device), checked to split eval.batch_size evenly
-    (ConfigError naming the key otherwise)."""
-    if sharding is None:
-        sharding = shardings.batch_sharding(shardings.make_mesh())
-    try:
-        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    return sharding
 
 
 def write_metrics(metrics: Mapping, path: Path) -> None:

@@ -92,7 +92,7 @@ def _train(argv: list[str], command: str = "train") -> int:
     from absl import flags
     from ml_collections import config_flags
 
-    from hnm_jax.train import train_and_evaluate, train_cross_encoder_run
+    from hnm_jax.training.train import train_and_evaluate, train_cross_encoder_run
     from hnm_jax.workdir import WorkdirError, check_new_or_run
 
     prog = f"hnm {command}"
@@ -196,7 +196,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from hnm_jax.models.pretrained import load_cross_encoder
 
     if args.workdir:
-        from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
+        from hnm_jax.training.runs import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
 
         spec = spec_from_config(load_trained_config(args.workdir))
         label = f"{Path(args.workdir).name} ({args.split})"
@@ -272,7 +272,7 @@ def _export(argv: list[str]) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise WorkdirError(f"{args.out}: not a folder (expected a folder for --out, new or existing)")
     check_new_or_run(args.out)
-    from hnm_jax.models.loading import load_trained, load_trained_cross_encoder
+    from hnm_jax.training.runs import load_trained, load_trained_cross_encoder
 
     with WorkdirLock(args.workdir, "hnm export", shared=True):
         model = load_trained_cross_encoder(args.workdir) if args.cross_encoder else load_trained(args.workdir)[0]
@@ -356,8 +356,9 @@ def _mine_with(args: argparse.Namespace) -> int:
     from hnm_jax.config import dataset_root, load_config_file, spec_from_config
     from hnm_jax.data.beir import load_beir
     from hnm_jax.mining.export import check_format, mine_to_rows, mining_spec, write_rows
-    from hnm_jax.models.loading import build_encoder, load_trained, load_trained_config
+    from hnm_jax.models.loading import build_encoder
     from hnm_jax.models.pretrained import ModelNotFoundError, load_cross_encoder
+    from hnm_jax.training.runs import load_trained, load_trained_config
 
     try:
         if args.workdir:
@@ -412,17 +413,17 @@ def main(argv: list[str] | None = None) -> int:
     from hnm_jax.compile_stats import enable_compilation_cache
 
     enable_compilation_cache()  # every command: compiled programs persist on disk (a config update, no computation)
-    # Importing these (and hnm_jax.train_loop) must run no JAX computation: `init_distributed` comes later.
+    # Importing these (and hnm_jax.training.loop) must run no JAX computation: `init_distributed` comes later.
     from hnm_jax import distributed
-    from hnm_jax.checkpointing import CheckpointError
     from hnm_jax.config import ConfigError
     from hnm_jax.data.beir import DataError
     from hnm_jax.models.pretrained import ModelNotFoundError
+    from hnm_jax.training.checkpointing import CheckpointError
     from hnm_jax.workdir import WorkdirError
 
     failed: tuple[type[Exception], ...] = (CheckpointError,)
     if argv[0] in ("train", "train-ce"):  # `hnm eval --model` never imports the trainer
-        from hnm_jax.train_loop import TrainingDiverged
+        from hnm_jax.training.loop import TrainingDiverged
 
         failed += (TrainingDiverged,)
     try:

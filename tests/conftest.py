@@ -144,7 +144,7 @@ def params_of(workdir):
     """The parameter leaves of a training workdir's newest checkpoint."""
     import jax
 
-    from hnm_jax.models.loading import load_trained
+    from hnm_jax.training.runs import load_trained
 
     encoder, _ = load_trained(workdir)
     return jax.tree.leaves(jax.device_get(encoder.state))

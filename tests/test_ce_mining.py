@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config, write_tiny_beir
 
-from hnm_jax import train
 from hnm_jax.config import ConfigError, dataset_root, spec_from_config
-from hnm_jax.data import batch_sources
 from hnm_jax.data.beir import load_texts, read_split
 from hnm_jax.data.synthetic import (
     SyntheticConfig,
@@ -26,8 +24,11 @@ from hnm_jax.data.synthetic import (
 )
 from hnm_jax.mining.miner import cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
-from hnm_jax.models.loading import CE_DIR, build_cross_encoder, build_encoder
-from hnm_jax.train import _cross_encoder_phase, train_and_evaluate
+from hnm_jax.models.loading import build_cross_encoder, build_encoder
+from hnm_jax.training import batches as training_batches
+from hnm_jax.training import train
+from hnm_jax.training.runs import CE_DIR
+from hnm_jax.training.train import _cross_encoder_phase, train_and_evaluate
 
 
 def plant_case_variants(root):
@@ -406,7 +407,7 @@ def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monk
     config = tiny_config(root, "configs/full.py", train__max_steps=2, ce__rerank_depth=5, ce__gate_min_precision=0.0)
     assert config.ce.cross_fit and config.ce.rescore_top == 0
     fold_of_training, trained_rows = [], {}  # spies: the rows each fold's CE trains on
-    real_train, real_batch = train.train_cross_encoder, batch_sources.make_ce_batch
+    real_train, real_batch = train.train_cross_encoder, training_batches.make_ce_batch
 
     def spy_train(spec, ce_dir, miner, mesh, rows=None):
         fold_of_training.append(ce_dir.name)
@@ -417,7 +418,7 @@ def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monk
         return real_batch(ce, query_texts, doc_texts, rows, *args)
 
     monkeypatch.setattr(train, "train_cross_encoder", spy_train)
-    monkeypatch.setattr(batch_sources, "make_ce_batch", spy_batch)
+    monkeypatch.setattr(training_batches, "make_ce_batch", spy_batch)
     metrics = train_and_evaluate(config, workdir)
     assert set(metrics["stages"]) == {"retrieve", "rerank"}
     for name, value in metrics["stages"]["rerank"].items():  # top level = the final stage

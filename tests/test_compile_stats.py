@@ -27,8 +27,8 @@ import jax, jax.numpy as jnp
 from flax import nnx
 from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train_step import create_train_state, train_step
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.step import create_train_state, train_step
 spec = spec_from_config(load_config_file("configs/base.py:tiny"))
 tx = make_optimizer(spec.train, 10)
 graphdef, params = nnx.split(BertEncoder(BertConfig.tiny(vocab_size=64), rngs=nnx.Rngs(0)))

@@ -13,7 +13,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
-from hnm_jax.ce_train_step import CE_BATCH_KEYS, create_train_state, jit_ce_train_step
 from hnm_jax.data.tokenize import bucketed_batches
 from hnm_jax.losses import ce_accuracy, ce_binary_loss, ce_listwise_loss
 from hnm_jax.mining.negatives import CEFilterSpec, Pool, ce_filter, cross_fit_folds, guide_mask
@@ -26,6 +25,7 @@ from hnm_jax.models.pretrained import (
     random_encoder,
     resolve_model_dir,
 )
+from hnm_jax.training.ce_step import CE_BATCH_KEYS, create_train_state, jit_ce_train_step
 
 QUERIES = ["acme camera ac-101 black", "zenith speaker", "orbit router or-7 (white)", "nova monitor 27 inch",
            "apex keyboard", "lumen headphones lu-3 red", "vertex charger", "pulse tablet 10"]

@@ -9,7 +9,7 @@ import pytest
 
 from hnm_jax import distributed
 
-PROGRESS = b"INFO hnm_jax.train: resumed from step 2\ntrain:  25%|##5  | 3/12 [00:07<00:19, loss=2.2065]\r" \
+PROGRESS = b"INFO hnm_jax.training.train: resumed from step 2\ntrain:  25%|##5  | 3/12 [00:07<00:19, loss=2.2065]\r" \
            b"train:  25%|##5  | 3/12 [00:08<00:25, loss=1.9520]"
 STACK = b"*** Check failure stack trace: ***\n    @     0x7f239422520d  nanobind::detail::nb_func_vectorcall()\n"
 WORKER_LOST = (

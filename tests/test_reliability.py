@@ -22,14 +22,15 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO, params_of, tiny_config, xla_flags
 
-from hnm_jax import train
-from hnm_jax.checkpointing import TMP_SUFFIX, Checkpointer, CheckpointError
 from hnm_jax.config import ConfigError, spec_from_config
-from hnm_jax.models.loading import build_encoder, load_trained, load_trained_config
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train import train_and_evaluate
-from hnm_jax.train_loop import TrainingDiverged
-from hnm_jax.train_step import create_train_state, jit_train_step
+from hnm_jax.models.loading import build_encoder
+from hnm_jax.training import train
+from hnm_jax.training.checkpointing import TMP_SUFFIX, Checkpointer, CheckpointError
+from hnm_jax.training.loop import TrainingDiverged
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.runs import load_trained, load_trained_config
+from hnm_jax.training.step import create_train_state, jit_train_step
+from hnm_jax.training.train import train_and_evaluate
 
 OFFLINE = "configs/ablations/offline.py"
 ONLINE = "configs/ablations/online_band.py"
@@ -232,7 +233,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous(trained, tmp_pat
     workdir = shutil.copytree(trained, tmp_path / "run")
     _, position_2, state_2, pool_2 = read_checkpoint(workdir, 2)
     CORRUPTIONS[corruption](workdir / "checkpoints" / "3")
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.training.checkpointing"):
         state, position, pool = _restore(workdir)
     assert position == position_2 and int(state.step) == 2
     assert_trees_close(jax.device_get(state.params), state_2["params"], atol=0)
@@ -264,7 +265,7 @@ def test_rerun_after_corruption_resumes_from_the_previous_and_rewrites_the_bad_s
     workdir = shutil.copytree(trained, tmp_path / "run")
     _, position_3, state_3, pool_3 = read_checkpoint(workdir, 3)
     _flip(_largest_array_file(workdir / "checkpoints" / "3" / "state"))
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.training.checkpointing"):
         train_and_evaluate(tiny_config(tiny_beir, OFFLINE, train__max_steps=3, train__checkpoint_every=1), workdir)
     messages = [r.getMessage() for r in caplog.records]
     assert any("checkpoint at step 3" in m and "unreadable" in m for m in messages)

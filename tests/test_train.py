@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from conftest import REPO, make_tiny_batch, params_of, tiny_config
 
-from hnm_jax import sharding, train
+from hnm_jax import sharding
 from hnm_jax.config import ModelSpec, spec_from_config
 from hnm_jax.data import batches
 from hnm_jax.data.tokenize import bucket_length
 from hnm_jax.mining.negatives import Candidates, SelectSpec, random_negatives
-from hnm_jax.models.loading import build_encoder, load_trained
-from hnm_jax.train import train_and_evaluate
-from hnm_jax.train_step import contrastive_loss, jit_train_step
+from hnm_jax.models.loading import build_encoder
+from hnm_jax.training import train
+from hnm_jax.training.runs import load_trained
+from hnm_jax.training.step import contrastive_loss, jit_train_step
+from hnm_jax.training.train import train_and_evaluate
 
 
 def test_batch_rows_deterministic_and_cover_epoch():

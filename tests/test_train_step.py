@@ -8,12 +8,12 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.config import load_config_file, spec_from_config
 from hnm_jax.mining.schedules import BandSpec
 from hnm_jax.models.encoder import BertConfig, BertEncoder, PoolingSpec
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train_step import (
+from hnm_jax.training.checkpointing import Checkpointer
+from hnm_jax.training.optimizer import make_optimizer
+from hnm_jax.training.step import (
     apply_step_band,
     create_train_state,
     explicit_negatives,

@@ -48,7 +48,7 @@ def canonical_rows(texts: tuple[str, ...] | list[str]) -> np.ndarray:
 def make_batch(rows: np.ndarray, split: Split, query_tokens: TokenizedTexts, doc_tokens: TokenizedTexts,
                pos_doc: np.ndarray, neg_doc: np.ndarray, canonical: np.ndarray,
                buckets: tuple[int, ...] = LENGTH_BUCKETS) -> dict[str, np.ndarray]:
-    """Token arrays and doc ids of one batch (see train_step.BATCH_KEYS for shapes).
+    """Token arrays and doc ids of one batch (see training/step.BATCH_KEYS for shapes).
 
     The query tensors are cut to Lq = `bucket_length` of the batch's longest query, the document tensors
     (positives and negatives together) to Ld = `bucket_length` of its longest document, so a run compiles its

@@ -38,11 +38,11 @@ from hnm_jax.config import ConfigError, ExperimentSpec
 from hnm_jax.data.batches import canonical_rows
 from hnm_jax.data.beir import Split, Texts
 from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.evaluate import best_positive_scores, encoding_sharding
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec, ce_filter, mine_pool, needs_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at
+from hnm_jax.mining.scoring import best_positive_scores, encoding_sharding
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 log = logging.getLogger(__name__)

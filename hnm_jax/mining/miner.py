@@ -18,7 +18,6 @@ from hnm_jax.config import ExperimentSpec
 from hnm_jax.data import batches
 from hnm_jax.data.beir import Split, Texts, list_splits, read_split
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
-from hnm_jax.evaluate import RETRIEVE_K, best_positive_scores
 from hnm_jax.metrics import pool_statistics
 from hnm_jax.mining.ce_gate import GateFigures, gate_figures, gate_open, removal_precision_recall
 from hnm_jax.mining.dense_index import DenseIndex
@@ -26,6 +25,7 @@ from hnm_jax.mining.lexical import LexicalIndex
 from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, guide_mask, mine_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
+from hnm_jax.mining.scoring import RETRIEVE_K, best_positive_scores
 from hnm_jax.models.encoder import HiddenStates
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 

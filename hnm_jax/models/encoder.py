@@ -44,6 +44,11 @@ _INIT = nnx.initializers.normal(stddev=0.02)  # BERT's initializer_range
 # compute; the mask is read as right padding, key lengths = mask.sum(-1), as every batch here is built); "auto":
 # einsum on CPU, cudnn on GPU with bf16/fp16 compute where cuDNN takes the shape (else xla), xla otherwise.
 ATTENTIONS = ("auto", "einsum", "xla", "cudnn")
+# model.rng_impl: the PRNG behind dropout masks. threefry: JAX's default (counter-based, the same bits on every
+# backend and sharding, but ~20 integer rounds per 64 random bits); rbg / unsafe_rbg: XLA's RngBitGenerator (one
+# cheap op per mask; bits depend on the backend; unsafe_rbg also splits keys cheaply with lower-quality streams);
+# auto: threefry on CPU (today's numbers), rbg elsewhere. TrainState.rng stays a threefry key whatever the choice.
+RNG_IMPLS = ("auto", "threefry", "rbg", "unsafe_rbg")
 SMALL_TABLE = 16  # embedding tables with at most this many rows (token types) are read by selects, not a gather
 
 

@@ -1,21 +1,16 @@
-"""Every loader a run needs that reads a config or a workdir: the encoder and cross-encoder a config names (a tiny
-random one, or `models/pretrained.py`'s load_encoder / load_cross_encoder, with the configured dropout), and the
-trained models of a workdir (its config.json and newest checkpoint).
+"""The encoder and cross-encoder a config names: a tiny random one, or `models/pretrained.py`'s load_encoder /
+load_cross_encoder, with the configured dropout and frozen trunk.
 
-Separate from `pretrained.py` (which knows nothing of configs, optimizers or checkpoints) so the CLI, the miners and
-the experiments reach trained models without importing `hnm_jax.train`.
+Separate from `pretrained.py`, which knows nothing of configs. A workdir's trained models (its config.json and newest
+checkpoint) are loaded by `training/runs.py`, which needs the optimizer, the TrainState and the Checkpointer.
 """
 
 import dataclasses
-import json
-from pathlib import Path
 
 import jax
-import ml_collections
 from flax import nnx
 
-from hnm_jax.checkpointing import Checkpointer
-from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec, spec_from_config
+from hnm_jax.config import ConfigError, ExperimentSpec, ModelSpec
 from hnm_jax.models.encoder import BertConfig
 from hnm_jax.models.pretrained import (
     CrossEncoderModel,
@@ -26,13 +21,8 @@ from hnm_jax.models.pretrained import (
     random_encoder,
     resolve_model_dir,
 )
-from hnm_jax.optimizer import make_optimizer
-from hnm_jax.train_step import create_train_state
-from hnm_jax.workdir import CONFIG_FILE, WorkdirError, check_run
 
 TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
-CE_DIR = "ce"  # <workdir>/ce: the cross-encoder's checkpoints, logs and exported HF folder ("model")
-CE_FOLD_DIR = "fold{}"  # cross-fitting: <workdir>/ce/fold0, <workdir>/ce/fold1, each laid out like <workdir>/ce
 
 
 def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
@@ -89,61 +79,3 @@ def with_dropout(encoder: Encoder | CrossEncoderModel, rate: float) -> Encoder |
     graphdef, state = nnx.split(model)
     config = dataclasses.replace(encoder.config, hidden_dropout=rate, attention_dropout=rate)
     return dataclasses.replace(encoder, graphdef=graphdef, state=state, config=config)
-
-
-def load_trained_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a training workdir was run with (its config.json); WorkdirError when `workdir` is not one."""
-    config_path = check_run(workdir) / CONFIG_FILE
-    try:
-        return ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    except ValueError as error:
-        raise WorkdirError(f"{config_path}: not a JSON config ({error}); expected the config.json `hnm train` "
-                           "writes") from None
-
-
-def _check_checkpoints(directory: Path) -> None:
-    """WorkdirError naming `directory` when it holds no checkpoint step (before any model is built)."""
-    if not (directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())):
-        raise WorkdirError(f"{directory}: no checkpoint (expected the checkpoints of a run that trained at least "
-                           "one checkpoint_every interval)")
-
-
-def _newest_params(directory: Path, graphdef, params, spec: ExperimentSpec, freeze_layers: int = 0):
-    """The params of the newest checkpoint in `directory`, given a model's graphdef and params as template."""
-    # the opt_state structure does not depend on the schedule, only on what is frozen
-    tx = make_optimizer(spec.train, total_steps=1, freeze_layers=freeze_layers)
-    template = create_train_state(graphdef, params, tx, spec.seed)
-    checkpointer = Checkpointer(directory, keep=spec.train.keep_checkpoints)
-    try:
-        restored = checkpointer.restore(template)
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise WorkdirError(f"{directory}: no finished checkpoint (expected the checkpoints of a run that trained "
-                           "at least one checkpoint_every interval)")
-    return restored[0].params
-
-
-def load_trained(workdir: str | Path) -> tuple[Encoder, ml_collections.ConfigDict]:
-    """The encoder of a training workdir with the parameters of its newest checkpoint, and its config."""
-    workdir = Path(workdir)
-    config = load_trained_config(workdir)
-    _check_checkpoints(workdir / "checkpoints")
-    spec = spec_from_config(config)
-    encoder = build_encoder(spec.model, spec.seed)
-    params = _newest_params(workdir / "checkpoints", encoder.graphdef, encoder.state, spec, spec.model.freeze_layers)
-    return dataclasses.replace(encoder, state=params), config
-
-
-def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
-    """The cross-encoder of a training workdir (<workdir>/ce) with the parameters of its newest checkpoint; of a
-    cross-fitted run without <workdir>/ce/checkpoints, the fold-0 CE (<workdir>/ce/fold0, the one its evaluation
-    re-ranked with)."""
-    spec = spec_from_config(load_trained_config(workdir))
-    ce_dir = Path(workdir) / CE_DIR
-    if not (ce_dir / "checkpoints").is_dir() and (ce_dir / CE_FOLD_DIR.format(0) / "checkpoints").is_dir():
-        ce_dir = ce_dir / CE_FOLD_DIR.format(0)
-    _check_checkpoints(ce_dir / "checkpoints")
-    model = build_cross_encoder(spec)
-    params = _newest_params(ce_dir / "checkpoints", model.graphdef, model.state, spec)
-    return dataclasses.replace(model, state=params)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hnm_jax.train_step import TrainState
+from hnm_jax.training.step import TrainState
 
 log = logging.getLogger(__name__)
 

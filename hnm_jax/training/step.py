@@ -41,7 +41,7 @@ from hnm_jax.losses import (
 )
 from hnm_jax.mining.retriever import hybrid_logits
 from hnm_jax.mining.schedules import BandSpec, band_at, band_mask
-from hnm_jax.models.encoder import PoolingSpec, embed, embed_hidden, split_frozen
+from hnm_jax.models.encoder import RNG_IMPLS, PoolingSpec, embed, embed_hidden, split_frozen
 
 BATCH_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask", "pos_doc", "neg_doc",
               "query_positives")
@@ -56,13 +56,6 @@ class TrainState:
     opt_state: Any
     step: jax.Array  # scalar int32: optimizer steps taken
     rng: jax.Array  # raw uint32 threefry PRNG key; step keys are fold_in(rng, step) (see `step_key`)
-
-
-# model.rng_impl: the PRNG behind dropout masks. threefry: JAX's default (counter-based, the same bits on every
-# backend and sharding, but ~20 integer rounds per 64 random bits); rbg / unsafe_rbg: XLA's RngBitGenerator (one
-# cheap op per mask; bits depend on the backend; unsafe_rbg also splits keys cheaply with lower-quality streams);
-# auto: threefry on CPU (today's numbers), rbg elsewhere. TrainState.rng stays a threefry key whatever the choice.
-RNG_IMPLS = ("auto", "threefry", "rbg", "unsafe_rbg")
 
 
 def resolve_rng_impl(kind: str, platform: str | None = None) -> str:

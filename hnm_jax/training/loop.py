@@ -14,9 +14,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hnm_jax import sharding
-from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.train_step import create_train_state
+from hnm_jax.training.checkpointing import Checkpointer
+from hnm_jax.training.step import create_train_state
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,4 +1,4 @@
-"""The pure, jitted cross-encoder train step (reuses `TrainState` from `train_step`).
+"""The pure, jitted cross-encoder train step (reuses `TrainState` from `step.py`).
 
 A batch (global arrays, leading axis sharded over 'data'): B queries, each paired with 1 + N documents,
 the positive first.
@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from hnm_jax.losses import CE_LOSSES, ce_accuracy
-from hnm_jax.train_step import TrainState, create_train_state, resolve_rng_impl, step_key
+from hnm_jax.training.step import TrainState, create_train_state, resolve_rng_impl, step_key
 
 __all__ = ["CE_BATCH_KEYS", "TrainState", "ce_logits", "ce_train_step", "create_train_state", "jit_ce_train_step"]
 

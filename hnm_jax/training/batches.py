@@ -28,7 +28,7 @@ class StepInputs:
     rows: np.ndarray  # [B] split rows of the batch's queries
     pos_doc: np.ndarray  # [B] corpus row of each query's positive
     rng: np.random.Generator  # the step's generator, after drawing the positives
-    batch: dict[str, np.ndarray] | None = None  # the global batch (train_step.BATCH_KEYS, + hybrid columns, guide)
+    batch: dict[str, np.ndarray] | None = None  # the global batch (step.BATCH_KEYS, + hybrid columns, guide)
 
 
 class BatchBuilder:

@@ -1,10 +1,10 @@
-"""train_and_evaluate(config, workdir): the orchestrator of a run, with `train_loop.py` the only place in training
+"""train_and_evaluate(config, workdir): the orchestrator of a run, with `loop.py` the only place in training
 with side effects.
 
 Loads data and the pretrained encoder (models/loading.py), builds the Miner (mining/miner.py), runs the cross-encoder
 phase when the config has one, then the bi-encoder phase, and evaluates on the eval split at the end. Both phases
-run `train_loop.run_loop` (logs on process 0, checkpoints every K steps so rerunning the same command resumes, stops
-on a non-finite loss with the step range); they differ by step function and batch source (data/batch_sources.py:
+run `loop.run_loop` (logs on process 0, checkpoints every K steps so rerunning the same command resumes, stops
+on a non-finite loss with the step range); they differ by step function and batch source (batches.py:
 the bi-encoder's next batch is built on the host while a step runs) and the bi-encoder's refresh hook.
 """
 
@@ -21,8 +21,6 @@ import numpy as np
 
 from hnm_jax import sharding
 from hnm_jax.atomic_write import atomic_path, write_text
-from hnm_jax.ce_train_step import jit_ce_train_step
-from hnm_jax.checkpointing import Checkpointer
 from hnm_jax.compile_stats import CompileCounter, enable_compilation_cache
 from hnm_jax.config import (
     ConfigError,
@@ -33,7 +31,6 @@ from hnm_jax.config import (
     spec_from_config,
 )
 from hnm_jax.data import batches
-from hnm_jax.data.batch_sources import BatchBuilder, CrossEncoderBatches, Prefetcher
 from hnm_jax.data.beir import list_splits, load_texts, read_split
 from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.data.synthetic import load_unlabelled_duplicates
@@ -41,11 +38,15 @@ from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
 from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
-from hnm_jax.models.loading import CE_DIR, CE_FOLD_DIR, build_cross_encoder, build_encoder
+from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, check_model_folder, load_cross_encoder
-from hnm_jax.optimizer import learning_rate_schedule, make_optimizer
-from hnm_jax.train_loop import init_state, run_loop
-from hnm_jax.train_step import jit_train_step
+from hnm_jax.training.batches import BatchBuilder, CrossEncoderBatches, Prefetcher
+from hnm_jax.training.ce_step import jit_ce_train_step
+from hnm_jax.training.checkpointing import Checkpointer
+from hnm_jax.training.loop import init_state, run_loop
+from hnm_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from hnm_jax.training.runs import CE_DIR, CE_FOLD_DIR
+from hnm_jax.training.step import jit_train_step
 from hnm_jax.workdir import WorkdirLock, make_workdir
 
 log = logging.getLogger(__name__)
