@@ -38,7 +38,8 @@ from hnm_jax.metrics import (
     score_gap_stats,
 )
 from hnm_jax.mining.dense_index import MIN_SCANN_DOCS, DenseIndex, scann_params
-from hnm_jax.mining.retriever import Retrieved, Retriever
+from hnm_jax.mining.pipeline import at_least_10, build_lexical_index, build_retriever, with_mode
+from hnm_jax.mining.retriever import Retrieved
 from hnm_jax.mining.scoring import RETRIEVE_K, best_positive_scores, encoding_sharding, rerank
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
@@ -103,15 +104,17 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     query_emb = encoder.encode_tokens(query_tokens, **encode)
 
     k = min(RETRIEVE_K, len(corpus))
-    dense_index, search = build_dense_index(spec, doc_emb, k)
-    lexical = build_lexical_index(corpus.texts, required=spec.retriever.mode != "dense")
     deployed = spec.retriever.mode
+    # the pipeline's retriever (mining's), its dense index exact unless eval.search = "ann" (built for the dense
+    # mode, so a lexical deployed mode does not force it exact); BM25 whenever it imports; then every mode reported
+    lexical = build_lexical_index(corpus.texts, required=deployed != "dense")
+    retriever = build_retriever(dataclasses.replace(spec.retriever, mode="dense"), doc_emb, corpus.texts,
+                                index=spec.index, exact=spec.eval.search == "exact", lexical=lexical)
+    search = search_record(spec, retriever.dense, k)
     modes = dict.fromkeys(["dense", *(["hybrid"] if lexical is not None else []), deployed])
-    retrieved: dict[str, Retrieved] = {}
-    for mode in modes:
-        retriever = Retriever(dataclasses.replace(spec.retriever, mode=mode), dense_index, lexical)
-        retrieved[mode] = retriever.retrieve(query_emb, query_texts, k=k)
-    ranked = {mode: _at_least_10(r.indices) for mode, r in retrieved.items()}
+    retrieved: dict[str, Retrieved] = {mode: with_mode(retriever, mode).retrieve(query_emb, query_texts, k=k)
+                                       for mode in modes}
+    ranked = {mode: at_least_10(r.indices) for mode, r in retrieved.items()}
     retrievers = {mode: retrieval_metrics(rows, relevant) for mode, rows in ranked.items()}
     ranks = {f"rank_{mode}": first_relevant_rank(rows, relevant) for mode, rows in ranked.items()}
 
@@ -184,45 +187,19 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _at_least_10(ranked: np.ndarray) -> np.ndarray:
-    """[Q, K] ranked rows padded with -1 to K >= 10, so the @10 metrics are defined on tiny corpora."""
-    return np.pad(ranked, ((0, 0), (0, max(0, 10 - ranked.shape[1]))), constant_values=-1)
-
-
-def build_dense_index(spec: ExperimentSpec, doc_emb: np.ndarray, k: int) -> tuple[DenseIndex, str | dict[str, Any]]:
-    """The dense index evaluation searches, and its record for the JSON ("search").
-
-    eval.search = "exact": exact top-k over the whole corpus, whatever its size -> "exact". "ann": ScaNN with the
-    `index.*` settings (corpora below index.exact_threshold, or below ScaNN's minimum, are still searched exactly
-    and recorded "exact") -> {"ann": "scann", num_leaves, leaves_to_search, training_sample_size, reorder (for a
-    top-k search), dims_per_block, anisotropic_threshold}.
-    """
-    n = doc_emb.shape[0]
-    if spec.eval.search == "exact":
-        return DenseIndex.build(doc_emb, dataclasses.replace(spec.index, exact_threshold=n + 1)), "exact"
-    index = DenseIndex.build(doc_emb, spec.index)
+def search_record(spec: ExperimentSpec, index: DenseIndex, k: int) -> str | dict[str, Any]:
+    """The record of the dense search for the JSON ("search"): "exact" (eval.search = "exact", or "ann" on a
+    corpus below index.exact_threshold or ScaNN's minimum, searched exactly all the same), else {"ann": "scann",
+    num_leaves, leaves_to_search, training_sample_size, reorder (for a top-k search), dims_per_block,
+    anisotropic_threshold}."""
+    n = len(index)
     if index.is_exact:
-        log.info("eval.search = ann, but %d docs < index.exact_threshold %d (or ScaNN's minimum %d): exact search",
-                 n, spec.index.exact_threshold, MIN_SCANN_DOCS)
-        return index, "exact"
-    return index, {"ann": "scann", **scann_params(n, spec.index),
-                   "reorder": max(spec.index.reorder or max(10 * k, 100), k),
-                   "dims_per_block": spec.index.dims_per_block,
-                   "anisotropic_threshold": spec.index.anisotropic_threshold}
-
-
-def build_lexical_index(doc_texts, required: bool):
-    """BM25 over the corpus (`mining.lexical.LexicalIndex`), or None when bm25s cannot be imported and the
-    deployed retriever does not need it (`required`)."""
-    from hnm_jax.mining.lexical import LexicalIndex
-
-    try:
-        return LexicalIndex.build(list(doc_texts))
-    except ImportError:
-        if required:
-            raise
-        log.warning("bm25s cannot be imported: evaluation reports no hybrid retriever")
-        return None
+        if spec.eval.search == "ann":
+            log.info("eval.search = ann, but %d docs < index.exact_threshold %d (or ScaNN's minimum %d): exact "
+                     "search", n, spec.index.exact_threshold, MIN_SCANN_DOCS)
+        return "exact"
+    return {"ann": "scann", **scann_params(n, spec.index), "reorder": index.reorder(k),
+            "dims_per_block": spec.index.dims_per_block, "anisotropic_threshold": spec.index.anisotropic_threshold}
 
 
 def corpus_perturbations(root: Path, corpus: Texts) -> np.ndarray | None:

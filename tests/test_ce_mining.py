@@ -336,7 +336,7 @@ def test_pools_requeried_between_refreshes_keep_only_ce_scored_entries(tmp_path)
     miner.apply_cross_encoder()
     rows = np.arange(8)
     # The same parameters as the refresh: the raw re-query is the refresh's pool before the filter.
-    raw = miner._mine(miner._encode(miner.query_tokens.subset(rows), encoder.state), rows).indices
+    raw = miner._mine(miner._encode(miner.query_tokens.subset(rows), encoder.state), rows).pool.indices
     scored = miner.ce_scores
     assert any((int(r), int(d)) not in scored for r, row in zip(rows, raw, strict=True) for d in row if d >= 0)
     requeried = miner.candidates(rows, encoder.state, step=1).pool  # pool_step 0 < 1: re-queried

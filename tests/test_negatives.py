@@ -13,7 +13,7 @@ from hnm_jax.mining.negatives import (
     SelectSpec,
     band_negatives,
     hardest_negatives,
-    mine_pool,
+    retrieve_pool,
     uniform_pool_negatives,
 )
 from hnm_jax.mining.retriever import Retriever, RetrieverSpec
@@ -83,7 +83,7 @@ def test_pool_strategies_never_return_empty_or_foreign_rows(seed, n):
             assert len(chosen) == len(set(chosen))
 
 
-def test_mine_pool_removes_positives_and_exact_twins():
+def test_retrieve_pool_removes_positives_and_exact_twins():
     rng = np.random.default_rng(0)
     docs = rng.normal(size=(20, 8)).astype(np.float32)
     docs /= np.linalg.norm(docs, axis=1, keepdims=True)
@@ -92,7 +92,7 @@ def test_mine_pool_removes_positives_and_exact_twins():
     canonical[11] = 0  # doc 11 is an exact-text twin of doc 0, query 0's positive
     retriever = Retriever(RetrieverSpec(mode="dense"), DenseIndex.build(docs), None)
     positives = np.array([[0], [5]])
-    pool = mine_pool(retriever, queries, ["a", "b"], positives, np.ones(2, np.float32), canonical, pool_size=6)
+    pool = retrieve_pool(retriever, queries, ["a", "b"], positives, np.ones(2, np.float32), canonical, pool_size=6)
     assert pool.indices.shape == (2, 6)
     assert 0 not in pool.indices[0] and 11 not in pool.indices[0] and 5 not in pool.indices[1]
     assert np.all(np.diff(pool.fused, axis=1) <= 0)  # best first

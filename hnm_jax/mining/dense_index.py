@@ -246,14 +246,18 @@ class DenseIndex:
         if num_q == 0 or k == 0:
             return np.full((num_q, k), -1, np.int32), np.full((num_q, k), -np.inf, np.float32)
         k_eff = min(k, n)
-        reorder = max(self._spec.reorder or max(10 * k_eff, 100), k_eff)
         idx, dist = self._searcher.search_batched_parallel(
-            queries, final_num_neighbors=k_eff, pre_reorder_num_neighbors=reorder
+            queries, final_num_neighbors=k_eff, pre_reorder_num_neighbors=self.reorder(k)
         )
         # ScaNN pads rows it cannot fill (fewer docs in the probed leaves than k) with index 0, score NaN
         idx = np.where(np.isnan(dist), -1, np.asarray(idx, np.int64)).astype(np.int32).reshape(num_q, -1)
         scores = score_pairs(queries, self._embeddings, idx)
         return sort_by_score(idx, scores, k)
+
+    def reorder(self, k: int) -> int:
+        """Candidates a ScaNN top-k search re-scores exactly: index.reorder, or auto max(10 * k, 100); >= k."""
+        k_eff = min(k, len(self))
+        return max(self._spec.reorder or max(10 * k_eff, 100), k_eff)
 
     def score_pairs(self, queries: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """Exact dot products [Q, M] of queries [Q, D] with corpus rows indices [Q, M] (-1 -> -inf)."""

@@ -1,9 +1,9 @@
 """`hnm mine`: hard negatives from the project's live mining pipeline, written for other trainers.
 
-The pipeline is the training refresh's, run once: encode the corpus and the split's queries, retrieve with the
-mining `Retriever` (`mining.retriever`, "" = the deployed `retriever.mode`: dense, BM25 or hybrid; `index.*` as in
-training), `mine_pool` (known positives and their
-exact-text twins removed), optionally `ce_filter` with a cross-encoder (the `ce.*` rules), then a pool strategy
+The pipeline is the training refresh's (`mining/pipeline.py`), run once: encode the corpus and the split's queries,
+`build_retriever` (`mining.retriever`, "" = the deployed `retriever.mode`: dense, BM25 or hybrid; `index.*` as in
+training), `mine_pool` (known positives and their exact-text twins removed; with a cross-encoder, its stage:
+the `ce.*` rules' `ce_filter` on its logits, as a refresh whose gate is open), then a pool strategy
 (`hardest`, `band` at the curriculum's final band, `uniform`) picks N negatives. The band is a filter here, as
 `mining.band_refill` aside: an exported band negative always lies inside the band.
 
@@ -27,7 +27,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,10 @@ from hnm_jax.config import ConfigError, ExperimentSpec
 from hnm_jax.data.batches import canonical_rows
 from hnm_jax.data.beir import Split, Texts
 from hnm_jax.data.tokenize import tokenize_texts
-from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec, ce_filter, mine_pool, needs_pool
-from hnm_jax.mining.retriever import Retriever
+from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, SelectSpec, needs_pool
+from hnm_jax.mining.pipeline import CEStage, PairScorer, build_retriever, mine_pool
 from hnm_jax.mining.schedules import band_at
-from hnm_jax.mining.scoring import best_positive_scores, encoding_sharding
+from hnm_jax.mining.scoring import encoding_sharding
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
 log = logging.getLogger(__name__)
@@ -77,29 +75,6 @@ def final_band(spec: ExperimentSpec) -> tuple[float, float]:
     band = spec.band.for_run(1)
     lo, hi = band_at(band.curriculum_steps, band)
     return float(lo), float(hi)
-
-
-def _ce_filter_pool(spec: ExperimentSpec, pool: Pool, cross_encoder: CrossEncoderModel, query_texts: list[str],
-                    doc_texts: Sequence[str], positives: np.ndarray,
-                    show_progress: bool) -> tuple[Pool, dict[tuple[int, int], float]]:
-    """CE logits of every query's positives and first `ce.rescore_top` pool entries (0: all), then `ce_filter`
-    with the `ce.*` rules. Returns the filtered pool and the logits by (split row, corpus row)."""
-    top = pool.indices[:, :spec.ce.rescore_top or None]
-    pairs = sorted({(q, int(d)) for q in range(len(positives)) for d in (*top[q], *positives[q]) if d >= 0})
-    logits = cross_encoder.score([query_texts[q] for q, _ in pairs], [doc_texts[d] for _, d in pairs],
-                                 batch_size=spec.eval.batch_size, max_length=spec.ce.max_length or None,
-                                 show_progress=show_progress)
-    cache = dict(zip(pairs, logits.tolist(), strict=True))
-
-    def lookup(docs: np.ndarray) -> np.ndarray:
-        return np.asarray([[cache.get((q, int(d)), np.nan) for d in row] for q, row in enumerate(docs)],
-                          np.float32).reshape(docs.shape)
-
-    positive_ce = np.where(positives >= 0, lookup(positives), -np.inf).max(axis=1)
-    filtered, counts = ce_filter(pool, lookup(pool.indices), positive_ce, spec.ce.filter_spec())
-    log.info("cross-encoder filter: %d candidates kept, %d removed by ce.threshold, %d by ce.margin",
-             counts["kept"], counts["removed_threshold"], counts["removed_margin"])
-    return filtered, cache
 
 
 def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *,
@@ -137,20 +112,20 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
     doc_emb = encoder.encode_tokens(doc_tokens, **encode)
     query_emb = encoder.encode_tokens(query_tokens, **encode)
 
-    # The training refresh's retriever; the dense index is built in every mode so each row carries dense cosines.
-    lexical = None
-    if spec.mining_retriever.mode != "dense":
-        from hnm_jax.mining.lexical import LexicalIndex
-
-        lexical = LexicalIndex.build(list(corpus.texts))
-    retriever = Retriever(spec.mining_retriever, DenseIndex.build(doc_emb, spec.index), lexical)
+    # The training refresh's pipeline; the dense index is built in every mode so each row carries dense cosines.
+    retriever = build_retriever(spec.mining_retriever, doc_emb, corpus.texts, index=spec.index)
     positives = split.positives
-    pool = mine_pool(retriever, query_emb, query_texts, positives, best_positive_scores(query_emb, doc_emb, positives),
-                     canonical_rows(corpus.texts), spec.mining.pool_size)
-    ce_cache: dict[tuple[int, int], float] = {}
-    if cross_encoder is not None:
-        pool, ce_cache = _ce_filter_pool(spec, pool, cross_encoder, query_texts, corpus.texts, positives,
-                                         show_progress)
+    ce = None
+    if cross_encoder is not None:  # the CE stage of a refresh with an open gate, its filter always on
+        scorer = PairScorer((cross_encoder,), None, query_texts, corpus.texts, spec.eval.batch_size,
+                            spec.ce.max_length)
+        ce = CEStage(scorer, spec.ce.filter_spec(), spec.ce.rescore_top, show_progress=show_progress)
+    mined = mine_pool(retriever, query_emb, query_texts, positives, doc_emb, canonical_rows(corpus.texts),
+                      spec.mining.pool_size, ce=ce)
+    pool, ce_cache = mined.pool, ({} if ce is None else ce.scorer.cache)
+    if ce is not None:
+        log.info("cross-encoder filter: %d candidates kept, %d removed by ce.threshold, %d by ce.margin",
+                 mined.counts["kept"], mined.counts["removed_threshold"], mined.counts["removed_margin"])
 
     pair_query, pair_column = np.nonzero(positives >= 0)  # one row per (query, positive), queries in split order
     pair_positive = positives[pair_query, pair_column]

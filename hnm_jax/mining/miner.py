@@ -20,12 +20,11 @@ from hnm_jax.data.beir import Split, Texts, list_splits, read_split
 from hnm_jax.data.tokenize import TokenizedTexts, tokenize_texts
 from hnm_jax.metrics import pool_statistics
 from hnm_jax.mining.ce_gate import GateFigures, gate_figures, gate_open, removal_precision_recall
-from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.lexical import LexicalIndex
-from hnm_jax.mining.negatives import Candidates, Pool, ce_filter, guide_mask, mine_pool
+from hnm_jax.mining.negatives import Candidates, Pool, guide_mask
+from hnm_jax.mining.pipeline import CEStage, PairScorer, build_lexical_index, build_retriever, judge_pool, mine_pool
 from hnm_jax.mining.retriever import Retriever
 from hnm_jax.mining.schedules import band_at, band_mask
-from hnm_jax.mining.scoring import RETRIEVE_K, best_positive_scores
+from hnm_jax.mining.scoring import RETRIEVE_K
 from hnm_jax.models.encoder import HiddenStates
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 
@@ -81,7 +80,7 @@ class Miner:
         self.doc_texts = corpus.texts
         mines_lexically = spec.mining.pool != "none" and spec.mining_retriever.mode in ("lexical", "hybrid")
         needs_lexical = mines_lexically or spec.loss.hybrid_logits  # BM25 for mining and/or hybrid logits
-        self.lexical = LexicalIndex.build(list(corpus.texts)) if needs_lexical else None
+        self.lexical = build_lexical_index(corpus.texts) if needs_lexical else None
         self.retriever: Retriever | None = None
         self.fusion: Retriever | None = None  # hybrid logits: the deployed fusion (retriever.*, mode hybrid)
         self.pool: Pool | None = None
@@ -118,30 +117,40 @@ class Miner:
                                           sharding=self.batch_sharding, show_progress=show_progress)
 
     def _build_retriever(self, doc_emb: np.ndarray) -> None:
-        """The mining retriever (`ExperimentSpec.mining_retriever`) over this refresh's corpus embeddings. Lexical
-        mining gets an exact dense index too, so its pool carries the dense scores the band and strategies read.
-        With hybrid logits also `fusion`: the deployed hybrid fusion (retriever.* in mode hybrid) over a dense
-        index searched as evaluation searches it (exact unless eval.search = ann)."""
-        retriever, index = self.spec.mining_retriever, self.spec.index
-        if retriever.mode == "lexical":  # the index only scores BM25's candidates: exact, never ScaNN
-            index = dataclasses.replace(index, exact_threshold=doc_emb.shape[0] + 1)
+        """The mining retriever (`ExperimentSpec.mining_retriever`, `pipeline.build_retriever`) over this
+        refresh's corpus embeddings. With hybrid logits also `fusion`: the deployed hybrid fusion (retriever.* in
+        mode hybrid) over a dense index searched as evaluation searches it (exact unless eval.search = ann)."""
         self.doc_emb = doc_emb
-        dense = DenseIndex.build(doc_emb, index)
-        self.retriever = Retriever(retriever, dense, self.lexical)
+        self.retriever = build_retriever(self.spec.mining_retriever, doc_emb, index=self.spec.index,
+                                         lexical=self.lexical)
         if self.spec.loss.hybrid_logits:
-            if not dense.is_exact and self.spec.eval.search == "exact":
-                dense = DenseIndex.build(doc_emb, dataclasses.replace(index, exact_threshold=doc_emb.shape[0] + 1))
-            self.fusion = Retriever(dataclasses.replace(self.spec.retriever, mode="hybrid"), dense, self.lexical)
+            self.fusion = build_retriever(dataclasses.replace(self.spec.retriever, mode="hybrid"), doc_emb,
+                                          index=self.spec.index, exact=self.spec.eval.search == "exact",
+                                          lexical=self.lexical, dense=self.retriever.dense)
 
-    def _mine(self, query_emb: np.ndarray, rows: np.ndarray) -> Pool:
+    def _pair_scorer(self) -> PairScorer:
+        """The CE scoring of this run's (split row, corpus row) pairs, over the run's cache `ce_scores`."""
+        return PairScorer(self.ces, self.scorer, self.query_texts, self.doc_texts, self.spec.eval.batch_size,
+                          self.spec.ce.max_length, cache=self.ce_scores)
+
+    def _mine(self, query_emb: np.ndarray, rows: np.ndarray, ce: CEStage | None = None):
+        """`pipeline.mine_pool` of the split rows `rows` (query_emb: theirs) with this refresh's retriever."""
         positives = self.split.positives[rows]
         excluded = positives  # never in a pool; with the oracle filter, neither are the known unlabelled duplicates
         if self.spec.mining.oracle_filter:
             excluded = np.concatenate([positives, self.duplicates[rows]], axis=1)
         fusion = None if self.fusion is None else (self.fusion, min(RETRIEVE_K, self.num_docs))
-        return mine_pool(self.retriever, query_emb, [self.query_texts[r] for r in rows], excluded,
-                         best_positive_scores(query_emb, self.doc_emb, positives), self.canonical,
-                         self.spec.mining.pool_size, fusion=fusion)
+        return mine_pool(self.retriever, query_emb, [self.query_texts[r] for r in rows], positives, self.doc_emb,
+                         self.canonical, self.spec.mining.pool_size, rows=rows, excluded=excluded, fusion=fusion,
+                         ce=ce)
+
+    def _ce_stage(self, refresh: bool, positive_ce: np.ndarray | None = None) -> CEStage:
+        """The CE stage of a refresh (score, then filter) or of a pool re-queried between refreshes (cached
+        scores only, the unscored entries dropped)."""
+        ce = self.spec.ce
+        return CEStage(self._pair_scorer(), ce.filter_spec(), ce.rescore_top, judge=self.ce_filter_on,
+                       score=refresh, drop=ce.filter, drop_unscored=not refresh and ce.filter,
+                       positive_ce=positive_ce, show_progress=jax.process_index() == 0)
 
     def refresh(self, params, step: int) -> dict[str, float]:
         """Re-encodes, rebuilds and re-mines; returns timings and pool statistics."""
@@ -151,11 +160,11 @@ class Miner:
         t1 = time.perf_counter()
         self._build_retriever(doc_emb)
         t2 = time.perf_counter()
-        self.pool = self._mine(query_emb, np.arange(len(self.split)))
+        self.pool = self._mine(query_emb, np.arange(len(self.split))).pool
         t3 = time.perf_counter()
         self.pool_step = step
         stats = {"encode_s": t1 - t0, "build_s": t2 - t1, "search_s": t3 - t2}
-        if self.ces:  # with a filter that runs, it counts the pool's unlabelled duplicates and its removals
+        if self.ces:  # the CE stage (`pipeline.judge_pool`) after the gate; it counts duplicates and removals
             stats.update(self.apply_cross_encoder())
         elif self.duplicates is not None:  # no CE: the false negatives left in the pools (0 with the oracle filter)
             stats["pool_unlabelled_duplicates"] = float(self._count_duplicates(self.pool.indices,
@@ -177,35 +186,9 @@ class Miner:
         self.ces, self.scorer = tuple(ces), scorer
         self._dev_gate = {}
 
-    def _score_pairs(self, pairs: list[tuple[int, int]]) -> None:
-        """CE-scores the (split row, corpus row) pairs not cached yet, each by the CE `scorer` assigns its query."""
-        new = [pair for pair in dict.fromkeys(pairs) if pair not in self.ce_scores]
-        by = self.scorer[np.asarray([q for q, _ in new], np.int64)] if new else np.zeros(0, np.int32)
-        for index, ce in enumerate(self.ces):
-            group = [pair for pair, k in zip(new, by, strict=True) if k == index]
-            if group:
-                logits = ce.score([self.query_texts[q] for q, _ in group], [self.doc_texts[d] for _, d in group],
-                                  batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length,
-                                  show_progress=jax.process_index() == 0)
-                self.ce_scores.update(zip(group, logits.tolist(), strict=True))
-
     def cached_ce(self, rows: np.ndarray, docs: np.ndarray) -> np.ndarray:
         """[R, C] cached CE logits of (split row rows[i], corpus row docs[i, j]); NaN = not scored or doc -1."""
-        get = self.ce_scores.get
-        return np.asarray([[get((int(r), int(d)), np.nan) for d in row] for r, row in zip(rows, docs, strict=True)],
-                          np.float32).reshape(docs.shape)
-
-    def _filter(self, pool: Pool, rows: np.ndarray, scored_only: bool = False) -> tuple[Pool, dict[str, int]]:
-        """`ce_filter` of a pool on the cached scores; the pool unfiltered, with its `ce` column, when not
-        ce.filter (counts still computed) or when the gate turned the CEs off (no counts). scored_only: the
-        filter also drops the entries the CE never scored (a pool re-queried between refreshes)."""
-        scores = self.cached_ce(rows, pool.indices)
-        unfiltered = dataclasses.replace(pool, ce=np.where(pool.indices >= 0, scores, -np.inf).astype(np.float32))
-        if not self.ce_filter_on:
-            return unfiltered, {}
-        filtered, counts = ce_filter(pool, scores, self.ce_positive[rows], self.spec.ce.filter_spec(),
-                                     drop_unscored=scored_only and self.spec.ce.filter)
-        return (filtered if self.spec.ce.filter else unfiltered), counts
+        return self._pair_scorer().lookup(rows, docs)
 
     def _count_duplicates(self, indices: np.ndarray, rows: np.ndarray) -> int:
         """How many entries of pool `indices` [R, M] (of split rows `rows`) are their query's unlabelled duplicate."""
@@ -213,7 +196,9 @@ class Miner:
         return int(((indices[:, :, None] == duplicates) & (duplicates >= 0)).any(axis=2).sum())
 
     def apply_cross_encoder(self) -> dict[str, float]:
-        """The gate (`check_cross_encoders`); when it opens, CE scores of the pool's first `ce.rescore_top` entries
+        """The CE stage of the pipeline (`pipeline.judge_pool`) on the current pool, after the gate.
+
+        The gate (`check_cross_encoders`); when it opens, CE scores of the pool's first `ce.rescore_top` entries
         (0: all) and of every query's positives, then `ce_filter`. Returns the gate's figures, the filter's counts
         and the time taken; with `duplicates` (a synthetic benchmark's unlabelled duplicates: true matches no qrels
         lists), when the filter ran (`ce.filter`, the gate open), also `pool_unlabelled_duplicates` (pool entries
@@ -227,15 +212,8 @@ class Miner:
         t0 = time.perf_counter()
         stats = self.check_cross_encoders()
         rows = np.arange(len(self.split))
-        positives = self.split.positives
-        if self.ce_filter_on:
-            top = self.pool.indices[:, :self.spec.ce.rescore_top or None]
-            self._score_pairs([(int(r), int(d)) for r in rows for d in (*top[r], *positives[r]) if d >= 0])
-        positive = self.cached_ce(rows, positives)
-        self.ce_positive = np.where(np.isnan(positive), -np.inf, positive).max(axis=1)
-        self.ce_positive[~np.isfinite(self.ce_positive)] = np.nan
-        before = self.pool
-        self.pool, counts = self._filter(self.pool, rows)
+        mined = judge_pool(self.pool, self.split.positives, rows, self._ce_stage(refresh=True))
+        before, self.pool, self.ce_positive, counts = mined.retrieved, mined.pool, mined.positive_ce, mined.counts
         stats = {**stats, **{f"ce_{k}": float(v) for k, v in counts.items()}}
         if self.duplicates is not None and self.ce_filter_on and self.spec.ce.filter:
             in_pool = self._count_duplicates(before.indices, rows)
@@ -294,9 +272,10 @@ class Miner:
             pairs = list(dict.fromkeys(zip(np.concatenate([candidates.query, pos_query]).tolist(),
                                            np.concatenate([candidates.doc, split.positives[pos_query, pos_column]])
                                            .tolist(), strict=True)))
-            logits = self.ces[index].score([texts[q] for q, _ in pairs], [self.doc_texts[d] for _, d in pairs],
-                                           batch_size=self.spec.eval.batch_size, max_length=self.spec.ce.max_length)
-            logit = dict(zip(pairs, np.asarray(logits, np.float64).tolist(), strict=True))
+            scorer = PairScorer(self.ces[index:index + 1], None, texts, self.doc_texts, self.spec.eval.batch_size,
+                                self.spec.ce.max_length)
+            scorer.score(pairs)
+            logit = scorer.cache
             positive_ce = np.full(len(split), -np.inf)
             np.maximum.at(positive_ce, pos_query, [logit[(int(q), int(d))] for q, d in
                                                    zip(pos_query, split.positives[pos_query, pos_column], strict=True)])
@@ -361,9 +340,8 @@ class Miner:
         if self.enabled:
             if self.spec.mining.pool == "online" and self.pool_step < step:
                 query_emb = self._encode(self.query_tokens.subset(rows), params)
-                pool = self._mine(query_emb, rows)
-                if self.ces:
-                    pool = self._filter(pool, rows, scored_only=True)[0]
+                ce = self._ce_stage(refresh=False, positive_ce=self.ce_positive[rows]) if self.ces else None
+                pool = self._mine(query_emb, rows, ce).pool
             else:
                 pool = self.pool.take(rows)
         band = tuple(float(b) for b in band_at(step, self.spec.band))

@@ -164,7 +164,7 @@ def needs_pool(strategy: str) -> bool:
     return strategy in ("uniform", "hardest", "band")
 
 
-def mine_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str], positives: np.ndarray,
+def retrieve_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str], positives: np.ndarray,
               positive_emb_scores: np.ndarray, canonical: np.ndarray, pool_size: int,
               fusion: tuple[Retriever, int] | None = None) -> Pool:
     """A pool of `pool_size` candidates per query from the deployed retriever, known positives removed.
@@ -246,7 +246,7 @@ def ce_filter(pool: Pool, ce_scores: np.ndarray, positive_ce: np.ndarray, spec: 
       removed by margin     if not the above and s >= s_pos - spec.margin
       removed as unscored   if drop_unscored and s is NaN (the CE never scored it)
     Removed entries become empty slots (index -1, scores -inf) and the kept ones are packed left in pool order
-    (like `mine_pool`), or with the `spec.prefer_top` highest-CE first. The result carries `ce` ([Q, M], -inf
+    (like `retrieve_pool`), or with the `spec.prefer_top` highest-CE first. The result carries `ce` ([Q, M], -inf
     on empty slots). Only pool entries are ever dropped; the labelled positives are not in a pool.
 
     Args:
