@@ -12,11 +12,13 @@ from conftest import tiny_config, write_tiny_beir
 from hnm_jax.config import ConfigError, ModelSpec, spec_from_config
 from hnm_jax.data.beir import load_beir
 from hnm_jax.data.synthetic import SIZES, SyntheticConfig, generate, write_beir
-from hnm_jax.evaluate import corpus_perturbations, dumps_metrics, evaluate
+from hnm_jax.data.tokenize import tokenize_texts
+from hnm_jax.evaluate import corpus_perturbations, dumps_metrics, evaluate, relevant_rows
 from hnm_jax.main import main
 from hnm_jax.metrics import first_relevant_rank
 from hnm_jax.mining.dense_index import IndexSpec
 from hnm_jax.mining.retriever import Retriever
+from hnm_jax.mining.scoring import RETRIEVE_K, encoding_sharding
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 from hnm_jax.training.train import train_and_evaluate
@@ -120,14 +122,31 @@ def test_per_query_ranks_agree_with_accuracy_and_mrr(tmp_path):
     root = write_beir(generate(SIZES["tiny"]), tmp_path / "synthetic")
     data = load_beir(root, "test")
     spec = tiny_spec(root, eval__max_length=32, retriever__mode="hybrid")
-    metrics = evaluate(spec, tiny_encoder(), (root, data.corpus, data.queries), data.split, show_progress=False)
+    encoder = tiny_encoder()
+    metrics = evaluate(spec, encoder, (root, data.corpus, data.queries), data.split, show_progress=False)
     per_query = metrics["per_query"]
     assert per_query["query_ids"] == [data.queries.ids[r] for r in data.split.query_rows]
     assert metrics["retriever"] == "hybrid" and set(metrics["retrievers"]) == {"dense", "hybrid"}
+    # the dense ranks by brute force: 1 + the docs scoring above the best relevant one (a near tie either way), 0
+    # beyond the ranked depth
+    query_texts = [data.queries.texts[r] for r in data.split.query_rows]
+    encode = dict(batch_size=spec.eval.batch_size, sharding=encoding_sharding(spec, None))  # evaluate's compiles
+    doc_emb, query_emb = (encoder.encode_tokens(tokenize_texts(encoder.tokenizer, texts, 32), **encode)
+                          for texts in (data.corpus.texts, query_texts))
+    scores = query_emb.astype(np.float64) @ doc_emb.T.astype(np.float64)
+    relevant = relevant_rows(spec, root, data.corpus, data.queries, data.split)[0]
+    dense_rank = np.asarray(per_query["rank_dense"])
+    assert dense_rank.shape == (len(data.split),)
+    for q, row in enumerate(relevant):
+        best = scores[q, row[row >= 0]].max()
+        low, high = 1 + int((scores[q] > best + 1e-5).sum()), 1 + int((scores[q] >= best - 1e-5).sum()) - 1
+        low, high = (0, 0) if low > RETRIEVE_K else (low, min(high, RETRIEVE_K))
+        assert low <= dense_rank[q] <= high, (q, dense_rank[q], low, high)
+    assert np.any(dense_rank > 1)  # not all trivially first
     for mode in ("dense", "hybrid"):
         rank = np.asarray(per_query[f"rank_{mode}"])
         expected = metrics["retrievers"][mode]
-        assert rank.shape == (len(data.split),) and rank.min() >= 0
+        assert rank.shape == (len(data.split),) and rank.min() >= 0 and rank.max() <= RETRIEVE_K
         for k in (1, 5, 10):
             assert expected[f"accuracy@{k}"] == pytest.approx(np.mean((rank >= 1) & (rank <= k)), abs=1e-6)
         mrr = np.mean(np.where((rank >= 1) & (rank <= 10), 1.0 / np.maximum(rank, 1), 0.0))
