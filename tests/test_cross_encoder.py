@@ -59,6 +59,15 @@ def forward_fn(graphdef):
     return forward
 
 
+def head_by_hand(module, hidden: np.ndarray) -> np.ndarray:
+    """The HF classification head in numpy on encoder hidden states [B, L, H]: classifier(tanh(pooler(h_cls)))."""
+    h_cls = np.asarray(hidden, np.float64)[:, 0]
+    pooled = np.tanh(h_cls @ np.asarray(module.pooler.kernel.get_value(), np.float64)
+                     + np.asarray(module.pooler.bias.get_value(), np.float64))
+    return (pooled @ np.asarray(module.classifier.kernel.get_value(), np.float64)
+            + np.asarray(module.classifier.bias.get_value(), np.float64))[:, 0]
+
+
 def pair_batch(seed: int = 0, batch: int = 3, length: int = 12):
     """ids [B, L] `[CLS] a [SEP] b [SEP]` then padding; mask; token types (1 on the second segment)."""
     rng = np.random.default_rng(seed)
@@ -79,7 +88,9 @@ def test_cross_encoder_forward_shapes_dropout_and_determinism(config):
     forward = forward_fn(graphdef)
     ids, mask, types = pair_batch()
     out = forward(state, ids, mask, types)
-    assert out.shape == (3,) and out.dtype == jnp.float32 and np.all(np.isfinite(out))
+    assert out.shape == (3,) and out.dtype == jnp.float32
+    module = nnx.merge(graphdef, state)
+    np.testing.assert_allclose(out, head_by_hand(module, module.encoder(ids, mask, types)), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(out, forward(state, ids, mask, types))  # no key: deterministic
     _, same_seed = nnx.split(CrossEncoder(config, rngs=nnx.Rngs(0)))
     np.testing.assert_array_equal(out, forward(same_seed, ids, mask, types))  # same seed: same params
@@ -157,7 +168,10 @@ def test_bi_encoder_weights_load_into_cross_encoder(config, tokenizer, tmp_path)
     loaded = nnx.state(ce.module().encoder)
     for (path, a), (_, b) in zip(nnx.to_flat_state(bi.state), nnx.to_flat_state(loaded), strict=True):
         np.testing.assert_array_equal(a.get_value(), b.get_value(), err_msg=str(path))
-    assert np.all(np.isfinite(ce.score(QUERIES, DOCS, 4)))
+    # the scores are the bi-encoder's hidden states through the seeded head
+    tokens, types = ce.tokenize(QUERIES, DOCS)
+    hidden = bi.module()(tokens.input_ids, tokens.attention_mask(), types)
+    np.testing.assert_allclose(ce.score(QUERIES, DOCS, 4), head_by_hand(ce.module(), hidden), rtol=1e-4, atol=1e-5)
     # The head comes from the seed, deterministically.
     again = load_cross_encoder(str(tmp_path / "bi"), max_length=64, seed=7)
     np.testing.assert_array_equal(again.score(QUERIES, DOCS, 4), ce.score(QUERIES, DOCS, 4))
