@@ -69,7 +69,11 @@ def test_mining_retriever_is_set_apart_from_the_deployed_one(tiny_beir):
     valid = lexical.pool.indices >= 0
     assert valid.any() and np.isfinite(lexical.pool.lexical[valid]).all()
     np.testing.assert_array_equal(lexical.pool.fused, lexical.pool.lexical)  # ranked by BM25 alone
-    assert np.isfinite(lexical.pool.dense[valid]).all()  # with the dense scores the band selects on
+    # with the dense scores the band selects on: each kept pair's query . doc embedding
+    query_emb = lexical._encode(lexical.query_tokens, encoder.state).astype(np.float64)
+    rows, cols = np.nonzero(valid)
+    by_hand = np.einsum("nd,nd->n", query_emb[rows], lexical.doc_emb[lexical.pool.indices[rows, cols]])
+    np.testing.assert_allclose(lexical.pool.dense[rows, cols], by_hand, rtol=1e-4, atol=1e-5)
     dense, _, _ = make_miner(tiny_beir, online_band, retriever__mode="hybrid", mining__retriever="dense")
     assert dense.lexical is None  # hybrid is only deployed: mining needs no BM25
     dense.refresh(encoder.state, step=0)
