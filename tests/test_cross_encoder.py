@@ -262,6 +262,31 @@ def test_ce_accuracy_is_strict():
     assert float(ce_accuracy(logits, valid)) == pytest.approx(2 / 3)  # row 1 ties (miss), row 3 is padding
 
 
+def test_ce_train_step_metrics_match_numpy_on_the_pre_step_logits(config):
+    b, c, length = 2, 3, 12
+    ids, mask, types = pair_batch(seed=1, batch=b * c, length=length)
+    valid = np.array([[1, 1, 1], [1, 1, 0]], bool)
+    batch = {"input_ids": ids.reshape(b, c, length), "attention_mask": mask.reshape(b, c, length),
+             "token_type_ids": types.reshape(b, c, length), "valid": valid}
+    graphdef, params = nnx.split(CrossEncoder(config, rngs=nnx.Rngs(0)))
+    logits = np.asarray(forward_fn(graphdef)(params, ids, mask, types), np.float64).reshape(b, c)
+    before = [np.asarray(leaf, np.float64) for leaf in jax.tree.leaves(params)]  # the step donates its state
+    lr = 0.5
+    state = create_train_state(graphdef, params, optax.sgd(lr), seed=0)
+    new_state, metrics = jit_ce_train_step(optax.sgd(lr), "listwise", dropout=False)(state, batch)
+    assert int(new_state.step) == 1
+    assert float(metrics["loss"]) == pytest.approx(np_listwise(logits, valid), rel=1e-5)
+    hits = [all(row[0] > row[j] for j in range(1, c) if v[j]) for row, v in zip(logits, valid, strict=True)]
+    assert float(metrics["accuracy"]) == pytest.approx(np.mean(hits))
+    assert float(metrics["positive_logit"]) == pytest.approx(logits[:, 0].mean(), rel=1e-5, abs=1e-6)
+    assert float(metrics["negative_logit"]) == pytest.approx(logits[:, 1:][valid[:, 1:]].mean(), rel=1e-5, abs=1e-6)
+    # plain SGD: the update is -lr * gradient, so its norm gives the gradient norm
+    moved = [np.asarray(new, np.float64) - old for old, new in
+             zip(before, jax.tree.leaves(new_state.params), strict=True)]
+    step_norm = np.sqrt(sum(float(np.sum(d * d)) for d in moved)) / lr
+    assert step_norm > 0 and float(metrics["grad_norm"]) == pytest.approx(step_norm, rel=1e-3)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_name", ["listwise", "binary"])
 def test_ce_train_step_lowers_the_loss(config, loss_name):
