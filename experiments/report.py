@@ -213,7 +213,8 @@ def markdown(runs: Mapping, clusters: Mapping | None = None) -> str:
         p = paired(runs, contrast, ("abt_buy",), tag=CONFIRMATION_TAG, clusters=clusters)
         effect, n, sign = effect_cell(p)
         lines.append(f"| {contrast.label} | {effect} | {n} | {sign} |")
-    lines += ["", "## Mean dense accuracy@1 per arm (pooled test queries)", "", "| arm | " +
+    lines += ["", "## Mean dense accuracy@1 per arm (pooled test queries of the folds so far; descriptive, no verdict)", "",
+              "| arm | " +
               " | ".join(DATASETS) + " |", "|---|" + "---|" * len(DATASETS)]  # fmt: skip
     for arm, tag in sorted({(a, t) for a, t, _, _ in runs}):
         cells = []
