@@ -681,3 +681,27 @@ def test_bf16_xla_attention_runs_with_f32_softmax_and_bf16_dots(config):
     jaxpr = jax.make_jaxpr(lambda i, m: bf16(i, m))(ids, mask)
     text = str(jaxpr)
     assert "BF16_BF16_F32" in text  # the scores dot: bf16 operands, f32 accumulation (also in its transposes)
+
+
+def test_auto_attention_falls_back_to_xla_with_a_warning(config, monkeypatch):
+    """attention 'auto' where cuDNN would run (forced here on CPU): a cuDNN refusal falls back to XLA's attention,
+    with a RuntimeWarning naming the reason (Python's warning registry dedupes it; the encoder keeps no state)."""
+    from hnm_jax.models import encoder as encoder_module
+
+    calls = []
+
+    def fake_attention(q, k, v, key_mask, implementation):
+        calls.append(implementation)
+        if implementation == "cudnn":
+            raise NotImplementedError("no cuDNN on this host")
+        return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :], implementation="xla")
+
+    ids, mask = random_batch(batch=2, length=8)
+    expected = np.asarray(BertEncoder(config, rngs=nnx.Rngs(0), attention="xla")(ids, mask))  # before the patches
+    monkeypatch.setattr(encoder_module, "resolve_attention", lambda *args, **kwargs: "cudnn")
+    monkeypatch.setattr(encoder_module, "dot_product_attention", fake_attention)
+    auto = BertEncoder(config, rngs=nnx.Rngs(0), attention="auto")
+    with pytest.warns(RuntimeWarning, match="cuDNN attention unavailable .no cuDNN on this host.; using XLA's"):
+        hidden = np.asarray(auto(ids, mask))
+    assert calls[:2] == ["cudnn", "xla"]  # per layer: the refusal, then the fallback
+    np.testing.assert_allclose(hidden, expected, atol=1e-6)

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import math
+import warnings
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
-log = logging.getLogger(__name__)
 
 _INIT = nnx.initializers.normal(stddev=0.02)  # BERT's initializer_range
 
@@ -256,9 +254,6 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
     return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :], implementation="xla")
 
 
-_warned_cudnn: set[str] = set()
-
-
 def dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
     """`layer(x)` for x [..., in] as ONE 2-D matmul over the flattened leading axes ([N, in] @ [in, out]).
 
@@ -358,9 +353,9 @@ class BertAttention(nnx.Module):
             try:
                 context = dot_product_attention(q, k, v, key_mask, "cudnn")
             except (NotImplementedError, RuntimeError, ValueError) as error:
-                if str(error) not in _warned_cudnn:
-                    _warned_cudnn.add(str(error))
-                    log.warning("attention 'auto': cuDNN attention unavailable (%s); using XLA's", error)
+                # Python's warning registry shows each distinct message once (no module state of our own)
+                warnings.warn(f"attention 'auto': cuDNN attention unavailable ({error}); using XLA's", RuntimeWarning,
+                              stacklevel=2)
                 context = dot_product_attention(q, k, v, key_mask, "xla")
         else:
             context = dot_product_attention(q, k, v, key_mask, implementation)
