@@ -1,20 +1,12 @@
 """Ablation: the recipe without its cross-encoder (online semi-hard band, hardness margin, easy-to-hard
 curriculum, uniformity regularizer, hybrid logits and hybrid retriever): claim 9's arm, as cheap as one bi-encoder.
+It is `online_band_margin_curriculum_hybrid` under the name PROTOCOL.md gives claim 9's arm.
 
     hnm train --config configs/ablations/full_bi.py --config.data.path=ANY_BEIR_FOLDER --workdir W
 
 Figure: claim 9 of results/REPRODUCTION.md (`python -m experiments.report`).
 """
 
-from configs.ablations import ablation_base, easy_to_hard_curriculum, hardness_margin, hybrid, semi_hard_band
+from configs.ablations.online_band_margin_curriculum_hybrid import get_config
 
-
-def get_config(arg: str | None = None):
-    c = ablation_base(arg)
-    c.mining.pool = "online"
-    c.mining.strategy = "band"
-    semi_hard_band(c)
-    hardness_margin(c)
-    easy_to_hard_curriculum(c)
-    hybrid(c)
-    return c
+__all__ = ["get_config"]
