@@ -336,6 +336,14 @@ def test_read_pooling(tmp_path):
     (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_max_tokens": true}')
     with pytest.raises(ValueError, match="pooling_mode"):
         read_pooling(tmp_path)
+    # sentence-transformers >= 5 names the mode in one string (what its Pooling.save writes)
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"embedding_dimension": 32, "pooling_mode": "mean"}')
+    assert read_pooling(tmp_path) == PoolingSpec("mean", False)
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"embedding_dimension": 32, "pooling_mode": "cls"}')
+    assert read_pooling(tmp_path) == PoolingSpec("cls", False)
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode": "lasttoken"}')
+    with pytest.raises(ValueError, match="lasttoken"):
+        read_pooling(tmp_path)
 
 
 # ---------------------------------------------------------------- bucketed, jitted, sharded encoding

@@ -108,15 +108,16 @@ def read_pooling(model_dir: Path) -> PoolingSpec:
     if not pooling_path.exists():
         return PoolingSpec(mode="mean", normalize=normalize)
     cfg = json.loads(pooling_path.read_text())
-    enabled = sorted(k for k, v in cfg.items() if k.startswith("pooling_mode") and v is True)
-    if enabled == ["pooling_mode_mean_tokens"]:
+    if isinstance(cfg.get("pooling_mode"), str):  # sentence-transformers >= 5 writes {"pooling_mode": "mean"}
+        enabled = [cfg["pooling_mode"]]
+    else:  # earlier versions: one boolean per mode
+        enabled = sorted(k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode") and v)
+    if enabled in (["mean"], ["mean_tokens"]):
         return PoolingSpec(mode="mean", normalize=normalize)
-    if enabled == ["pooling_mode_cls_token"]:
+    if enabled in (["cls"], ["cls_token"]):
         return PoolingSpec(mode="cls", normalize=normalize)
-    raise ValueError(
-        f"{pooling_path}: expected exactly one of pooling_mode_mean_tokens / pooling_mode_cls_token true, "
-        f"got {enabled or 'none'}"
-    )
+    raise ValueError(f"{pooling_path}: expected mean or cls pooling (\"pooling_mode\": \"mean\" | \"cls\", or "
+                     f"pooling_mode_mean_tokens / pooling_mode_cls_token true), got {enabled or 'none'}")
 
 
 # Rows per device that one jitted encode/score call computes on CPU. Measured with all-MiniLM-L6-v2 on this 2-core
