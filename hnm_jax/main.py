@@ -23,11 +23,14 @@ Bad paths, configs and data: one line naming the path or key and what was expect
 """
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ml_collections
 
 USAGE = __doc__
 DISTRIBUTED_ENV = {"--coordinator": "JAX_COORDINATOR_ADDRESS", "--num-processes": "JAX_NUM_PROCESSES",
@@ -134,6 +137,8 @@ def _train_ce(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
+    from hnm_jax.training.runs import ZERO_SHOT_MAX_LENGTH
+
     parser = argparse.ArgumentParser(
         prog="hnm eval", description="Evaluate a trained workdir (with its config: every eval.*, index.*, data.* and "
                                      "ce.* key) or a model zero-shot (configs/base.py settings). Flags override.")
@@ -190,72 +195,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     import jax
 
     from hnm_jax import sharding
-    from hnm_jax.config import dataset_root, spec_from_config
-    from hnm_jax.data.beir import load_beir
     from hnm_jax.evaluate import evaluate, format_table, write_metrics
-    from hnm_jax.models.pretrained import load_cross_encoder
+    from hnm_jax.training.runs import EvalFlags, load_run
 
-    if args.workdir:
-        from hnm_jax.training.runs import CE_DIR, CE_FOLD_DIR, load_trained, load_trained_config
-
-        spec = spec_from_config(load_trained_config(args.workdir))
-        label = f"{Path(args.workdir).name} ({args.split})"
-    else:
-        from configs.base import get_config
-
-        config = get_config()
-        config.model.name = args.model
-        config.eval.max_length = ZERO_SHOT_MAX_LENGTH
-        spec = spec_from_config(config)
-        label = f"{args.model} ({args.split})"
-    spec = eval_overrides(spec, args)
-    root = dataset_root(spec.data, args.data)  # with data.folds: the workdir's fold (its test split = the fold)
-    beir = load_beir(root, args.split, skip_empty=spec.data.skip_empty)  # bad data fails here, before any model
-    depth = spec.ce.rerank_depth if args.rerank_depth is None else args.rerank_depth
-    rerank = args.rerank
-    if rerank is None and args.workdir and depth:  # the run's cross-encoder, as training used it (cross-fitted: fold 0)
-        exports = [Path(args.workdir) / CE_DIR / sub / "model" for sub in ("", CE_FOLD_DIR.format(0))]
-        rerank = spec.ce.model or str(next((p for p in exports if p.is_dir()), exports[0]))
-    if rerank:
-        spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, model=rerank,
-                                                                rerank_depth=depth or DEFAULT_RERANK_DEPTH))
-    if args.workdir:
-        encoder = load_trained(args.workdir)[0]
-    else:
-        from hnm_jax.models.pretrained import load_encoder
-
-        encoder = load_encoder(args.model)
-    dtype = jax.numpy.dtype(spec.model.dtype)
-    reranker = None
-    if rerank:  # ce.max_length 0 (auto) is resolved by `evaluate`; load at the model's own default meanwhile
-        reranker = load_cross_encoder(rerank, dtype=dtype, **({"max_length": spec.ce.max_length}
-                                                             if spec.ce.max_length else {}))
-    metrics = evaluate(spec, encoder, (beir.root, beir.corpus, beir.queries), beir.split,
-                       sharding=sharding.batch_sharding(sharding.make_mesh()),
-                       cache_dir=Path(args.workdir) / "cache" if args.workdir else None, reranker=reranker)
+    run = load_run(workdir=args.workdir, model=args.model, config=None if args.workdir else _default_config(),
+                   data=args.data, split=args.split, cross_encoder=args.rerank,
+                   evaluation=EvalFlags(args.max_length, args.batch_size, args.search, args.retriever,
+                                        args.rerank_depth))
+    metrics = evaluate(run.spec, run.encoder, (run.data.root, run.data.corpus, run.data.queries), run.data.split,
+                       sharding=sharding.batch_sharding(sharding.make_mesh()), cache_dir=run.cache_dir,
+                       reranker=run.cross_encoder)
     if jax.process_index() != 0:  # every process computed the same metrics; one writes them
         return 0
-    output = Path(args.output) if args.output else (Path(args.workdir) / f"eval_{args.split}.json" if args.workdir
-                                                     else None)
-    if output is not None:
-        write_metrics(metrics, output)
-    print(format_table({label: metrics}))
+    output = args.output or (run.workdir and run.workdir / f"eval_{args.split}.json")
+    if output:
+        write_metrics(metrics, Path(output))
+    print(format_table({run.label: metrics}))
     return 0
 
 
-ZERO_SHOT_MAX_LENGTH = 128  # `hnm eval --model`: tokens per query and document (the zero-shot reference's)
-DEFAULT_RERANK_DEPTH = 10  # `--rerank` with no ce.rerank_depth and no --rerank-depth
+def _default_config() -> "ml_collections.ConfigDict":
+    """configs/base.py's config: what `hnm eval --model` and `hnm mine` without --workdir or --config run under
+    (the CLI hands it to `load_run`: hnm_jax imports nothing of configs/)."""
+    from configs.base import get_config
 
-
-def eval_overrides(spec, args: argparse.Namespace):
-    """`spec` with the `hnm eval` flags that were given (--max-length, --batch-size, --search, --retriever) in
-    place of its keys; bad values raise ConfigError naming the key."""
-    evals = {key: value for key, value in (("max_length", args.max_length), ("batch_size", args.batch_size),
-                                           ("search", args.search)) if value is not None}
-    spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, **evals))
-    if args.retriever:
-        spec = dataclasses.replace(spec, retriever=dataclasses.replace(spec.retriever, mode=args.retriever))
-    return spec
+    return get_config()
 
 
 def _export(argv: list[str]) -> int:
@@ -351,50 +315,28 @@ def _mine_with(args: argparse.Namespace) -> int:
     """`hnm mine` once its flags and paths are checked (and the workdir, if any, is locked)."""
     import time
 
-    import jax
+    from hnm_jax.mining.export import check_format, mine_to_rows, write_rows
+    from hnm_jax.models.pretrained import ModelNotFoundError
+    from hnm_jax.training.runs import MiningFlags, load_run
 
-    from hnm_jax.config import dataset_root, load_config_file, spec_from_config
-    from hnm_jax.data.beir import load_beir
-    from hnm_jax.mining.export import check_format, mine_to_rows, mining_spec, write_rows
-    from hnm_jax.models.loading import build_encoder
-    from hnm_jax.models.pretrained import ModelNotFoundError, load_cross_encoder
-    from hnm_jax.training.runs import load_trained, load_trained_config
-
+    fmt = args.format or ("parquet" if Path(args.output).suffix == ".parquet" else "jsonl")
+    check_format(fmt)  # before any model work
     try:
-        if args.workdir:
-            spec = spec_from_config(load_trained_config(args.workdir))
-        else:
-            if args.config:
-                config = load_config_file(args.config)
-            else:
-                from configs.base import get_config
-
-                config = get_config()
-            if args.model:
-                config.model.name = args.model
-            spec = spec_from_config(config)
-        spec = mining_spec(spec, strategy=args.strategy, num_negatives=args.num_negatives, pool_size=args.pool_size,
-                           retriever=args.retriever)
-        root = dataset_root(spec.data, args.data)  # with data.folds: the config's fold
-        beir = load_beir(root, args.split or spec.data.train_split, skip_empty=spec.data.skip_empty)
-        fmt = args.format or ("parquet" if Path(args.output).suffix == ".parquet" else "jsonl")
-        check_format(fmt)  # before any model work
-        encoder = load_trained(args.workdir)[0] if args.workdir else build_encoder(spec.model, spec.seed)
-        cross_encoder = None
-        if args.cross_encoder:
-            cross_encoder = load_cross_encoder(args.cross_encoder, dtype=jax.numpy.dtype(spec.model.dtype),
-                                               **({"max_length": spec.ce.max_length} if spec.ce.max_length else {}))
+        run = load_run(workdir=args.workdir, model=args.model, config=args.config or (None if args.workdir else
+                                                                                      _default_config()),
+                       data=args.data, split=args.split, cross_encoder=args.cross_encoder,
+                       mining=MiningFlags(args.strategy, args.num_negatives, args.pool_size, args.retriever))
     except (FileNotFoundError, ModelNotFoundError) as error:  # a missing workdir, checkpoint or model folder
         print(f"hnm mine: {error}", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    rows = mine_to_rows(spec, encoder, beir.corpus, beir.queries, beir.split, cross_encoder=cross_encoder,
-                        scores=args.scores, keep_incomplete=args.keep_incomplete,
-                        cache_dir=Path(args.workdir) / "cache" if args.workdir else None)
+    start, spec, data = time.perf_counter(), run.spec, run.data
+    rows = mine_to_rows(spec, run.encoder, data.corpus, data.queries, data.split, cross_encoder=run.cross_encoder,
+                        scores=args.scores, keep_incomplete=args.keep_incomplete, cache_dir=run.cache_dir)
     write_rows(rows, args.output, fmt)
-    print(f"hnm mine: {len(rows)} rows ({len(beir.split)} {beir.split.name} queries, {spec.mining.num_negatives} "
+    print(f"hnm mine: {len(rows)} rows ({len(data.split)} {data.split.name} queries, {spec.mining.num_negatives} "
           f"{spec.mining.strategy} negatives each, {spec.mining_retriever.mode} retriever"
-          f"{', CE-filtered' if cross_encoder else ''}) -> {args.output} ({fmt}), {time.perf_counter() - start:.1f} s")
+          f"{', CE-filtered' if run.cross_encoder else ''}) -> {args.output} ({fmt}), "
+          f"{time.perf_counter() - start:.1f} s")
     return 0
 
 
