@@ -20,6 +20,8 @@ from hnm_jax.models.encoder import (
     BertConfig,
     BertEmbeddings,
     BertEncoder,
+    BertLayer,
+    CrossEncoder,
     DropoutMasks,
     PoolingSpec,
     dense,
@@ -27,6 +29,7 @@ from hnm_jax.models.encoder import (
     pool,
     random_bits16,
     resolve_attention,
+    run_with_dropout,
 )
 from hnm_jax.models.hf_weights import hf_state_dict, load_hf_weights
 from hnm_jax.models.pretrained import (
@@ -154,6 +157,134 @@ def test_dropout_masks_cut_one_draw_into_sites_at_their_own_rates():
     with pytest.raises(ValueError, match="planned"):
         again.take((40, 50), 0.1)  # the plan's next site is (3, 1000) at 0.5
     assert DropoutMasks(None, sites).take(*sites[0]) is None
+    with pytest.raises(ValueError, match="3 sites planned, 1 taken"):
+        again.check_all_taken()
+    for site in sites[1:]:
+        again.take(*site)
+    again.check_all_taken()
+    with pytest.raises(ValueError, match="no more sites"):
+        again.take((40, 50), 0.1)
+
+
+def one_draw_masks(key: jax.Array, sites: list) -> list[np.ndarray]:
+    """The expected keep-masks of `sites` [(shape, rate)] in order: JAX's own 16-bit draw of their summed size, cut
+    in that order, a word kept when >= round(rate * 2^16) (bool arrays of each shape)."""
+    sizes = [int(np.prod(shape)) for shape, _ in sites]
+    bits = np.asarray(jax.random.bits(key, (sum(sizes),), jnp.uint16))
+    starts = np.cumsum([0, *sizes[:-1]])
+    return [
+        bits[start : start + size].reshape(shape) >= round(rate * 65536)
+        for (shape, rate), start, size in zip(sites, starts, sizes, strict=True)
+    ]
+
+
+def toy_forward(masks, extra: bool) -> list[jax.Array]:
+    """Dropout of ones at four sites, a fifth (extra) one at the end when asked: kept entries are > 0."""
+    shapes_rates = [((40, 50), 0.1), ((3, 1000), 0.5), ((7,), 0.0), ((40, 50), 0.1)]
+    out = [masks.apply(jnp.ones(shape), rate) for shape, rate in shapes_rates]
+    return [*out, masks.apply(jnp.ones((40, 50)), 0.3)] if extra else out
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_run_with_dropout_reads_the_sites_from_the_forward(jit):
+    """run_with_dropout plans the masks from the forward itself: each site with rate > 0 gets its own slice of one
+    draw in take order (JAX's bits, cut by hand), at its own keep rate; a rate-0 site and no key drop nothing; a
+    site added to the forward (nothing else changed) gets a fresh independent mask and leaves the others as they
+    were (the old design needed a second, hand-kept list of sites here, or it failed)."""
+    key = jax.random.key(3)
+    run = jax.jit(run_with_dropout, static_argnums=0) if jit else run_with_dropout
+    sites = [((40, 50), 0.1), ((3, 1000), 0.5), ((40, 50), 0.1)]
+    for extra in (False, True):
+        out = [np.asarray(x) for x in run(lambda masks, extra=extra: toy_forward(masks, extra), key)]
+        assert np.all(out[2] == 1.0)  # rate 0: untouched
+        planned = sites + ([((40, 50), 0.3)] if extra else [])
+        kept = [x > 0 for i, x in enumerate(out) if i != 2]
+        for got, expected in zip(kept, one_draw_masks(key, planned), strict=True):
+            np.testing.assert_array_equal(got, expected)
+        for got, (_, rate) in zip(kept, planned, strict=True):
+            assert abs(got.mean() - (1 - rate)) < 0.03
+        assert np.mean(kept[0] == kept[2]) < 0.9  # same shape and rate, independent bits (0.82 expected)
+    assert np.mean(kept[0] == kept[3]) < 0.8  # the added site: independent of the first (0.66 expected)
+    assert all(np.all(np.asarray(x) == 1.0) for x in run_with_dropout(lambda m: toy_forward(m, True), None))
+
+
+def encoder_masks(monkeypatch, model, ids, mask, key) -> list[tuple[tuple, float, np.ndarray]]:
+    """(shape, rate, keep mask) of every mask a forward of `model` (eager, dropout key `key`) takes, in order."""
+    taken, take = [], DropoutMasks.take
+
+    def spy(self, shape, rate):
+        keep = take(self, shape, rate)
+        if keep is not None:
+            taken.append((tuple(shape), rate, np.asarray(keep)))
+        return keep
+
+    monkeypatch.setattr(DropoutMasks, "take", spy)
+    model(ids, mask, dropout_rng=key)
+    monkeypatch.undo()
+    return taken
+
+
+@pytest.mark.parametrize("freeze", [0, 1])
+def test_encoder_masks_are_one_draw_cut_in_forward_order(monkeypatch, config, freeze):
+    """The encoder's masks, site by site, are JAX's one draw cut in the forward's order (the embeddings' output
+    unless frozen, then per trained block: attention probabilities, attention output, feed-forward output), each
+    at its rate; a dropout site added inside a block (the old failure: the hand-kept site list not updated) gets
+    its own fresh slice of the draw at its own rate, and the other sites stay one draw cut in order."""
+    model = BertEncoder(config, rngs=nnx.Rngs(0), attention="einsum", freeze_layers=freeze)
+    ids, mask = random_batch(batch=4, length=12)
+    key, (b, length), h, heads = jax.random.key(7), ids.shape, config.hidden_size, config.num_heads
+    hidden, probs = ((b, length, h), 0.1), ((b, heads, length, length), 0.1)
+    expected = ([] if freeze else [hidden]) + [probs, hidden, hidden] * (config.num_layers - freeze)
+    taken = encoder_masks(monkeypatch, model, ids, mask, key)
+    assert [(shape, rate) for shape, rate, _ in taken] == expected
+    for (_, _, got), want in zip(taken, one_draw_masks(key, expected), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    call = BertLayer.__call__
+
+    def with_extra_site(self, x, key_mask, masks):  # one more dropout, on the block's input, at rate 0.3
+        return call(self, masks.apply(x, 0.3), key_mask, masks)
+
+    monkeypatch.setattr(BertLayer, "__call__", with_extra_site)
+    extra = ([] if freeze else [hidden]) + [((b, length, h), 0.3), probs, hidden, hidden] * (config.num_layers - freeze)
+    taken = encoder_masks(monkeypatch, model, ids, mask, key)  # (undoes the patch)
+    assert [(shape, rate) for shape, rate, _ in taken] == extra
+    for (_, rate, got), want in zip(taken, one_draw_masks(key, extra), strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert abs(got.mean() - (1 - rate)) < 0.05
+
+
+def test_cross_encoder_head_mask_is_its_own_draw(monkeypatch, config):
+    """The cross-encoder's pooled-vector dropout [B, H] is the one site of the head key's draw (the second half of
+    the split dropout key); the encoder's sites come from the first half."""
+    model = CrossEncoder(config, rngs=nnx.Rngs(0), attention="einsum")
+    ids, mask = random_batch(batch=4, length=12)
+    key = jax.random.key(5)
+    taken = encoder_masks(monkeypatch, model, ids, mask, key)
+    encoder_key, head_key = jax.random.split(key)
+    (shape, rate, got) = taken[-1]
+    assert (shape, rate) == ((4, config.hidden_size), config.hidden_dropout)
+    np.testing.assert_array_equal(got, one_draw_masks(head_key, [(shape, rate)])[0])
+    np.testing.assert_array_equal(taken[0][2], one_draw_masks(encoder_key, [(taken[0][0], taken[0][1])])[0])
+
+
+def test_encoder_dropout_under_transforms(config):
+    """A dropout forward gives the same numbers eagerly, under jax.jit, nnx.jit, jax.checkpoint (remat) and a
+    lax.scan over keys, and differentiates (the sites' recording pass closes over traced parameters)."""
+    model = BertEncoder(config, rngs=nnx.Rngs(0), attention="einsum")
+    graphdef, state = nnx.split(model)
+    ids, mask = random_batch()
+    keys = jax.random.split(jax.random.key(1), 2)
+    f = lambda s, k: nnx.merge(graphdef, s)(ids, mask, dropout_rng=k)  # noqa: E731
+    eager = np.asarray(f(state, keys[0]))
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(state, keys[0])), eager, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.checkpoint(f))(state, keys[0])), eager, rtol=1e-5, atol=1e-5)
+    by_nnx = nnx.jit(lambda m, k: m(ids, mask, dropout_rng=k))(model, keys[0])
+    np.testing.assert_allclose(np.asarray(by_nnx), eager, rtol=1e-5, atol=1e-5)
+    _, scanned = jax.lax.scan(lambda c, k: (c, f(state, k)), 0, keys)
+    np.testing.assert_allclose(np.asarray(scanned[1]), np.asarray(f(state, keys[1])), rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda s: jnp.sum(jax.checkpoint(f)(s, keys[0]) ** 2))(state)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
 def equations(jaxpr) -> list:

@@ -4,6 +4,8 @@ The forward pass is a pure function of (params, inputs, dropout_rng): every drop
 is cut from ONE draw of random bits of `dropout_rng` (`DropoutMasks`, `random_bits16`), so no NNX RNG state is
 mutated and a jitted train step stays pure. One draw, not one per site: XLA compiles each random-bits call into its
 own kernel (threefry: ~20 integer rounds), and on CPU 16 draws compile ~8x slower than one of the same size.
+The sites (shape, rate) are described once, by the forward pass itself: `run_with_dropout` records them with a
+shape-only pass (`jax.eval_shape`, nothing compiled), draws once for exactly those, then runs the forward.
 Parameter names mirror Hugging Face's `BertModel` (see `hf_weights.py` for the exact mapping).
 
 Mixed precision (`dtype=bfloat16`): parameters stay float32; matmuls, attention and activations run in the compute
@@ -27,7 +29,8 @@ import dataclasses
 import itertools
 import math
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +50,7 @@ ATTENTIONS = ("auto", "einsum", "xla", "cudnn")
 # cheap op per mask; bits depend on the backend; unsafe_rbg also splits keys cheaply with lower-quality streams);
 # auto: threefry on CPU (today's numbers), rbg elsewhere. TrainState.rng stays a threefry key whatever the choice.
 RNG_IMPLS = ("auto", "threefry", "rbg", "unsafe_rbg")
+T = TypeVar("T")
 SMALL_TABLE = 16  # embedding tables with at most this many rows (token types) are read by selects, not a gather
 
 
@@ -200,16 +204,38 @@ def keep_probability(rate: float) -> float:
     return 1.0 - drop_threshold(rate) / (1 << MASK_BITS)
 
 
-class DropoutMasks:
+Site = tuple[tuple[int, ...], float]  # a dropout site: (mask shape, rate)
+
+
+class DropoutSites:
+    """Records the dropout sites of a forward pass, (shape, rate) in the order it takes them: the recording pass of
+    `run_with_dropout`. `take` returns an all-True mask (abstract under `jax.eval_shape`), None at rate 0."""
+
+    def __init__(self) -> None:
+        self.sites: list[Site] = []
+
+    def take(self, shape: tuple[int, ...], rate: float) -> jax.Array | None:
+        if rate == 0.0:
+            return None
+        self.sites.append((tuple(shape), rate))
+        return jnp.ones(shape, bool)
+
+    def apply(self, x: jax.Array, rate: float) -> jax.Array:
+        """Dropout of x (any shape) at `rate` with the next mask: the one way a forward pass takes a site."""
+        return _dropout(x, rate, self.take(x.shape, rate))
+
+
+class DropoutMasks(DropoutSites):
     """The keep-masks of one forward pass, cut in order from one draw of 16-bit random words (module docstring).
 
-    `sites` lists (shape, rate) in the order the forward pass asks for them; `take(shape, rate)` returns the next
-    bool mask (True with probability `keep_probability(rate)`), or None without a key or at rate 0 (no dropout
-    there). A site is checked against the plan, so a forward that asks in another order fails loudly instead of
-    reusing bits.
+    `sites` lists (shape, rate) in the order the forward pass asks for them (`run_with_dropout` records them from
+    the forward itself); `take(shape, rate)` returns the next bool mask (True with probability
+    `keep_probability(rate)`), or None without a key or at rate 0 (no dropout there). A site is checked against the
+    plan, so a forward that asks in another order, or for more sites, fails loudly instead of reusing bits.
     """
 
-    def __init__(self, key: jax.Array | None, sites: list[tuple[tuple[int, ...], float]]):
+    def __init__(self, key: jax.Array | None, sites: list[Site]):
+        super().__init__()
         self.sites = [(tuple(shape), rate) for shape, rate in sites if rate > 0.0] if key is not None else []
         sizes = [math.prod(shape) for shape, _ in self.sites]
         self.bits = random_bits16(key, sum(sizes)) if self.sites else None
@@ -219,12 +245,35 @@ class DropoutMasks:
     def take(self, shape: tuple[int, ...], rate: float) -> jax.Array | None:
         if self.bits is None or rate == 0.0:
             return None
-        planned = self.sites[self.next]
+        planned = self.sites[self.next] if self.next < len(self.sites) else "no more sites"
         if planned != (tuple(shape), rate):
             raise ValueError(f"dropout site {self.next}: planned {planned}, asked for {(tuple(shape), rate)}")
         start, stop = self.offsets[self.next], self.offsets[self.next + 1]
         self.next += 1
         return self.bits[start:stop].reshape(shape) >= drop_threshold(rate)
+
+    def check_all_taken(self) -> None:
+        """ValueError if the forward pass took fewer sites than planned."""
+        if self.next != len(self.sites):
+            raise ValueError(f"dropout: {len(self.sites)} sites planned, {self.next} taken")
+
+
+def run_with_dropout(forward: Callable[[DropoutSites], T], key: jax.Array | None) -> T:
+    """`forward(masks)` with every dropout mask cut from ONE draw of `key` (`DropoutMasks`); no dropout without a key.
+
+    The sites are read from `forward` itself, so nothing else describes them: a shape-only pass (`jax.eval_shape`,
+    nothing of it is compiled) records each `masks.take(shape, rate)` in order (`DropoutSites`), then the real pass
+    takes the masks cut from one draw for exactly those sites. `forward` must take the same sites on both passes
+    (a pure function of shapes and static settings; checked by `DropoutMasks`).
+    """
+    if key is None:
+        return forward(DropoutMasks(None, []))
+    recorder = DropoutSites()
+    jax.eval_shape(lambda: forward(recorder))  # a fresh function each call: never a cached trace that records nothing
+    masks = DropoutMasks(key, recorder.sites)
+    out = forward(masks)
+    masks.check_all_taken()
+    return out
 
 
 def resolve_attention(kind: str, dtype: Any, platform: str | None = None) -> str:
@@ -327,11 +376,7 @@ class BertAttention(nnx.Module):
             h, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
 
-    def probs_dropout(self) -> bool:
-        """Whether this block drops attention probabilities: the einsum path only (dot_product_attention has none)."""
-        return resolve_attention(self.attention_impl, self.dtype) == "einsum" and self.attention_dropout > 0.0
-
-    def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutMasks) -> jax.Array:
+    def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutSites) -> jax.Array:
         """x [B, L, H], key_mask [B, L] bool (True = attend) -> [B, L, H]; dropout masks from `masks`."""
         b, length, h = x.shape
         head_dim = h // self.num_heads
@@ -347,7 +392,7 @@ class BertAttention(nnx.Module):
             # Like HF's extended attention mask: masked keys get the most negative float (softmax weight 0).
             scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
             probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-            probs = _dropout(probs, self.attention_dropout, masks.take(probs.shape, self.attention_dropout))
+            probs = masks.apply(probs, self.attention_dropout)
             context = jnp.einsum("bnqk,bknd->bqnd", probs, v)
         elif implementation == "cudnn" and self.attention_impl == "auto":  # cuDNN where it takes the shape, else XLA
             try:
@@ -361,7 +406,7 @@ class BertAttention(nnx.Module):
             context = dot_product_attention(q, k, v, key_mask, implementation)
         context = context.reshape(b, length, h)
         out = dense(self.output, context)
-        out = _dropout(out, self.hidden_dropout, masks.take(out.shape, self.hidden_dropout))
+        out = masks.apply(out, self.hidden_dropout)
         return self.layer_norm(out + x)
 
 
@@ -379,18 +424,11 @@ class BertLayer(nnx.Module):
             h, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
 
-    def dropout_sites(self, b: int, length: int, h: int) -> list[tuple[tuple[int, ...], float]]:
-        """(shape, rate) of this block's dropout sites, in the order `__call__` takes them."""
-        attention = self.attention
-        probs = [((b, attention.num_heads, length, length), attention.attention_dropout)]
-        return [*(probs if attention.probs_dropout() else []), ((b, length, h), attention.hidden_dropout),
-                ((b, length, h), self.hidden_dropout)]
-
-    def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutMasks) -> jax.Array:
+    def __call__(self, x: jax.Array, key_mask: jax.Array, masks: DropoutSites) -> jax.Array:
         """x [B, L, H] -> [B, L, H]."""
         x = self.attention(x, key_mask, masks)
         y = dense(self.output, jax.nn.gelu(dense(self.intermediate, x), approximate=False))
-        y = _dropout(y, self.hidden_dropout, masks.take(y.shape, self.hidden_dropout))
+        y = masks.apply(y, self.hidden_dropout)
         return self.layer_norm(y + x)
 
 
@@ -470,17 +508,14 @@ class BertEncoder(nnx.Module):
         frozen), with dropout when `dropout_rng` is given. Padding positions of `hidden` never reach a real one.
         """
         key_mask = attention_mask.astype(bool)
-        top = self.layers[self.freeze_layers:]
-        b, length, h = hidden.shape
-        sites = [] if self.freeze_layers else [((b, length, h), self.hidden_dropout)]
-        for layer in top:
-            sites += layer.dropout_sites(b, length, h)
-        masks = DropoutMasks(dropout_rng, sites)
-        x = hidden if self.freeze_layers else _dropout(hidden, self.hidden_dropout,
-                                                       masks.take(hidden.shape, self.hidden_dropout))
-        for layer in top:
-            x = layer(x, key_mask, masks)
-        return x.astype(jnp.float32)
+
+        def forward(masks: DropoutSites) -> jax.Array:  # the one description of the dropout sites
+            x = hidden if self.freeze_layers else masks.apply(hidden, self.hidden_dropout)
+            for layer in self.layers[self.freeze_layers :]:
+                x = layer(x, key_mask, masks)
+            return x
+
+        return run_with_dropout(forward, dropout_rng).astype(jnp.float32)
 
 
 def is_frozen(path: tuple, freeze_layers: int) -> bool:
@@ -619,6 +654,5 @@ class CrossEncoder(nnx.Module):
         encoder_rng, head_rng = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, dropout_rng=encoder_rng)
         pooled = jnp.tanh(self.pooler(hidden[:, 0]))
-        keep = DropoutMasks(head_rng, [(pooled.shape, self.hidden_dropout)]).take(pooled.shape, self.hidden_dropout)
-        pooled = _dropout(pooled, self.hidden_dropout, keep)
+        pooled = run_with_dropout(lambda masks: masks.apply(pooled, self.hidden_dropout), head_rng)
         return self.classifier(pooled)[:, 0].astype(jnp.float32)
