@@ -1,5 +1,10 @@
 """ConfigDict -> frozen, hashable specs. jit only ever sees these specs, never a ConfigDict.
 
+The composition root of the specs, in the training and evaluation layer (docs/DESIGN.md), above retrieval/mining.
+A spec used by one module is owned by that module (ModelSpec: models/loading.py, BandSpec: mining/schedules.py,
+RetrieverSpec, IndexSpec, CEFilterSpec, FoldSpec, ...); this module assembles them into the ExperimentSpec, names
+their config keys in its errors, and holds the specs that several training and evaluation modules read.
+
 Each section of the config maps onto one frozen dataclass; `spec_from_config` checks that every key is known
 (suggesting the closest valid key), that every value has the declared type, and that values are possible.
 All errors are `ConfigError`s whose message starts with the dotted key.
@@ -18,45 +23,18 @@ import ml_collections
 
 from hnm_jax.data.beir import DataError, resolve_dataset, resolve_dataset_path
 from hnm_jax.data.folds import FoldError, FoldSpec, materialize_fold
+from hnm_jax.errors import ConfigError
+from hnm_jax.losses import CE_LOSSES
 from hnm_jax.mining.dense_index import IndexSpec
+from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, CEFilterSpec, needs_pool
 from hnm_jax.mining.retriever import MODES as RETRIEVER_MODES
 from hnm_jax.mining.retriever import RetrieverSpec
 from hnm_jax.mining.schedules import BandSpec
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message starts with the dotted key, e.g. 'loss.temperature: must be > 0'."""
+from hnm_jax.models.loading import ModelSpec
 
 
 def _fail(key: str, message: str) -> None:
     raise ConfigError(f"{key}: {message}")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    dtype: str
-    dropout: float
-    attention: str = "auto"
-    rng_impl: str = "auto"
-    normalize: bool = True  # False: the pooled embedding is not L2-normalized (scores are raw dot products)
-    freeze_layers: int = 0  # frozen trunk: the embeddings and the lowest K blocks (0: full fine-tuning)
-
-    def __post_init__(self):
-        from hnm_jax.models.encoder import ATTENTIONS, RNG_IMPLS, BertConfig
-
-        if self.dtype not in ("float32", "bfloat16"):
-            _fail("model.dtype", f"expected 'float32' or 'bfloat16', got {self.dtype!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            _fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.attention not in ATTENTIONS:
-            _fail("model.attention", f"unknown {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
-        if self.rng_impl not in RNG_IMPLS:
-            _fail("model.rng_impl", f"unknown {self.rng_impl!r}; valid: {', '.join(RNG_IMPLS)}")
-        layers = BertConfig.tiny().num_layers if self.name == "tiny" else None  # others: checked when loaded
-        if self.freeze_layers < 0 or (layers is not None and self.freeze_layers > layers):
-            _fail("model.freeze_layers", f"must be in [0, {layers or 'the model layers'}] (0 = full fine-tuning), "
-                                         f"got {self.freeze_layers}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +182,6 @@ class MiningSpec:
     band_refill: bool = False  # "band": fill the slots the band leaves empty with the pool entries nearest to it
 
     def __post_init__(self):
-        from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
-
         if self.strategy not in NEGATIVE_STRATEGIES:
             _fail("mining.strategy", f"unknown {self.strategy!r}; valid: {', '.join(sorted(NEGATIVE_STRATEGIES))}")
         if self.pool not in POOL_SOURCES:
@@ -261,8 +237,6 @@ class CESpec:
     loss: str
 
     def __post_init__(self):
-        from hnm_jax.losses import CE_LOSSES
-
         try:
             self.filter_spec()
         except ValueError as error:  # "CEFilterSpec.threshold must be ..." -> "ce.threshold: must be ..."
@@ -295,10 +269,8 @@ class CESpec:
         """Whether the cross-encoder filters pools or masks batch columns (what cross-fitting applies to)."""
         return self.filter or self.guide_in_batch
 
-    def filter_spec(self) -> Any:
+    def filter_spec(self) -> CEFilterSpec:
         """The `mining.negatives.CEFilterSpec` of these rules."""
-        from hnm_jax.mining.negatives import CEFilterSpec
-
         return CEFilterSpec(self.threshold, self.margin, self.prefer_top)
 
 
@@ -513,7 +485,6 @@ def spec_from_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> E
 def load_config_file(path_and_arg: str) -> ml_collections.ConfigDict:
     """Runs `get_config(arg)` of a config file named 'path/to/config.py[:arg]' (what --config takes)."""
     import importlib.util
-    from pathlib import Path
 
     path, _, arg = path_and_arg.partition(":")
     if not Path(path).is_file():

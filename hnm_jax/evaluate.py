@@ -87,7 +87,7 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
 
         resolved = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
         spec = resolved[0] if isinstance(resolved, tuple) else resolved
-    sharding = encoding_sharding(spec, sharding)
+    sharding = encoding_sharding(spec.eval.batch_size, sharding)
     if reranker is not None and spec.ce.rerank_depth < 1:
         raise ConfigError("ce.rerank_depth: must be >= 1 to re-rank with a cross-encoder")
     max_length, batch_size = spec.eval.max_length, spec.eval.batch_size

@@ -291,7 +291,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _mine(argv: list[str]) -> int:
-    from hnm_jax.mining.export import DEFAULT_NUM_NEGATIVES, DEFAULT_STRATEGY, FORMATS, SCORE_LAYOUTS
+    from hnm_jax.mine import DEFAULT_NUM_NEGATIVES, DEFAULT_STRATEGY, FORMATS, SCORE_LAYOUTS
 
     parser = _OneLineParser(
         prog="hnm mine", description="Mine hard negatives with the training pipeline (retriever, mine_pool, band, "
@@ -355,7 +355,7 @@ def _mine_with(args: argparse.Namespace) -> int:
 
     from hnm_jax.config import dataset_root, load_config_file, spec_from_config
     from hnm_jax.data.beir import load_beir
-    from hnm_jax.mining.export import check_format, mine_to_rows, mining_spec, write_rows
+    from hnm_jax.mine import check_format, mine_to_rows, mining_spec, write_rows
     from hnm_jax.models.loading import build_encoder
     from hnm_jax.models.pretrained import ModelNotFoundError, load_cross_encoder
     from hnm_jax.training.runs import load_trained, load_trained_config

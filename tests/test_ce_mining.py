@@ -22,11 +22,11 @@ from hnm_jax.data.synthetic import (
     read_unlabelled_duplicates,
     write_beir,
 )
-from hnm_jax.mining.miner import cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.training import batches as training_batches
 from hnm_jax.training import train
+from hnm_jax.training.miner import cross_fitted, load_dev_set, make_miner
 from hnm_jax.training.runs import CE_DIR
 from hnm_jax.training.train import _cross_encoder_phase, train_and_evaluate
 
@@ -63,7 +63,8 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     in_pool = np.any(miner.pool.indices == dup_of_query[:, None], axis=1)
     assert in_pool.sum() >= len(planted) // 2  # the retriever does surface them
 
-    miner.use_cross_encoders([build_cross_encoder(spec)])  # untrained: identical tokens still give identical scores
+    # untrained: identical tokens still give identical scores
+    miner.use_cross_encoders([build_cross_encoder(spec.model, spec.ce.model, spec.ce.max_length, spec.seed)])
     stats = miner.apply_cross_encoder()  # no dev split: no gate, the CE filters
     assert stats["ce_filter_on"] == 1.0 and "ce_gate_precision" not in stats
     assert not np.any(miner.pool.indices == dup_of_query[:, None])  # every planted duplicate is gone
@@ -264,7 +265,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     # -10), and each positive is its own reference: 12 positives and 24 negatives dropped, precision 12 / 36.
     worse = FakeCE(oracle, sign=-1.0)
     miner.use_cross_encoders([worse])
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.mining.miner"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.training.miner"):
         stats = miner.apply_cross_encoder()
     assert stats["ce_gate_precision"] == pytest.approx(1 / 3) and stats["ce_gate_recall"] == 1.0
     assert stats["ce_gate_negatives_removed"] == 1.0
@@ -292,7 +293,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     caplog.clear()
     better = FakeCE(oracle, also=lambda doc: doc.endswith(" pro"))
     miner.use_cross_encoders([better])
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.mining.miner"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.training.miner"):
         stats = miner.apply_cross_encoder()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert stats["ce_gate_precision"] == 0.5 and stats["ce_gate_recall"] == 1.0

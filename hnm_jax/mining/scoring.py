@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from hnm_jax import sharding as shardings
-from hnm_jax.config import ConfigError, ExperimentSpec
+from hnm_jax.errors import ConfigError
 from hnm_jax.models.pretrained import CrossEncoderModel
 
 RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-query ranks go this deep
@@ -34,14 +34,14 @@ def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder:
     return np.concatenate([np.take_along_axis(top, order, axis=1), ranked[:, depth:]], axis=1)
 
 
-def encoding_sharding(spec: ExperimentSpec, sharding: jax.sharding.NamedSharding | None = None,
-                      ) -> jax.sharding.NamedSharding:
-    """`sharding` (default: a batch sharding over every device), checked to split eval.batch_size evenly
-    (ConfigError naming the key otherwise)."""
+def encoding_sharding(batch_size: int, sharding: jax.sharding.NamedSharding | None = None, *,
+                      key: str = "eval.batch_size") -> jax.sharding.NamedSharding:
+    """`sharding` (default: a batch sharding over every device), checked to split `batch_size` (the config's `key`)
+    evenly (ConfigError naming the key otherwise)."""
     if sharding is None:
         sharding = shardings.batch_sharding(shardings.make_mesh())
     try:
-        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
+        shardings.check_batch_size(batch_size, sharding.mesh, key=key)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return sharding

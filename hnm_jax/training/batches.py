@@ -15,9 +15,9 @@ import numpy as np
 from hnm_jax.config import ExperimentSpec
 from hnm_jax.data import batches
 from hnm_jax.data.tokenize import length_buckets
-from hnm_jax.mining.miner import Inputs, Miner
 from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec
 from hnm_jax.models.pretrained import CrossEncoderModel
+from hnm_jax.training.miner import Inputs, Miner
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """train_and_evaluate(config, workdir): the orchestrator of a run, with `loop.py` the only place in training
 with side effects.
 
-Loads data and the pretrained encoder (models/loading.py), builds the Miner (mining/miner.py), runs the cross-encoder
+Loads data and the pretrained encoder (models/loading.py), builds the Miner (training/miner.py), runs the cross-encoder
 phase when the config has one, then the bi-encoder phase, and evaluates on the eval split at the end. Both phases
 run `loop.run_loop` (logs on process 0, checkpoints every K steps so rerunning the same command resumes, stops
 on a non-finite loss with the step range); they differ by step function and batch source (batches.py:
@@ -36,7 +36,6 @@ from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.data.synthetic import load_unlabelled_duplicates
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, check_model_folder, load_cross_encoder
@@ -44,6 +43,7 @@ from hnm_jax.training.batches import BatchBuilder, CrossEncoderBatches, Prefetch
 from hnm_jax.training.ce_step import jit_ce_train_step
 from hnm_jax.training.checkpointing import Checkpointer
 from hnm_jax.training.loop import init_state, run_loop
+from hnm_jax.training.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from hnm_jax.training.runs import CE_DIR, CE_FOLD_DIR
 from hnm_jax.training.step import jit_train_step
@@ -87,7 +87,7 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: 
         raise ConfigError(str(error).replace("train.batch_size", "ce.batch_size")
                           + (" (cross-fitting: each CE trains on half of them)" if len(rows) < len(miner.split)
                              else "")) from None
-    model = build_cross_encoder(spec)
+    model = build_cross_encoder(spec.model, spec.ce.model, spec.ce.max_length, spec.seed)
     tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.learning_rate), spec.ce.train_steps)
     checkpointer = Checkpointer(ce_dir / "checkpoints", keep=1)
     state, state_sharding, _ = init_state(model.graphdef, model.state, tx, spec.seed, mesh, checkpointer)
@@ -124,7 +124,7 @@ def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, para
         return None
     scorer = None
     if spec.ce.model:
-        ces = [build_cross_encoder(spec)]
+        ces = [build_cross_encoder(spec.model, spec.ce.model, spec.ce.max_length, spec.seed)]
     else:
         if miner.pool is None:
             writer.write(0, miner.refresh(params, 0), prefix="refresh/")

@@ -101,7 +101,7 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
         from hnm_jax.data.lengths import resolve_lengths
 
         spec = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)[0]
-    sharding = encoding_sharding(spec, sharding)
+    sharding = encoding_sharding(spec.eval.batch_size, sharding)
 
     query_texts = [queries.texts[r] for r in split.query_rows]
     budget = spec.data.memory_budget_bytes if cache_dir is not None else None
