@@ -211,14 +211,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     spec = eval_overrides(spec, args)
     root = dataset_root(spec.data, args.data)  # with data.folds: the workdir's fold (its test split = the fold)
     beir = load_beir(root, args.split, skip_empty=spec.data.skip_empty)  # bad data fails here, before any model
-    depth = spec.ce.rerank_depth if args.rerank_depth is None else args.rerank_depth
+    depth = spec.ce.rerank.rerank_depth if args.rerank_depth is None else args.rerank_depth
     rerank = args.rerank
     if rerank is None and args.workdir and depth:  # the run's cross-encoder, as training used it (cross-fitted: fold 0)
         exports = [Path(args.workdir) / CE_DIR / sub / "model" for sub in ("", CE_FOLD_DIR.format(0))]
-        rerank = spec.ce.model or str(next((p for p in exports if p.is_dir()), exports[0]))
+        rerank = spec.ce.source.model or str(next((p for p in exports if p.is_dir()), exports[0]))
     if rerank:
-        spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, model=rerank,
-                                                                rerank_depth=depth or DEFAULT_RERANK_DEPTH))
+        spec = dataclasses.replace(spec, ce=spec.ce.replace(model=rerank, rerank_depth=depth or DEFAULT_RERANK_DEPTH))
     if args.workdir:
         encoder = load_trained(args.workdir)[0]
     else:
@@ -228,8 +227,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     dtype = jax.numpy.dtype(spec.model.dtype)
     reranker = None
     if rerank:  # ce.max_length 0 (auto) is resolved by `evaluate`; load at the model's own default meanwhile
-        reranker = load_cross_encoder(rerank, dtype=dtype, **({"max_length": spec.ce.max_length}
-                                                             if spec.ce.max_length else {}))
+        reranker = load_cross_encoder(rerank, dtype=dtype, **({"max_length": spec.ce.source.max_length}
+                                                             if spec.ce.source.max_length else {}))
     metrics = evaluate(spec, encoder, (beir.root, beir.corpus, beir.queries), beir.split,
                        sharding=sharding.batch_sharding(sharding.make_mesh()),
                        cache_dir=Path(args.workdir) / "cache" if args.workdir else None, reranker=reranker)
@@ -383,7 +382,8 @@ def _mine_with(args: argparse.Namespace) -> int:
         cross_encoder = None
         if args.cross_encoder:
             cross_encoder = load_cross_encoder(args.cross_encoder, dtype=jax.numpy.dtype(spec.model.dtype),
-                                               **({"max_length": spec.ce.max_length} if spec.ce.max_length else {}))
+                                               **({"max_length": spec.ce.source.max_length}
+                                                  if spec.ce.source.max_length else {}))
     except (FileNotFoundError, ModelNotFoundError) as error:  # a missing workdir, checkpoint or model folder
         print(f"hnm mine: {error}", file=sys.stderr)
         return 2

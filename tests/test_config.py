@@ -119,13 +119,14 @@ def test_configs_saved_with_the_reranking_check_read_as_the_precision_gate():
         config = base_dict()
         del config["ce"]["gate_min_precision"]
         config["ce"]["require_better"] = require_better
-        assert spec_from_config(config).ce.gate_min_precision == gate
+        assert spec_from_config(config).ce.mining.gate_min_precision == gate
     config = base_dict()
     del config["ce"]["gate_min_precision"], config["mining"]["oracle_filter"], config["eval"]["duplicates_relevant"]
     spec = spec_from_config(config)
-    assert spec.ce.gate_min_precision == 0.0 and not spec.mining.oracle_filter and not spec.eval.duplicates_relevant
+    assert spec.ce.mining.gate_min_precision == 0.0 and not spec.mining.oracle_filter
+    assert not spec.eval.duplicates_relevant
     default = spec_from_config(base_dict())
-    assert default.ce.gate_min_precision == 0.5 and default.eval.duplicates_relevant
+    assert default.ce.mining.gate_min_precision == 0.5 and default.eval.duplicates_relevant
     assert not default.mining.oracle_filter
 
 

@@ -317,10 +317,10 @@ def test_cli_eval_workdir_honours_every_eval_key(trained_workdir, tmp_path, monk
 
     # ce.*: the run's cross-encoder re-ranks the deployed retriever's top ce.rerank_depth at ce.max_length
     spec = spec_from_config(json.loads((workdir / "config.json").read_text()))
-    build_cross_encoder(spec.model, spec.ce.model, spec.ce.max_length, spec.seed).export(tmp_path / "ce")
+    build_cross_encoder(spec.model, spec.ce.source, spec.seed).export(tmp_path / "ce")
     metrics = run(ce__rerank_depth=3, ce__model=str(tmp_path / "ce"), retriever__mode="hybrid")
-    assert metrics["rerank"] == {"depth": 3, "max_length": spec.ce.max_length, "model": str(tmp_path / "ce")}
-    assert spec.ce.max_length == 32 and scores and all(length == 32 for length, _ in scores)
+    assert metrics["rerank"] == {"depth": 3, "max_length": spec.ce.source.max_length, "model": str(tmp_path / "ce")}
+    assert spec.ce.source.max_length == 32 and scores and all(length == 32 for length, _ in scores)
     assert set(metrics["stages"]) == {"retrieve", "rerank"} and metrics["retriever"] == "hybrid"
     assert "rank_rerank" in metrics["per_query"]
     scores.clear()

@@ -58,7 +58,7 @@ def test_hnm_mine_and_the_refresh_mine_the_same_pool(tiny_beir, tmp_path, monkey
     spy = spy_on(monkeypatch, "mine_pool", export, miner_module)
     scorer = spy_on(monkeypatch, "PairScorer", export, miner_module)
     spec, beir, encoder, miner = setup(tiny_beir, tmp_path)
-    ce = build_cross_encoder(spec.model, spec.ce.model, spec.ce.max_length, spec.seed) if with_ce else None
+    ce = build_cross_encoder(spec.model, spec.ce.source, spec.seed) if with_ce else None
     if ce is not None:
         miner.use_cross_encoders([ce])  # tiny_beir has no labelled dev pairs: no gate, the CE filters
     miner.refresh(encoder.state, 0)

@@ -1,7 +1,9 @@
 """Scores and orders that mining and evaluation share: each query's best positive score (the reference of the
-band), the cross-encoder's re-ranking of a retriever's top k, and the checked batch sharding every corpus and query
-encoding uses. Below `evaluate.py` and `training/`, so the miners never import evaluation.
+band), the cross-encoder's re-ranking of a retriever's top k (RerankSpec: its depth), and the checked batch sharding
+every corpus and query encoding uses. Below `evaluate.py` and `training/`, so the miners never import evaluation.
 """
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -11,6 +13,18 @@ from hnm_jax.errors import ConfigError
 from hnm_jax.models.pretrained import CrossEncoderModel
 
 RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-query ranks go this deep
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankSpec:
+    """Whether evaluation re-ranks the retriever's top `rerank_depth` with the cross-encoder (`ce.rerank_depth`;
+    0: no re-ranking), through `rerank`."""
+
+    rerank_depth: int
+
+    def __post_init__(self):
+        if self.rerank_depth < 0:
+            raise ValueError(f"RerankSpec.rerank_depth: must be >= 0 (0: no re-ranking), got {self.rerank_depth}")
 
 
 def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:

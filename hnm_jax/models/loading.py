@@ -1,5 +1,6 @@
 """The encoder and cross-encoder a config names: a tiny random one, or `models/pretrained.py`'s load_encoder /
-load_cross_encoder, with the configured dropout and frozen trunk. ModelSpec (`model.*`) is owned here.
+load_cross_encoder, with the configured dropout and frozen trunk. ModelSpec (`model.*`) and CEModelSpec (the
+cross-encoder's source and pair width, of `ce.*`) are owned here.
 
 Separate from `pretrained.py`, which knows nothing of configs. A workdir's trained models (its config.json and newest
 checkpoint) are loaded by `training/runs.py`, which needs the optimizer, the TrainState and the Checkpointer.
@@ -56,6 +57,20 @@ class ModelSpec:
                                          f"got {self.freeze_layers}")
 
 
+@dataclasses.dataclass(frozen=True)
+class CEModelSpec:
+    """Which cross-encoder (`ce.model`: a trained folder, packaged name or hub id; "": initialised from `model.name`)
+    and the width of its `[CLS] query [SEP] doc [SEP]` pairs (`ce.max_length`; 0: auto, from the data)."""
+
+    model: str
+    max_length: int
+
+    def __post_init__(self):
+        if self.max_length != 0 and not 8 <= self.max_length <= 512:
+            raise ValueError(f"CEModelSpec.max_length: must be 0 (auto: from the data) or in [8, 512], "
+                             f"got {self.max_length}")
+
+
 def build_encoder(spec: ModelSpec, seed: int) -> Encoder:
     """The pretrained encoder named by `model.name` (or a tiny random one), with the configured dropout; with
     `model.normalize` False its pooled embeddings are not L2-normalized (True: the model's own pooling, as loaded)."""
@@ -84,10 +99,10 @@ def with_frozen_trunk(encoder: Encoder, layers: int) -> Encoder:
     return dataclasses.replace(encoder, graphdef=graphdef, state=state)
 
 
-def build_cross_encoder(model: ModelSpec, name: str, max_length: int, seed: int) -> CrossEncoderModel:
-    """The cross-encoder to train: `name` (ce.model) if set, else initialised from the bi-encoder's `model.name`;
-    pairs tokenized at `max_length` (ce.max_length), `model.*`'s dtype, attention and dropout."""
-    name = name or model.name
+def build_cross_encoder(model: ModelSpec, ce: CEModelSpec, seed: int) -> CrossEncoderModel:
+    """The cross-encoder to train: `ce.model` if set, else initialised from the bi-encoder's `model.name`; pairs
+    tokenized at `ce.max_length`, `model.*`'s dtype, attention and dropout."""
+    name, max_length = ce.model or model.name, ce.max_length
     if name == "tiny":
         from transformers import AutoTokenizer
 

@@ -74,6 +74,6 @@ def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
     if not (ce_dir / "checkpoints").is_dir() and (ce_dir / CE_FOLD_DIR.format(0) / "checkpoints").is_dir():
         ce_dir = ce_dir / CE_FOLD_DIR.format(0)
     _check_checkpoints(ce_dir / "checkpoints")
-    model = build_cross_encoder(spec.model, spec.ce.model, spec.ce.max_length, spec.seed)
+    model = build_cross_encoder(spec.model, spec.ce.source, spec.seed)
     params = _newest_params(ce_dir / "checkpoints", model.graphdef, model.state, spec)
     return dataclasses.replace(model, state=params)
