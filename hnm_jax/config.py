@@ -24,6 +24,7 @@ import ml_collections
 from hnm_jax.data.beir import DataError, resolve_dataset, resolve_dataset_path
 from hnm_jax.data.folds import FoldError, FoldSpec, materialize_fold
 from hnm_jax.errors import ConfigError
+from hnm_jax.errors import fail as _fail
 from hnm_jax.mining.dense_index import IndexSpec
 from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
 from hnm_jax.mining.pipeline import CEMiningSpec
@@ -34,10 +35,6 @@ from hnm_jax.mining.scoring import RerankSpec
 from hnm_jax.models.loading import CEModelSpec, ModelSpec
 from hnm_jax.training.ce_step import CETrainSpec
 from hnm_jax.training.step import LossSpec
-
-
-def _fail(key: str, message: str) -> None:
-    raise ConfigError(f"{key}: {message}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import jax
 from flax import nnx
 
 from hnm_jax.errors import ConfigError
+from hnm_jax.errors import fail as _fail
 from hnm_jax.models.encoder import ATTENTIONS, RNG_IMPLS, BertConfig
 from hnm_jax.models.pretrained import (
     CrossEncoderModel,
@@ -24,10 +25,6 @@ from hnm_jax.models.pretrained import (
 )
 
 TINY_TOKENIZER = "all-MiniLM-L6-v2"  # the tiny random model borrows this tokenizer (packaged, offline)
-
-
-def _fail(key: str, message: str) -> None:
-    raise ConfigError(f"{key}: {message}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hnm_jax.errors import ConfigError
+from hnm_jax.errors import fail as _fail
 from hnm_jax.losses import (
     additive_margins,
     candidate_mask,
@@ -45,10 +45,6 @@ from hnm_jax.mining.schedules import BandSpec, band_at, band_mask
 from hnm_jax.models.encoder import RNG_IMPLS, PoolingSpec, embed, embed_hidden, split_frozen
 
 MARGIN_KINDS = ("none", "additive", "hinge")
-
-
-def _fail(key: str, message: str) -> None:
-    raise ConfigError(f"{key}: {message}")
 
 
 @dataclasses.dataclass(frozen=True)
