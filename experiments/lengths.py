@@ -50,7 +50,7 @@ def measure(root: Path, tokenizer) -> dict:
         rows[side] = {"count": stat.count, "p50": stat.p50, "p95": stat.p95, "max": stat.max,
                       "truncated_before": truncated_share(lengths, OLD_CUT), "width_after": width,
                       "truncated_after": truncated_share(lengths, width)}
-    rows["eval_width"], rows["ce_width"] = spec.eval.max_length, spec.ce.max_length
+    rows["eval_width"], rows["ce_width"] = spec.eval.max_length, spec.ce.source.max_length
     return rows
 
 

@@ -1,5 +1,10 @@
 """ConfigDict -> frozen, hashable specs. jit only ever sees these specs, never a ConfigDict.
 
+The composition root of the specs, in the training and evaluation layer (docs/DESIGN.md), above retrieval/mining.
+A spec used by one module is owned by that module (ModelSpec: models/loading.py, BandSpec: mining/schedules.py,
+RetrieverSpec, IndexSpec, CEFilterSpec, FoldSpec, ...); this module assembles them into the ExperimentSpec, names
+their config keys in its errors, and holds the specs that several training and evaluation modules read.
+
 Each section of the config maps onto one frozen dataclass; `spec_from_config` checks that every key is known
 (suggesting the closest valid key), that every value has the declared type, and that values are possible.
 All errors are `ConfigError`s whose message starts with the dotted key.
@@ -18,45 +23,18 @@ import ml_collections
 
 from hnm_jax.data.beir import DataError, resolve_dataset, resolve_dataset_path
 from hnm_jax.data.folds import FoldError, FoldSpec, materialize_fold
+from hnm_jax.errors import ConfigError
+from hnm_jax.errors import fail as _fail
 from hnm_jax.mining.dense_index import IndexSpec
+from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
+from hnm_jax.mining.pipeline import CEMiningSpec
 from hnm_jax.mining.retriever import MODES as RETRIEVER_MODES
 from hnm_jax.mining.retriever import RetrieverSpec
 from hnm_jax.mining.schedules import BandSpec
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message starts with the dotted key, e.g. 'loss.temperature: must be > 0'."""
-
-
-def _fail(key: str, message: str) -> None:
-    raise ConfigError(f"{key}: {message}")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    dtype: str
-    dropout: float
-    attention: str = "auto"
-    rng_impl: str = "auto"
-    normalize: bool = True  # False: the pooled embedding is not L2-normalized (scores are raw dot products)
-    freeze_layers: int = 0  # frozen trunk: the embeddings and the lowest K blocks (0: full fine-tuning)
-
-    def __post_init__(self):
-        from hnm_jax.models.encoder import ATTENTIONS, RNG_IMPLS, BertConfig
-
-        if self.dtype not in ("float32", "bfloat16"):
-            _fail("model.dtype", f"expected 'float32' or 'bfloat16', got {self.dtype!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            _fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.attention not in ATTENTIONS:
-            _fail("model.attention", f"unknown {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
-        if self.rng_impl not in RNG_IMPLS:
-            _fail("model.rng_impl", f"unknown {self.rng_impl!r}; valid: {', '.join(RNG_IMPLS)}")
-        layers = BertConfig.tiny().num_layers if self.name == "tiny" else None  # others: checked when loaded
-        if self.freeze_layers < 0 or (layers is not None and self.freeze_layers > layers):
-            _fail("model.freeze_layers", f"must be in [0, {layers or 'the model layers'}] (0 = full fine-tuning), "
-                                         f"got {self.freeze_layers}")
+from hnm_jax.mining.scoring import RerankSpec
+from hnm_jax.models.loading import CEModelSpec, ModelSpec
+from hnm_jax.training.ce_step import CETrainSpec
+from hnm_jax.training.step import LossSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,42 +128,7 @@ class TrainSpec:
             _fail("train.inject_nan_at_step", f"must be -1 (off) or a step >= 1, got {self.inject_nan_at_step}")
 
 
-MARGIN_KINDS = ("none", "additive", "hinge")
 LR_SCHEDULES = ("linear", "constant")
-
-
-@dataclasses.dataclass(frozen=True)
-class LossSpec:
-    temperature: float
-    infonce_weight: float
-    margin_kind: str
-    margin_weight: float
-    margin: float
-    margin_alpha: float
-    margin_relative: bool
-    uniformity_weight: float
-    hybrid_logits: bool  # train on the deployed weighted fusion of dense + BM25 (retriever.*), per-query affine
-
-    def __post_init__(self):
-        if not 1e-3 <= self.temperature <= 10.0:
-            _fail("loss.temperature", f"must be in [0.001, 10] (logits = scores / temperature), got {self.temperature}")
-        for key in ("infonce_weight", "margin_weight", "uniformity_weight"):
-            if not 0.0 <= getattr(self, key) <= 100.0:
-                _fail(f"loss.{key}", f"must be in [0, 100], got {getattr(self, key)}")
-        if self.margin_kind not in MARGIN_KINDS:
-            _fail("loss.margin_kind", f"unknown {self.margin_kind!r}; valid: {', '.join(MARGIN_KINDS)}")
-        if self.margin_weight and self.margin_kind != "hinge":
-            _fail("loss.margin_weight", "weights the hinge margin loss: set loss.margin_kind = 'hinge' (or 0 here)")
-        if self.margin_kind == "hinge" and not self.margin_weight:
-            _fail("loss.margin_weight", "must be > 0 with loss.margin_kind = 'hinge'")
-        if self.margin_kind == "additive" and not self.infonce_weight:
-            _fail("loss.infonce_weight", "the additive margin acts inside InfoNCE: infonce_weight must be > 0")
-        if self.infonce_weight == 0 and self.margin_weight == 0:
-            _fail("loss.infonce_weight", "infonce_weight and margin_weight are both 0: nothing to train")
-        if not 0.0 <= self.margin <= 2.0:
-            _fail("loss.margin", f"must be in [0, 2] (cosine scores), got {self.margin}")
-        if not -2.0 <= self.margin_alpha <= 2.0:
-            _fail("loss.margin_alpha", f"must be in [-2, 2], got {self.margin_alpha}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +147,6 @@ class MiningSpec:
     band_refill: bool = False  # "band": fill the slots the band leaves empty with the pool entries nearest to it
 
     def __post_init__(self):
-        from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, POOL_SOURCES, SAMPLINGS, needs_pool
-
         if self.strategy not in NEGATIVE_STRATEGIES:
             _fail("mining.strategy", f"unknown {self.strategy!r}; valid: {', '.join(sorted(NEGATIVE_STRATEGIES))}")
         if self.pool not in POOL_SOURCES:
@@ -240,66 +181,37 @@ class MiningSpec:
 
 @dataclasses.dataclass(frozen=True)
 class CESpec:
-    """The cross-encoder: where it comes from, how it guides mining, and whether evaluation re-ranks with it."""
+    """`ce.*`: the cross-encoder, split by concern into the parts their modules own. The config keys stay flat
+    (`ce.<key>`: each key is a field of one part, CE_PARTS) and every error names its `ce.<key>`."""
 
-    model: str
-    filter: bool
-    guide_in_batch: bool
-    rerank_depth: int
-    threshold: float
-    margin: float
-    prefer_top: int
-    rescore_top: int
-    cross_fit: bool
-    gate_min_precision: float
-    max_length: int
-    train_steps: int
-    batch_size: int
-    num_negatives: int
-    negatives_top: int
-    learning_rate: float
-    loss: str
-
-    def __post_init__(self):
-        from hnm_jax.losses import CE_LOSSES
-
-        try:
-            self.filter_spec()
-        except ValueError as error:  # "CEFilterSpec.threshold must be ..." -> "ce.threshold: must be ..."
-            raise ConfigError(re.sub(r"CEFilterSpec\.(\w+) ", r"ce.\1: ", str(error))) from None
-        if self.loss not in CE_LOSSES:
-            _fail("ce.loss", f"unknown {self.loss!r}; valid: {', '.join(sorted(CE_LOSSES))}")
-        if self.rerank_depth < 0:
-            _fail("ce.rerank_depth", f"must be >= 0 (0: no re-ranking), got {self.rerank_depth}")
-        if self.rescore_top < 0:
-            _fail("ce.rescore_top", f"must be >= 0 (0: the whole pool), got {self.rescore_top}")
-        if self.negatives_top < 0:
-            _fail("ce.negatives_top", f"must be >= 0 (0: the whole pool), got {self.negatives_top}")
-        if self.max_length != 0 and not 8 <= self.max_length <= 512:
-            _fail("ce.max_length", f"must be 0 (auto: from the data) or in [8, 512], got {self.max_length}")
-        for key in ("train_steps", "batch_size", "num_negatives"):
-            if getattr(self, key) < 1:
-                _fail(f"ce.{key}", f"must be >= 1, got {getattr(self, key)}")
-        if not 0.0 < self.learning_rate < 1.0:
-            _fail("ce.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
-        if not 0.0 <= self.gate_min_precision <= 1.0:
-            _fail("ce.gate_min_precision", f"must be in [0, 1] (0: no gate), got {self.gate_min_precision}")
+    source: CEModelSpec  # models/loading.py: which CE (model) and its pair width (max_length)
+    mining: CEMiningSpec  # mining/pipeline.py: how it filters pools and guides batches, and its gate
+    train: CETrainSpec  # training/ce_step.py: how a CE is trained here (steps, batch, negatives, rate, loss, folds)
+    rerank: RerankSpec  # mining/scoring.py: whether evaluation re-ranks with it (rerank_depth)
 
     @property
     def needed(self) -> bool:
         """Whether the run uses a cross-encoder at all."""
-        return self.filter or self.guide_in_batch or self.rerank_depth > 0
+        return self.mining.guides or self.rerank.rerank_depth > 0
 
     @property
     def guides_mining(self) -> bool:
         """Whether the cross-encoder filters pools or masks batch columns (what cross-fitting applies to)."""
-        return self.filter or self.guide_in_batch
+        return self.mining.guides
 
-    def filter_spec(self) -> Any:
-        """The `mining.negatives.CEFilterSpec` of these rules."""
-        from hnm_jax.mining.negatives import CEFilterSpec
+    def replace(self, **keys: Any) -> "CESpec":
+        """A copy with new values of the flat `ce.<key>`s `keys`, each in its part (TypeError on an unknown key)."""
+        changes, left = {}, dict(keys)
+        for attribute, part in CE_PARTS.items():
+            mine = {f.name: left.pop(f.name) for f in dataclasses.fields(part) if f.name in left}
+            if mine:
+                changes[attribute] = dataclasses.replace(getattr(self, attribute), **mine)
+        if left:
+            raise TypeError(f"CESpec.replace: no ce.{', ce.'.join(left)} key")
+        return dataclasses.replace(self, **changes)
 
-        return CEFilterSpec(self.threshold, self.margin, self.prefer_top)
+
+CE_PARTS = {"source": CEModelSpec, "mining": CEMiningSpec, "train": CETrainSpec, "rerank": RerankSpec}
 
 
 EVAL_SEARCHES = ("exact", "ann")  # eval.search: dense top-k over the whole corpus | ScaNN with the index.* settings
@@ -336,10 +248,10 @@ class ExperimentSpec:
     ce: CESpec
 
     def __post_init__(self):
-        if (self.ce.filter or self.ce.guide_in_batch) and self.mining.pool == "none":
+        if self.ce.guides_mining and self.mining.pool == "none":
             _fail("ce.filter", "the cross-encoder filters a mined pool: set mining.pool to offline or online "
                                "(and a pool strategy), or turn ce.filter and ce.guide_in_batch off")
-        if self.ce.needed and not self.ce.model and self.mining.pool == "none":
+        if self.ce.needed and not self.ce.source.model and self.mining.pool == "none":
             _fail("ce.model", "training a cross-encoder needs mined negatives: set mining.pool, or ce.model to a "
                               "trained cross-encoder folder")
         if self.loss.uniformity_weight and not self.model.normalize:
@@ -399,9 +311,10 @@ def check_against_data(spec: ExperimentSpec, *, train_queries: int, devices: int
     share); ce.batch_size likewise, against the queries one cross-encoder trains on (half with ce.cross_fit).
     """
     for key, batch, queries in (("train.batch_size", spec.train.batch_size, train_queries),
-                                ("ce.batch_size", spec.ce.batch_size,
-                                 train_queries // 2 if spec.ce.cross_fit and spec.ce.guides_mining else train_queries)):
-        if key == "ce.batch_size" and not (spec.ce.needed and not spec.ce.model):
+                                ("ce.batch_size", spec.ce.train.batch_size,
+                                 train_queries // 2 if spec.ce.train.cross_fit and spec.ce.guides_mining
+                                 else train_queries)):
+        if key == "ce.batch_size" and not (spec.ce.needed and not spec.ce.source.model):
             continue  # no cross-encoder is trained
         if batch > queries:
             _fail(key, f"{batch} is larger than the {queries} training queries"
@@ -424,30 +337,42 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     return value
 
 
-def _section(config: Mapping[str, Any], name: str, cls: type) -> Any:
-    """Builds the dataclass `cls` from `config[name]`, rejecting unknown and missing keys."""
-    if name not in config:
-        _fail(name, "missing section")
-    section = config[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    types_ = typing.get_type_hints(cls)  # resolves string annotations (modules using `from __future__`)
-    for key in section:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {name}.{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
-            _fail(f"{name}.{key}", f"unknown key{hint}")
-    values = {}
-    for key in fields:
-        if key not in section:
-            _fail(f"{name}.{key}", "missing key (every key lives in configs/base.py)")
-        values[key] = _check_type(f"{name}.{key}", section[key], types_[key])
+def _build(name: str, cls: type, values: dict[str, Any]) -> Any:
+    """`cls(**values)`; a ValueError of a spec owned by another module ('BandSpec.mode ...', 'CEFilterSpec.margin
+    must ...') becomes a ConfigError naming its key (`name`.field)."""
     try:
         return cls(**values)
     except ConfigError:
         raise
     except ValueError as error:  # specs owned by other modules validate themselves: name their keys
-        message = re.sub(rf"\b{cls.__name__}\.(\w+)", rf"{name}.\1", str(error)).replace(f"{cls.__name__}: ", "")
+        message = re.sub(r"\bCEFilterSpec\.(\w+) ", rf"{name}.\1: ", str(error))  # CEMiningSpec's rules
+        message = re.sub(rf"\b{cls.__name__}\.(\w+)", rf"{name}.\1", message).replace(f"{cls.__name__}: ", "")
         raise ConfigError(message if message.startswith(f"{name}.") else f"{name}: {message}") from None
+
+
+def _section(config: Mapping[str, Any], name: str, cls: type) -> Any:
+    """Builds the dataclass `cls` from `config[name]`, rejecting unknown and missing keys. A section split by concern
+    (`ce`: CE_PARTS) has flat keys, each the field of one part; `cls` is built from the parts."""
+    if name not in config:
+        _fail(name, "missing section")
+    section = config[name]
+    parts = CE_PARTS if cls is CESpec else {"": cls}  # attribute of `cls` -> the spec class of its keys
+    owner = {}  # key -> (attribute, its type)
+    for attribute, part in parts.items():
+        types_ = typing.get_type_hints(part)  # resolves string annotations (modules using `from __future__`)
+        owner.update({f.name: (attribute, types_[f.name]) for f in dataclasses.fields(part)})
+    for key in section:
+        if key not in owner:
+            close = difflib.get_close_matches(key, owner, n=1)
+            hint = f"; did you mean {name}.{close[0]}?" if close else f"; valid keys: {', '.join(owner)}"
+            _fail(f"{name}.{key}", f"unknown key{hint}")
+    values: dict[str, dict[str, Any]] = {attribute: {} for attribute in parts}
+    for key, (attribute, expected) in owner.items():
+        if key not in section:
+            _fail(f"{name}.{key}", "missing key (every key lives in configs/base.py)")
+        values[attribute][key] = _check_type(f"{name}.{key}", section[key], expected)
+    built = {attribute: _build(name, part, values[attribute]) for attribute, part in parts.items()}
+    return built[""] if "" in built else cls(**built)
 
 
 SECTIONS = {
@@ -513,7 +438,6 @@ def spec_from_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> E
 def load_config_file(path_and_arg: str) -> ml_collections.ConfigDict:
     """Runs `get_config(arg)` of a config file named 'path/to/config.py[:arg]' (what --config takes)."""
     import importlib.util
-    from pathlib import Path
 
     path, _, arg = path_and_arg.partition(":")
     if not Path(path).is_file():

@@ -82,13 +82,13 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
         split = read_split(root, split, corpus, queries)
     relevant, num_duplicates = relevant_rows(spec, root, corpus, queries, split)
     show_progress = jax.process_index() == 0 if show_progress is None else show_progress
-    if spec.eval.max_length == 0 or (reranker is not None and spec.ce.max_length == 0):
+    if spec.eval.max_length == 0 or (reranker is not None and spec.ce.source.max_length == 0):
         from hnm_jax.data.lengths import resolve_lengths
 
         resolved = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
         spec = resolved[0] if isinstance(resolved, tuple) else resolved
-    sharding = encoding_sharding(spec, sharding)
-    if reranker is not None and spec.ce.rerank_depth < 1:
+    sharding = encoding_sharding(spec.eval.batch_size, sharding)
+    if reranker is not None and spec.ce.rerank.rerank_depth < 1:
         raise ConfigError("ce.rerank_depth: must be >= 1 to re-rank with a cross-encoder")
     max_length, batch_size = spec.eval.max_length, spec.eval.batch_size
 
@@ -121,13 +121,13 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     metrics: dict[str, Any] = dict(retrievers[deployed])
     stages = {"retrieve": dict(metrics)}
     if reranker is not None:
-        depth = spec.ce.rerank_depth
+        depth = spec.ce.rerank.rerank_depth
         final = rerank(ranked[deployed], query_texts, corpus.texts, reranker, depth, batch_size, show_progress,
-                       max_length=spec.ce.max_length)
+                       max_length=spec.ce.source.max_length)
         stages["rerank"] = retrieval_metrics(final, relevant)
         metrics.update(stages["rerank"])
         ranks["rank_rerank"] = first_relevant_rank(final, relevant)
-        metrics["rerank"] = {"depth": depth, "max_length": spec.ce.max_length, "model": reranker.source}
+        metrics["rerank"] = {"depth": depth, "max_length": spec.ce.source.max_length, "model": reranker.source}
     metrics.update(stages=stages, retriever=deployed, retrievers=retrievers)
 
     dense = retrieved["dense"]  # the bi-encoder's own figures, whatever the deployed pipeline

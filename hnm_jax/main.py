@@ -255,7 +255,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _mine(argv: list[str]) -> int:
-    from hnm_jax.mining.export import DEFAULT_NUM_NEGATIVES, DEFAULT_STRATEGY, FORMATS, SCORE_LAYOUTS
+    from hnm_jax.mine import DEFAULT_NUM_NEGATIVES, DEFAULT_STRATEGY, FORMATS, SCORE_LAYOUTS
 
     parser = _OneLineParser(
         prog="hnm mine", description="Mine hard negatives with the training pipeline (retriever, mine_pool, band, "
@@ -315,7 +315,7 @@ def _mine_with(args: argparse.Namespace) -> int:
     """`hnm mine` once its flags and paths are checked (and the workdir, if any, is locked)."""
     import time
 
-    from hnm_jax.mining.export import check_format, mine_to_rows, write_rows
+    from hnm_jax.mine import check_format, mine_to_rows, write_rows
     from hnm_jax.models.pretrained import ModelNotFoundError
     from hnm_jax.training.runs import MiningFlags, load_run
 

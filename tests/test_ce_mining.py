@@ -22,11 +22,11 @@ from hnm_jax.data.synthetic import (
     read_unlabelled_duplicates,
     write_beir,
 )
-from hnm_jax.mining.miner import cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.training import batches as training_batches
 from hnm_jax.training import train
+from hnm_jax.training.miner import cross_fitted, load_dev_set, make_miner
 from hnm_jax.training.runs import CE_DIR
 from hnm_jax.training.train import _cross_encoder_phase, train_and_evaluate
 
@@ -63,7 +63,8 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     in_pool = np.any(miner.pool.indices == dup_of_query[:, None], axis=1)
     assert in_pool.sum() >= len(planted) // 2  # the retriever does surface them
 
-    miner.use_cross_encoders([build_cross_encoder(spec)])  # untrained: identical tokens still give identical scores
+    # untrained: identical tokens still give identical scores
+    miner.use_cross_encoders([build_cross_encoder(spec.model, spec.ce.source, spec.seed)])
     stats = miner.apply_cross_encoder()  # no dev split: no gate, the CE filters
     assert stats["ce_filter_on"] == 1.0 and "ce_gate_precision" not in stats
     assert not np.any(miner.pool.indices == dup_of_query[:, None])  # every planted duplicate is gone
@@ -140,7 +141,7 @@ def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, mon
     plant_case_variants(root)
     workdir = tmp_path / "run"
     spec, corpus, queries, split, encoder, miner = mined_miner(root, workdir)
-    assert spec.ce.cross_fit and miner.dev is None and cross_fitted(spec, miner)
+    assert spec.ce.train.cross_fit and miner.dev is None and cross_fitted(spec, miner)
     pool_before = miner.pool
     oracle = positives_by_query(corpus, queries, split)
     trained, fakes = {}, {}
@@ -236,7 +237,7 @@ def test_refreshes_count_the_unlabelled_duplicates_in_the_pool_and_those_the_fil
     assert stats["ce_dup_precision"] == pytest.approx(removed_duplicates / dropped)
     assert stats["ce_dup_recall"] == pytest.approx(removed_duplicates / is_duplicate.sum())
 
-    ce = dataclasses.replace(spec.ce, filter=False)  # guide masks only: no filter ran
+    ce = spec.ce.replace(filter=False)  # guide masks only: no filter ran
     miner.spec = dataclasses.replace(spec, ce=ce)
     assert not {"pool_unlabelled_duplicates", "ce_dup_precision", "ce_dup_recall"} & set(miner.apply_cross_encoder())
     miner.spec = spec
@@ -256,7 +257,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     spec, corpus, queries, split, encoder, miner = mined_miner(root, tmp_path / "run", ce__margin=0.1)
     dev = miner.dev
     assert dev is not None and len(dev.split) == 12 and len(dev.split.candidates) == 36
-    assert spec.ce.gate_min_precision == 0.5 and spec.ce.threshold == 1.0
+    assert spec.ce.mining.gate_min_precision == 0.5 and spec.ce.mining.threshold == 1.0
     pool_before = miner.pool
     oracle = positives_by_query(corpus, queries, split, dev.split)
 
@@ -264,7 +265,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     # -10), and each positive is its own reference: 12 positives and 24 negatives dropped, precision 12 / 36.
     worse = FakeCE(oracle, sign=-1.0)
     miner.use_cross_encoders([worse])
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.mining.miner"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.training.miner"):
         stats = miner.apply_cross_encoder()
     assert stats["ce_gate_precision"] == pytest.approx(1 / 3) and stats["ce_gate_recall"] == 1.0
     assert stats["ce_gate_negatives_removed"] == 1.0
@@ -282,7 +283,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     assert len(worse.pairs) == 36  # the figures are fixed per CE: dev is scored once
 
     # ce.gate_min_precision = 0: no gate; the same CE filters, its figures still logged.
-    miner.spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, gate_min_precision=0.0))
+    miner.spec = dataclasses.replace(spec, ce=spec.ce.replace(gate_min_precision=0.0))
     stats = miner.apply_cross_encoder()
     assert stats["ce_filter_on"] == 1.0 and stats["ce_gate_precision"] == pytest.approx(1 / 3) and "ce_kept" in stats
     miner.spec, miner.pool, miner.ce_scores = spec, pool_before, {}
@@ -292,7 +293,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     caplog.clear()
     better = FakeCE(oracle, also=lambda doc: doc.endswith(" pro"))
     miner.use_cross_encoders([better])
-    with caplog.at_level(logging.WARNING, logger="hnm_jax.mining.miner"):
+    with caplog.at_level(logging.WARNING, logger="hnm_jax.training.miner"):
         stats = miner.apply_cross_encoder()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert stats["ce_gate_precision"] == 0.5 and stats["ce_gate_recall"] == 1.0
@@ -302,7 +303,7 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     dup_of_query = np.array([row_of[f"dup-{corpus.ids[p[0]]}"] for p in split.positives])  # [Q]
     assert np.any(pool_before.indices == dup_of_query[:, None])
     assert not np.any(miner.pool.indices == dup_of_query[:, None])  # each query's own planted copy is gone
-    miner.spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, gate_min_precision=0.6))
+    miner.spec = dataclasses.replace(spec, ce=spec.ce.replace(gate_min_precision=0.6))
     miner.pool = pool_before
     assert miner.apply_cross_encoder()["ce_filter_on"] == 0.0  # 0.5 < 0.6
     miner.spec = spec
@@ -351,7 +352,7 @@ def test_pools_requeried_between_refreshes_keep_only_ce_scored_entries(tmp_path)
     miner.ce_filter_on = False  # a closed gate: no filter, nothing restricted
     np.testing.assert_array_equal(miner.candidates(rows, encoder.state, step=1).pool.indices, raw)
     miner.ce_filter_on = True
-    miner.spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, filter=False))  # guide masks only
+    miner.spec = dataclasses.replace(spec, ce=spec.ce.replace(filter=False))  # guide masks only
     np.testing.assert_array_equal(miner.candidates(rows, encoder.state, step=1).pool.indices, raw)
 
 

@@ -1,10 +1,11 @@
 """Config validation: every config file validates; bad keys, types and values fail naming the key."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from hnm_jax.config import ConfigError, load_config_file, spec_from_config
+from hnm_jax.config import CE_PARTS, ConfigError, load_config_file, spec_from_config
 from hnm_jax.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,13 +120,14 @@ def test_configs_saved_with_the_reranking_check_read_as_the_precision_gate():
         config = base_dict()
         del config["ce"]["gate_min_precision"]
         config["ce"]["require_better"] = require_better
-        assert spec_from_config(config).ce.gate_min_precision == gate
+        assert spec_from_config(config).ce.mining.gate_min_precision == gate
     config = base_dict()
     del config["ce"]["gate_min_precision"], config["mining"]["oracle_filter"], config["eval"]["duplicates_relevant"]
     spec = spec_from_config(config)
-    assert spec.ce.gate_min_precision == 0.0 and not spec.mining.oracle_filter and not spec.eval.duplicates_relevant
+    assert spec.ce.mining.gate_min_precision == 0.0 and not spec.mining.oracle_filter
+    assert not spec.eval.duplicates_relevant
     default = spec_from_config(base_dict())
-    assert default.ce.gate_min_precision == 0.5 and default.eval.duplicates_relevant
+    assert default.ce.mining.gate_min_precision == 0.5 and default.eval.duplicates_relevant
     assert not default.mining.oracle_filter
 
 
@@ -164,3 +166,19 @@ def test_configs_saved_before_refill_and_deployed_hybrid_logits_load():
     assert not spec.mining.band_refill and spec.mining.band_in_step and spec.loss.hybrid_logits
     config["loss"]["hybrid_beta"] = 0.0
     assert not spec_from_config(config).loss.hybrid_logits
+
+
+def test_ce_keys_stay_flat_and_each_lands_in_the_one_part_that_owns_it():
+    """configs/base.py's ce.* keys are the fields of CESpec's parts, each in exactly one; replace() routes them."""
+    fields = [f.name for part in CE_PARTS.values() for f in dataclasses.fields(part)]
+    assert sorted(fields) == sorted(base_dict()["ce"]) and len(set(fields)) == len(fields)
+    spec = spec_from_config(base_dict())
+    for attribute, part in CE_PARTS.items():
+        assert isinstance(getattr(spec.ce, attribute), part)
+        for f in dataclasses.fields(part):
+            assert getattr(getattr(spec.ce, attribute), f.name) == base_dict()["ce"][f.name]
+    changed = spec.ce.replace(model="x", loss="binary", rerank_depth=3, threshold=0.5)
+    assert (changed.source.model, changed.train.loss, changed.rerank.rerank_depth) == ("x", "binary", 3)
+    assert changed.mining.rules.threshold == 0.5 and changed.mining.filter == spec.ce.mining.filter
+    with pytest.raises(TypeError, match="ce.bogus"):
+        spec.ce.replace(bogus=1)

@@ -130,7 +130,8 @@ def test_per_query_ranks_agree_with_accuracy_and_mrr(tmp_path):
     # the dense ranks by brute force: 1 + the docs scoring above the best relevant one (a near tie either way), 0
     # beyond the ranked depth
     query_texts = [data.queries.texts[r] for r in data.split.query_rows]
-    encode = dict(batch_size=spec.eval.batch_size, sharding=encoding_sharding(spec, None))  # evaluate's compiles
+    encode = dict(batch_size=spec.eval.batch_size,  # evaluate's compiles
+                  sharding=encoding_sharding(spec.eval.batch_size, None))
     doc_emb, query_emb = (encoder.encode_tokens(tokenize_texts(encoder.tokenizer, texts, 32), **encode)
                           for texts in (data.corpus.texts, query_texts))
     scores = query_emb.astype(np.float64) @ doc_emb.T.astype(np.float64)
@@ -316,10 +317,10 @@ def test_cli_eval_workdir_honours_every_eval_key(trained_workdir, tmp_path, monk
 
     # ce.*: the run's cross-encoder re-ranks the deployed retriever's top ce.rerank_depth at ce.max_length
     spec = spec_from_config(json.loads((workdir / "config.json").read_text()))
-    build_cross_encoder(spec).export(tmp_path / "ce")
+    build_cross_encoder(spec.model, spec.ce.source, spec.seed).export(tmp_path / "ce")
     metrics = run(ce__rerank_depth=3, ce__model=str(tmp_path / "ce"), retriever__mode="hybrid")
-    assert metrics["rerank"] == {"depth": 3, "max_length": spec.ce.max_length, "model": str(tmp_path / "ce")}
-    assert spec.ce.max_length == 32 and scores and all(length == 32 for length, _ in scores)
+    assert metrics["rerank"] == {"depth": 3, "max_length": spec.ce.source.max_length, "model": str(tmp_path / "ce")}
+    assert spec.ce.source.max_length == 32 and scores and all(length == 32 for length, _ in scores)
     assert set(metrics["stages"]) == {"retrieve", "rerank"} and metrics["retriever"] == "hybrid"
     assert "rank_rerank" in metrics["per_query"]
     scores.clear()

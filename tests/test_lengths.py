@@ -39,7 +39,7 @@ def test_resolve_lengths_fills_auto_keys_and_keeps_explicit_ones():
     # the 38th of 40 query lengths is 40 tokens; the 76th of 80 document lengths is 78 -> 80
     assert resolved.data.query_max_length == covering_width(np.arange(3, 43), 0.95, 256) == 40
     assert resolved.data.doc_max_length == covering_width(np.arange(3, 83), 0.95, 256) == 80
-    assert resolved.eval.max_length == 80 and resolved.ce.max_length == 120
+    assert resolved.eval.max_length == 80 and resolved.ce.source.max_length == 120
     assert stats["query"].truncated <= 0.05 and stats["doc"].truncated <= 0.05
     config.data.query_max_length = 16
     explicit = resolve_lengths(spec_from_config(config), WordTokenizer(), docs, queries)[0]

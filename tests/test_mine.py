@@ -1,4 +1,4 @@
-"""`hnm mine` (hnm_jax/mining/export.py): rows for other trainers, checked against the BEIR files read by hand."""
+"""`hnm mine` (hnm_jax/mine.py): rows for other trainers, checked against the BEIR files read by hand."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ from conftest import REPO, tiny_config
 from hnm_jax.config import ConfigError, spec_from_config
 from hnm_jax.data.beir import load_beir
 from hnm_jax.main import main
-from hnm_jax.mining.export import final_band, mine_to_rows, mining_spec, write_rows
+from hnm_jax.mine import final_band, mine_to_rows, mining_spec, write_rows
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 
 N = 3
@@ -46,7 +46,7 @@ def mine(root, scores="list", keep_incomplete=False, cross_encoder=False, **over
     spec = mining_spec(spec_from_config(tiny_config(root, **overrides)), num_negatives=N)
     beir = load_beir(root, "train")
     encoder = build_encoder(spec.model, spec.seed)
-    ce = build_cross_encoder(spec) if cross_encoder else None
+    ce = build_cross_encoder(spec.model, spec.ce.source, spec.seed) if cross_encoder else None
     rows = mine_to_rows(spec, encoder, beir.corpus, beir.queries, beir.split, cross_encoder=ce, scores=scores,
                         keep_incomplete=keep_incomplete, show_progress=False)
     return rows, spec, encoder, ce
@@ -92,7 +92,7 @@ def test_parquet_score_columns_with_cross_encoder(tiny_beir, tmp_path):
     assert table.num_rows == read_beir_by_hand(tiny_beir)[1]
     row = table.slice(0, 1).to_pylist()[0]
     logits = ce.score([row["query"]] * (N + 1), [row["positive"], *map(row.get, negatives)],
-                      max_length=spec.ce.max_length)
+                      max_length=spec.ce.source.max_length)
     np.testing.assert_allclose([row["positive_ce_score"], *(row[f"{c}_ce_score"] for c in negatives)], logits,
                                atol=1e-4)
 

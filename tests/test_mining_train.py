@@ -17,13 +17,13 @@ from hnm_jax.data.beir import load_beir
 from hnm_jax.data.tokenize import tokenize_texts
 from hnm_jax.mining.dense_index import DenseIndex
 from hnm_jax.mining.lexical import LexicalIndex
-from hnm_jax.mining.miner import Miner
 from hnm_jax.mining.retriever import Retriever, hybrid_beta
 from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.loading import build_encoder
 from hnm_jax.training import train
 from hnm_jax.training.batches import BatchBuilder
 from hnm_jax.training.checkpointing import Checkpointer
+from hnm_jax.training.miner import Miner
 from hnm_jax.training.optimizer import make_optimizer
 from hnm_jax.training.step import contrastive_loss, create_train_state, jit_train_step
 

@@ -9,13 +9,14 @@ import pytest
 from conftest import tiny_config
 
 from hnm_jax import evaluate as evaluate_module
+from hnm_jax import mine as export
 from hnm_jax.config import spec_from_config
 from hnm_jax.data.beir import load_beir
-from hnm_jax.mining import export, pipeline
-from hnm_jax.mining import miner as miner_module
-from hnm_jax.mining.export import mine_to_rows, mining_spec
-from hnm_jax.mining.miner import make_miner
+from hnm_jax.mine import mine_to_rows, mining_spec
+from hnm_jax.mining import pipeline
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
+from hnm_jax.training import miner as miner_module
+from hnm_jax.training.miner import make_miner
 
 POOL = 6
 
@@ -57,7 +58,7 @@ def test_hnm_mine_and_the_refresh_mine_the_same_pool(tiny_beir, tmp_path, monkey
     spy = spy_on(monkeypatch, "mine_pool", export, miner_module)
     scorer = spy_on(monkeypatch, "PairScorer", export, miner_module)
     spec, beir, encoder, miner = setup(tiny_beir, tmp_path)
-    ce = build_cross_encoder(spec) if with_ce else None
+    ce = build_cross_encoder(spec.model, spec.ce.source, spec.seed) if with_ce else None
     if ce is not None:
         miner.use_cross_encoders([ce])  # tiny_beir has no labelled dev pairs: no gate, the CE filters
     miner.refresh(encoder.state, 0)

@@ -154,13 +154,14 @@ def test_load_run_re_ranks_with_the_workdirs_cross_encoder(run_copy):
     export_ce(workdir, workdir / "ce" / "fold1" / "model")
     run = load_run(workdir=workdir, split="test", evaluation=EvalFlags())
     fold0 = str(workdir / "ce" / CE_FOLD0 / "model")
-    assert run.cross_encoder.source == fold0 and (run.spec.ce.model, run.spec.ce.rerank_depth) == (fold0, 3)
-    assert run.cross_encoder.max_length == run.spec.ce.max_length == 32  # the tiny config's ce.max_length
+    assert run.cross_encoder.source == fold0
+    assert (run.spec.ce.source.model, run.spec.ce.rerank.rerank_depth) == (fold0, 3)
+    assert run.cross_encoder.max_length == run.spec.ce.source.max_length == 32  # the tiny config's ce.max_length
     export_ce(workdir, workdir / "ce" / "model")  # the run's own CE beats fold 0
     run = load_run(workdir=workdir, split="test", evaluation=EvalFlags(rerank_depth=5))
-    assert run.cross_encoder.source == str(workdir / "ce" / "model") and run.spec.ce.rerank_depth == 5
+    assert run.cross_encoder.source == str(workdir / "ce" / "model") and run.spec.ce.rerank.rerank_depth == 5
     run = load_run(workdir=workdir, split="test", evaluation=EvalFlags(rerank_depth=0))  # turned off
-    assert run.cross_encoder is None and run.spec.ce.rerank_depth == 3 and run.spec.ce.model == ""
+    assert run.cross_encoder is None and run.spec.ce.rerank.rerank_depth == 3 and run.spec.ce.source.model == ""
 
 
 def test_load_run_re_ranks_with_a_given_cross_encoder_at_the_default_depth(run_copy, tmp_path):
@@ -168,7 +169,8 @@ def test_load_run_re_ranks_with_a_given_cross_encoder_at_the_default_depth(run_c
     export_ce(workdir, workdir / "ce" / "model")
     given = str(export_ce(workdir, tmp_path / "other_ce"))
     run = load_run(workdir=workdir, split="test", cross_encoder=given, evaluation=EvalFlags())
-    assert run.cross_encoder.source == given and (run.spec.ce.model, run.spec.ce.rerank_depth) == (given, 10)
+    assert run.cross_encoder.source == given
+    assert (run.spec.ce.source.model, run.spec.ce.rerank.rerank_depth) == (given, 10)
     assert load_run(workdir=workdir, split="test", evaluation=EvalFlags()).cross_encoder is None
 
 
@@ -176,13 +178,13 @@ def test_load_run_to_mine_takes_no_cross_encoder_of_the_workdir(run_copy, tmp_pa
     workdir = run_copy(ce__rerank_depth=3, mining__pool_size=7, **MINES)
     export_ce(workdir, workdir / "ce" / "model")
     run = load_run(workdir=workdir, mining=MiningFlags(num_negatives=2))
-    assert run.cross_encoder is None and run.spec.ce.model == "" and run.spec.ce.rerank_depth == 3
+    assert run.cross_encoder is None and run.spec.ce.source.model == "" and run.spec.ce.rerank.rerank_depth == 3
     assert run.data.split.name == "train" and run.label == "run (train)"  # data.train_split
     assert (run.spec.mining.strategy, run.spec.mining.num_negatives, run.spec.mining.pool) == ("band", 2, "offline")
     assert run.spec.mining.pool_size == 7 and run.spec.eval.max_length == 16  # the config's, never the zero-shot's
     given = str(export_ce(workdir, tmp_path / "judge"))
     run = load_run(workdir=workdir, split="test", cross_encoder=given, mining=MiningFlags())
-    assert run.cross_encoder.source == given and run.spec.ce.model == ""  # the judge leaves ce.* alone
+    assert run.cross_encoder.source == given and run.spec.ce.source.model == ""  # the judge leaves ce.* alone
 
 
 def test_load_run_of_a_model_evaluates_zero_shot(tiny_beir, tmp_path):
@@ -200,7 +202,7 @@ def test_load_run_of_a_model_evaluates_zero_shot(tiny_beir, tmp_path):
     assert (run.label, run.workdir, run.cache_dir, run.cross_encoder) == (f"{folder} (test)", None, None, None)
     run = load_run(model=str(folder), config=config, split="test", evaluation=EvalFlags(max_length=32, rerank_depth=5))
     assert run.spec.eval.max_length == 32 and run.cross_encoder is None  # no workdir, no folder: no re-ranking
-    assert run.spec.ce.rerank_depth == 0
+    assert run.spec.ce.rerank.rerank_depth == 0
     mined = load_run(model=str(folder), config=config, mining=MiningFlags())
     assert mined.spec.eval.max_length == 16 and mined.label == f"{folder} (train)"  # not evaluating: the config's
 

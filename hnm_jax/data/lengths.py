@@ -90,7 +90,7 @@ def resolve_lengths(spec: Any, tokenizer: Any, corpus_texts: Sequence[str],
     query_width = data.query_max_length or auto_q
     doc_width = data.doc_max_length or auto_d
     eval_width = spec.eval.max_length or max(auto_q, auto_d)
-    ce_width = spec.ce.max_length or min(cap, auto_q + auto_d)  # both widths are multiples of 8; so is the sum
+    ce_width = spec.ce.source.max_length or min(cap, auto_q + auto_d)  # both widths are multiples of 8; so is the sum
     pairs = queries + docs[np.arange(len(queries)) % len(docs)] - 1 if len(docs) else queries  # one pair per query
     stats = {
         "query": side_lengths("queries (training)", queries, query_width),
@@ -108,7 +108,7 @@ def resolve_lengths(spec: Any, tokenizer: Any, corpus_texts: Sequence[str],
         spec,
         data=dataclasses.replace(data, query_max_length=query_width, doc_max_length=doc_width),
         eval=dataclasses.replace(spec.eval, max_length=eval_width),
-        ce=dataclasses.replace(spec.ce, max_length=ce_width),
+        ce=spec.ce.replace(max_length=ce_width),
     )
     return resolved, stats
 

@@ -7,6 +7,7 @@
     PairScorer        the cross-encoder scoring of (query row, corpus row) pairs, each query by its own CE,
                       logits cached per pair (the refresh, the CE gate on dev, `hnm mine`'s score columns)
     at_least_10       ranked rows padded to the @10 metrics' depth
+    CEMiningSpec      how a cross-encoder guides mining (the `ce.*` filter, guide, rescore and gate keys)
 
 The band is not a stage here: a pool keeps every candidate with its scores, and the band picks among them
 (`negatives.band_negatives`, at each step in training, at the curriculum's final band in `hnm mine`).
@@ -130,10 +131,45 @@ def pool_pairs(indices: np.ndarray, positives: np.ndarray, rows: np.ndarray, res
 
 
 @dataclasses.dataclass(frozen=True)
+class CEMiningSpec:
+    """How a cross-encoder guides mining (`ce.*`): `filter` drops the pool entries its `rules` call likely positives
+    (`ce_filter`: `threshold`, `margin`, `prefer_top`), `guide_in_batch` also masks such batch columns in the loss
+    (`guide_mask`), `rescore_top` pool entries per query are scored (0: all), and the dev gate lets it filter and
+    guide only at precision >= `gate_min_precision` (`ce_gate.gate_open`; 0: always). ValueError naming the field
+    ('CEMiningSpec.<field>: ...', or CEFilterSpec's) when a value is impossible."""
+
+    filter: bool
+    guide_in_batch: bool
+    threshold: float
+    margin: float
+    prefer_top: int
+    rescore_top: int
+    gate_min_precision: float
+
+    def __post_init__(self):
+        _ = self.rules  # CEFilterSpec checks threshold, margin, prefer_top
+        if self.rescore_top < 0:
+            raise ValueError(f"CEMiningSpec.rescore_top: must be >= 0 (0: the whole pool), got {self.rescore_top}")
+        if not 0.0 <= self.gate_min_precision <= 1.0:
+            raise ValueError(f"CEMiningSpec.gate_min_precision: must be in [0, 1] (0: no gate), got "
+                             f"{self.gate_min_precision}")
+
+    @property
+    def rules(self) -> CEFilterSpec:
+        """The `ce_filter` / `guide_mask` / gate rules."""
+        return CEFilterSpec(self.threshold, self.margin, self.prefer_top)
+
+    @property
+    def guides(self) -> bool:
+        """Whether the cross-encoder filters pools or masks batch columns."""
+        return self.filter or self.guide_in_batch
+
+
+@dataclasses.dataclass(frozen=True)
 class CEStage:
     """How `mine_pool` runs the cross-encoder stage.
 
-    scorer: the CEs and their cache. rules: the `ce_filter` rules (`CESpec.filter_spec`). rescore_top: the pool
+    scorer: the CEs and their cache. rules: the `ce_filter` rules (`CEMiningSpec.rules`). rescore_top: the pool
     entries scored per query (0: all). judge: the CEs may judge (the dev gate is open): score (with `score`) and
     `ce_filter`, counts returned; False: nothing scored or dropped, the pool carries the cached logits only.
     score: score the pool's pairs and the positives first (False: cached logits only, e.g. a pool re-queried

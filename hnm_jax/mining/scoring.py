@@ -1,16 +1,30 @@
 """Scores and orders that mining and evaluation share: each query's best positive score (the reference of the
-band), the cross-encoder's re-ranking of a retriever's top k, and the checked batch sharding every corpus and query
-encoding uses. Below `evaluate.py` and `training/`, so the miners never import evaluation.
+band), the cross-encoder's re-ranking of a retriever's top k (RerankSpec: its depth), and the checked batch sharding
+every corpus and query encoding uses. Below `evaluate.py` and `training/`, so the miners never import evaluation.
 """
+
+import dataclasses
 
 import jax
 import numpy as np
 
 from hnm_jax import sharding as shardings
-from hnm_jax.config import ConfigError, ExperimentSpec
+from hnm_jax.errors import ConfigError
 from hnm_jax.models.pretrained import CrossEncoderModel
 
 RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-query ranks go this deep
+
+
+@dataclasses.dataclass(frozen=True)
+class RerankSpec:
+    """Whether evaluation re-ranks the retriever's top `rerank_depth` with the cross-encoder (`ce.rerank_depth`;
+    0: no re-ranking), through `rerank`."""
+
+    rerank_depth: int
+
+    def __post_init__(self):
+        if self.rerank_depth < 0:
+            raise ValueError(f"RerankSpec.rerank_depth: must be >= 0 (0: no re-ranking), got {self.rerank_depth}")
 
 
 def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -34,14 +48,14 @@ def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder:
     return np.concatenate([np.take_along_axis(top, order, axis=1), ranked[:, depth:]], axis=1)
 
 
-def encoding_sharding(spec: ExperimentSpec, sharding: jax.sharding.NamedSharding | None = None,
-                      ) -> jax.sharding.NamedSharding:
-    """`sharding` (default: a batch sharding over every device), checked to split eval.batch_size evenly
-    (ConfigError naming the key otherwise)."""
+def encoding_sharding(batch_size: int, sharding: jax.sharding.NamedSharding | None = None, *,
+                      key: str = "eval.batch_size") -> jax.sharding.NamedSharding:
+    """`sharding` (default: a batch sharding over every device), checked to split `batch_size` (the config's `key`)
+    evenly (ConfigError naming the key otherwise)."""
     if sharding is None:
         sharding = shardings.batch_sharding(shardings.make_mesh())
     try:
-        shardings.check_batch_size(spec.eval.batch_size, sharding.mesh, key="eval.batch_size")
+        shardings.check_batch_size(batch_size, sharding.mesh, key=key)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return sharding

@@ -15,9 +15,9 @@ import numpy as np
 from hnm_jax.config import ExperimentSpec
 from hnm_jax.data import batches
 from hnm_jax.data.tokenize import length_buckets
-from hnm_jax.mining.miner import Inputs, Miner
 from hnm_jax.mining.negatives import NEGATIVE_STRATEGIES, Candidates, Pool, SelectSpec
 from hnm_jax.models.pretrained import CrossEncoderModel
+from hnm_jax.training.miner import Inputs, Miner
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ class BatchBuilder:
             columns = np.concatenate([pos_doc, neg_doc.reshape(-1)])
             if self.spec.loss.hybrid_logits:
                 batch.update(miner.hybrid_columns(rows, columns, candidates.pool))
-            if self.spec.ce.guide_in_batch:
+            if self.spec.ce.mining.guide_in_batch:
                 batch["guide"] = miner.guide(rows, columns)
             inputs.batch = batch
         return inputs.batch
@@ -120,16 +120,16 @@ class CrossEncoderBatches:
     def __init__(self, spec: ExperimentSpec, miner: Miner, model: CrossEncoderModel, rows: np.ndarray,
                  per_epoch: int):
         self.spec, self.miner, self.model, self.rows, self.per_epoch = spec, miner, model, rows, per_epoch
-        top = spec.ce.negatives_top or miner.pool.indices.shape[1]
+        top = spec.ce.train.negatives_top or miner.pool.indices.shape[1]
         self.pool = Pool(**{k: v[:, :top] if v.ndim == 2 else v for k, v in miner.pool.arrays().items()})
-        self.select, self.seed = SelectSpec(spec.ce.num_negatives), spec.seed + 1
+        self.select, self.seed = SelectSpec(spec.ce.train.num_negatives), spec.seed + 1
 
     def __call__(self, step: int, params=None) -> dict[str, np.ndarray]:
         spec, miner, positives = self.spec, self.miner, self.miner.split.positives
         epoch, in_epoch = divmod(step, self.per_epoch)
         rng = batches.step_rng(self.seed, epoch, in_epoch)
-        rows = self.rows[batches.batch_rows(self.seed, epoch, in_epoch, len(self.rows), spec.ce.batch_size)]
+        rows = self.rows[batches.batch_rows(self.seed, epoch, in_epoch, len(self.rows), spec.ce.train.batch_size)]
         candidates = Candidates(positives[rows], miner.num_docs, self.pool.take(rows), (-np.inf, np.inf), "absolute")
         neg_doc = NEGATIVE_STRATEGIES["uniform"](candidates, self.select, rng)
         return make_ce_batch(self.model, miner.query_texts, miner.doc_texts, rows,
-                             batches.sample_positives(positives[rows], rng), neg_doc, spec.ce.max_length)
+                             batches.sample_positives(positives[rows], rng), neg_doc, spec.ce.source.max_length)

@@ -10,6 +10,7 @@ The B*(1+N) pairs go through the cross-encoder as one [B*(1+N), L] batch; the lo
 [B, 1+N] and scored with `CE_LOSSES[loss_name]` (listwise softmax or pointwise sigmoid BCE).
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -21,9 +22,37 @@ from flax import nnx
 from hnm_jax.losses import CE_LOSSES, ce_accuracy
 from hnm_jax.training.step import TrainState, create_train_state, resolve_rng_impl, step_key
 
-__all__ = ["CE_BATCH_KEYS", "TrainState", "ce_logits", "ce_train_step", "create_train_state", "jit_ce_train_step"]
+__all__ = ["CE_BATCH_KEYS", "CETrainSpec", "TrainState", "ce_logits", "ce_train_step", "create_train_state",
+           "jit_ce_train_step"]
 
 CE_BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "valid")
+
+
+@dataclasses.dataclass(frozen=True)
+class CETrainSpec:
+    """How a cross-encoder is trained here (`ce.*`): `train_steps` optimizer steps of `batch_size` queries, each with
+    its positive and `num_negatives` negatives drawn from the first `negatives_top` pool entries (0: all), AdamW at
+    peak `learning_rate`, `CE_LOSSES[loss]`; `cross_fit`: two CEs, each trained on half the queries (when the CE
+    guides mining). ValueError 'CETrainSpec.<field>: ...' when a value is impossible."""
+
+    train_steps: int
+    batch_size: int
+    num_negatives: int
+    negatives_top: int
+    learning_rate: float
+    loss: str
+    cross_fit: bool
+
+    def __post_init__(self):
+        if self.loss not in CE_LOSSES:
+            raise ValueError(f"CETrainSpec.loss: unknown {self.loss!r}; valid: {', '.join(sorted(CE_LOSSES))}")
+        if self.negatives_top < 0:
+            raise ValueError(f"CETrainSpec.negatives_top: must be >= 0 (0: the whole pool), got {self.negatives_top}")
+        for key in ("train_steps", "batch_size", "num_negatives"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"CETrainSpec.{key}: must be >= 1, got {getattr(self, key)}")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ValueError(f"CETrainSpec.learning_rate: must be in (0, 1), got {self.learning_rate}")
 
 
 def ce_logits(graphdef: Any, params: Any, batch: dict, dropout_rng: jax.Array | None) -> jax.Array:

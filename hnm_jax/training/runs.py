@@ -16,7 +16,7 @@ import ml_collections
 
 from hnm_jax.config import ExperimentSpec, dataset_root, load_config_file, spec_from_config
 from hnm_jax.data.beir import BeirData, load_beir
-from hnm_jax.mining.export import mining_spec
+from hnm_jax.mine import mining_spec
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder, load_cross_encoder
 from hnm_jax.training.checkpointing import Checkpointer
@@ -89,7 +89,7 @@ def load_trained_cross_encoder(workdir: str | Path) -> CrossEncoderModel:
     spec = spec_from_config(load_trained_config(workdir))
     checkpoints = workdir_ce_path(workdir, "checkpoints")
     _check_checkpoints(checkpoints)
-    model = build_cross_encoder(spec)
+    model = build_cross_encoder(spec.model, spec.ce.source, spec.seed)
     params = _newest_params(checkpoints, model.graphdef, model.state, spec)
     return dataclasses.replace(model, state=params)
 
@@ -117,7 +117,7 @@ class EvalFlags:
 
 @dataclasses.dataclass(frozen=True)
 class MiningFlags:
-    """A one-off mining's overrides (None: the config's, see `mining.export.mining_spec`)."""
+    """A one-off mining's overrides (None: the config's, see `mine.mining_spec`)."""
 
     strategy: str | None = None
     num_negatives: int | None = None
@@ -198,11 +198,12 @@ def load_run(*, workdir: str | Path | None = None, model: str | None = None,
     spec = spec_from_config(source)
     if evaluation is not None:
         spec = evaluation.apply(spec)
-        choice = rerank_choice(spec.ce.model, spec.ce.rerank_depth, workdir, cross_encoder, evaluation.rerank_depth)
+        choice = rerank_choice(spec.ce.source.model, spec.ce.rerank.rerank_depth, workdir, cross_encoder,
+                               evaluation.rerank_depth)
         cross_encoder = None
         if choice is not None:
             cross_encoder, depth = choice
-            spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, model=cross_encoder, rerank_depth=depth))
+            spec = dataclasses.replace(spec, ce=spec.ce.replace(model=cross_encoder, rerank_depth=depth))
     if mining is not None:
         spec = mining_spec(spec, **dataclasses.asdict(mining))
     split = split or spec.data.train_split
@@ -211,5 +212,5 @@ def load_run(*, workdir: str | Path | None = None, model: str | None = None,
     judge = None
     if cross_encoder:  # ce.max_length 0 (auto) is resolved by its user; load at the model's own default meanwhile
         judge = load_cross_encoder(cross_encoder, dtype=jax.numpy.dtype(spec.model.dtype),
-                                   **({"max_length": spec.ce.max_length} if spec.ce.max_length else {}))
+                                   **({"max_length": spec.ce.source.max_length} if spec.ce.source.max_length else {}))
     return LoadedRun(spec, beir, encoder, f"{name} ({split})", workdir, judge)

@@ -16,6 +16,7 @@ With a frozen trunk (model.freeze_layers > 0) the texts come as its cached hidde
                                              the query (guide-model masking, `negatives.guide_mask`)
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hnm_jax.config import LossSpec
+from hnm_jax.errors import fail as _fail
 from hnm_jax.losses import (
     additive_margins,
     candidate_mask,
@@ -42,6 +43,45 @@ from hnm_jax.losses import (
 from hnm_jax.mining.retriever import hybrid_logits
 from hnm_jax.mining.schedules import BandSpec, band_at, band_mask
 from hnm_jax.models.encoder import RNG_IMPLS, PoolingSpec, embed, embed_hidden, split_frozen
+
+MARGIN_KINDS = ("none", "additive", "hinge")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """`loss.*`: the contrastive objective of `train_step` (ConfigError naming the key when a value is impossible)."""
+
+    temperature: float
+    infonce_weight: float
+    margin_kind: str
+    margin_weight: float
+    margin: float
+    margin_alpha: float
+    margin_relative: bool
+    uniformity_weight: float
+    hybrid_logits: bool  # train on the deployed weighted fusion of dense + BM25 (retriever.*), per-query affine
+
+    def __post_init__(self):
+        if not 1e-3 <= self.temperature <= 10.0:
+            _fail("loss.temperature", f"must be in [0.001, 10] (logits = scores / temperature), got {self.temperature}")
+        for key in ("infonce_weight", "margin_weight", "uniformity_weight"):
+            if not 0.0 <= getattr(self, key) <= 100.0:
+                _fail(f"loss.{key}", f"must be in [0, 100], got {getattr(self, key)}")
+        if self.margin_kind not in MARGIN_KINDS:
+            _fail("loss.margin_kind", f"unknown {self.margin_kind!r}; valid: {', '.join(MARGIN_KINDS)}")
+        if self.margin_weight and self.margin_kind != "hinge":
+            _fail("loss.margin_weight", "weights the hinge margin loss: set loss.margin_kind = 'hinge' (or 0 here)")
+        if self.margin_kind == "hinge" and not self.margin_weight:
+            _fail("loss.margin_weight", "must be > 0 with loss.margin_kind = 'hinge'")
+        if self.margin_kind == "additive" and not self.infonce_weight:
+            _fail("loss.infonce_weight", "the additive margin acts inside InfoNCE: infonce_weight must be > 0")
+        if self.infonce_weight == 0 and self.margin_weight == 0:
+            _fail("loss.infonce_weight", "infonce_weight and margin_weight are both 0: nothing to train")
+        if not 0.0 <= self.margin <= 2.0:
+            _fail("loss.margin", f"must be in [0, 2] (cosine scores), got {self.margin}")
+        if not -2.0 <= self.margin_alpha <= 2.0:
+            _fail("loss.margin_alpha", f"must be in [-2, 2], got {self.margin_alpha}")
+
 
 BATCH_KEYS = ("query_ids", "query_mask", "pos_ids", "pos_mask", "neg_ids", "neg_mask", "pos_doc", "neg_doc",
               "query_positives")

@@ -1,7 +1,7 @@
 """train_and_evaluate(config, workdir): the orchestrator of a run, with `loop.py` the only place in training
 with side effects.
 
-Loads data and the pretrained encoder (models/loading.py), builds the Miner (mining/miner.py), runs the cross-encoder
+Loads data and the pretrained encoder (models/loading.py), builds the Miner (training/miner.py), runs the cross-encoder
 phase when the config has one, then the bi-encoder phase, and evaluates on the eval split at the end. Both phases
 run `loop.run_loop` (logs on process 0, checkpoints every K steps so rerunning the same command resumes, stops
 on a non-finite loss with the step range); they differ by step function and batch source (batches.py:
@@ -36,7 +36,6 @@ from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.data.synthetic import load_unlabelled_duplicates
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.mining.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, check_model_folder, load_cross_encoder
@@ -44,6 +43,7 @@ from hnm_jax.training.batches import BatchBuilder, CrossEncoderBatches, Prefetch
 from hnm_jax.training.ce_step import jit_ce_train_step
 from hnm_jax.training.checkpointing import Checkpointer
 from hnm_jax.training.loop import init_state, run_loop
+from hnm_jax.training.miner import Miner, cross_fitted, load_dev_set, make_miner
 from hnm_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from hnm_jax.training.runs import CE_DIR, CE_FOLD_DIR
 from hnm_jax.training.step import jit_train_step
@@ -63,7 +63,7 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
 def check_models(spec: ExperimentSpec) -> None:
     """Raises ModelNotFoundError (one line naming the key) unless `model.name` and `ce.model` are usable folders,
     packaged names or hub ids; reads no weights."""
-    for key, name in (("model.name", spec.model.name), ("ce.model", spec.ce.model)):
+    for key, name in (("model.name", spec.model.name), ("ce.model", spec.ce.source.model)):
         if name and name != "tiny":
             check_model_folder(name, key)
 
@@ -78,25 +78,26 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: 
     rows = np.arange(len(miner.split)) if rows is None else np.asarray(rows)
     export_dir = ce_dir / "model"
     if (export_dir / "config.json").is_file():  # the export is renamed into place last: it is complete
-        return load_cross_encoder(str(export_dir), max_length=spec.ce.max_length,
+        return load_cross_encoder(str(export_dir), max_length=spec.ce.source.max_length,
                                   dtype=jax.numpy.dtype(spec.model.dtype))
     try:
-        sharding.check_batch_size(spec.ce.batch_size, mesh, key="ce.batch_size")
-        per_epoch = batches.steps_per_epoch(len(rows), spec.ce.batch_size)
+        sharding.check_batch_size(spec.ce.train.batch_size, mesh, key="ce.batch_size")
+        per_epoch = batches.steps_per_epoch(len(rows), spec.ce.train.batch_size)
     except ValueError as error:
         raise ConfigError(str(error).replace("train.batch_size", "ce.batch_size")
                           + (" (cross-fitting: each CE trains on half of them)" if len(rows) < len(miner.split)
                              else "")) from None
-    model = build_cross_encoder(spec)
-    tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.learning_rate), spec.ce.train_steps)
+    model = build_cross_encoder(spec.model, spec.ce.source, spec.seed)
+    tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.train.learning_rate),
+                        spec.ce.train.train_steps)
     checkpointer = Checkpointer(ce_dir / "checkpoints", keep=1)
     state, state_sharding, _ = init_state(model.graphdef, model.state, tx, spec.seed, mesh, checkpointer)
-    step_fn = jit_ce_train_step(tx, spec.ce.loss, spec.model.dropout > 0, state_sharding,
+    step_fn = jit_ce_train_step(tx, spec.ce.train.loss, spec.model.dropout > 0, state_sharding,
                                 sharding.batch_sharding(mesh), rng_impl=spec.model.rng_impl)
     writer = MetricWriter(ce_dir)
     try:
         state = run_loop(step_fn, state, CrossEncoderBatches(spec, miner, model, rows, per_epoch),
-                         total=spec.ce.train_steps, batch_size=spec.ce.batch_size, mesh=mesh, writer=writer,
+                         total=spec.ce.train.train_steps, batch_size=spec.ce.train.batch_size, mesh=mesh, writer=writer,
                          checkpointer=checkpointer, log_every=spec.train.log_every,
                          checkpoint_every=spec.train.checkpoint_every, prefix="ce_train/", desc="train-ce")
     finally:
@@ -123,8 +124,8 @@ def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, para
     if not spec.ce.needed:
         return None
     scorer = None
-    if spec.ce.model:
-        ces = [build_cross_encoder(spec)]
+    if spec.ce.source.model:
+        ces = [build_cross_encoder(spec.model, spec.ce.source, spec.seed)]
     else:
         if miner.pool is None:
             writer.write(0, miner.refresh(params, 0), prefix="refresh/")
@@ -229,7 +230,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
 
     metrics = evaluate(spec, encoder, (root, corpus, queries), spec.data.eval_split, state=state.params,
                        sharding=batch_sharding, cache_dir=workdir / "cache",
-                       reranker=ce if spec.ce.rerank_depth else None)
+                       reranker=ce if spec.ce.rerank.rerank_depth else None)
     metrics["train_steps"] = total_steps
     metrics["mining_retriever"] = spec.mining_retriever.mode if miner.enabled else None  # None: no mined pool
     if jax.process_index() == 0:
@@ -261,7 +262,7 @@ def _train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | P
     spec = spec_from_config(config)
     enable_compilation_cache()
     mining = dataclasses.replace(spec.mining, strategy="uniform", pool="offline",
-                                 num_negatives=min(spec.ce.num_negatives, spec.mining.pool_size))
+                                 num_negatives=min(spec.ce.train.num_negatives, spec.mining.pool_size))
     spec = dataclasses.replace(spec, mining=mining)
     check_models(spec)
     workdir = make_workdir(workdir)
@@ -279,7 +280,7 @@ def _train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | P
     if not (workdir / CE_DIR / "model" / "config.json").is_file():
         miner.refresh(encoder.state, 0)
     ce = train_cross_encoder(spec, workdir / CE_DIR, miner, mesh)
-    eval_spec = dataclasses.replace(spec, ce=dataclasses.replace(spec.ce, rerank_depth=spec.ce.rerank_depth or 10))
+    eval_spec = dataclasses.replace(spec, ce=spec.ce.replace(rerank_depth=spec.ce.rerank.rerank_depth or 10))
     metrics = evaluate(eval_spec, encoder, (root, corpus, queries), spec.data.eval_split, sharding=batch_sharding,
                        cache_dir=workdir / "cache", reranker=ce)
     if jax.process_index() == 0:

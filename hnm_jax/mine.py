@@ -96,12 +96,12 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
     strategy = spec.mining.strategy
     if not needs_pool(strategy):
         raise ConfigError(f"mining.strategy: {strategy!r} does not pick mined negatives (see mining_spec)")
-    auto_ce = cross_encoder is not None and not spec.ce.max_length
+    auto_ce = cross_encoder is not None and not spec.ce.source.max_length
     if not (spec.data.query_max_length and spec.data.doc_max_length) or auto_ce:
         from hnm_jax.data.lengths import resolve_lengths
 
         spec = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)[0]
-    sharding = encoding_sharding(spec, sharding)
+    sharding = encoding_sharding(spec.eval.batch_size, sharding)
 
     query_texts = [queries.texts[r] for r in split.query_rows]
     budget = spec.data.memory_budget_bytes if cache_dir is not None else None
@@ -118,8 +118,8 @@ def mine_to_rows(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries:
     ce = None
     if cross_encoder is not None:  # the CE stage of a refresh with an open gate, its filter always on
         scorer = PairScorer((cross_encoder,), None, query_texts, corpus.texts, spec.eval.batch_size,
-                            spec.ce.max_length)
-        ce = CEStage(scorer, spec.ce.filter_spec(), spec.ce.rescore_top, show_progress=show_progress)
+                            spec.ce.source.max_length)
+        ce = CEStage(scorer, spec.ce.mining.rules, spec.ce.mining.rescore_top, show_progress=show_progress)
     mined = mine_pool(retriever, query_emb, query_texts, positives, doc_emb, canonical_rows(corpus.texts),
                       spec.mining.pool_size, ce=ce)
     pool, ce_cache = mined.pool, ({} if ce is None else ce.scorer.cache)

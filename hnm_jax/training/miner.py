@@ -131,7 +131,7 @@ class Miner:
     def _pair_scorer(self) -> PairScorer:
         """The CE scoring of this run's (split row, corpus row) pairs, over the run's cache `ce_scores`."""
         return PairScorer(self.ces, self.scorer, self.query_texts, self.doc_texts, self.spec.eval.batch_size,
-                          self.spec.ce.max_length, cache=self.ce_scores)
+                          self.spec.ce.source.max_length, cache=self.ce_scores)
 
     def _mine(self, query_emb: np.ndarray, rows: np.ndarray, ce: CEStage | None = None):
         """`pipeline.mine_pool` of the split rows `rows` (query_emb: theirs) with this refresh's retriever."""
@@ -147,8 +147,8 @@ class Miner:
     def _ce_stage(self, refresh: bool, positive_ce: np.ndarray | None = None) -> CEStage:
         """The CE stage of a refresh (score, then filter) or of a pool re-queried between refreshes (cached
         scores only, the unscored entries dropped)."""
-        ce = self.spec.ce
-        return CEStage(self._pair_scorer(), ce.filter_spec(), ce.rescore_top, judge=self.ce_filter_on,
+        ce = self.spec.ce.mining
+        return CEStage(self._pair_scorer(), ce.rules, ce.rescore_top, judge=self.ce_filter_on,
                        score=refresh, drop=ce.filter, drop_unscored=not refresh and ce.filter,
                        positive_ce=positive_ce, show_progress=jax.process_index() == 0)
 
@@ -215,7 +215,7 @@ class Miner:
         mined = judge_pool(self.pool, self.split.positives, rows, self._ce_stage(refresh=True))
         before, self.pool, self.ce_positive, counts = mined.retrieved, mined.pool, mined.positive_ce, mined.counts
         stats = {**stats, **{f"ce_{k}": float(v) for k, v in counts.items()}}
-        if self.duplicates is not None and self.ce_filter_on and self.spec.ce.filter:
+        if self.duplicates is not None and self.ce_filter_on and self.spec.ce.mining.filter:
             in_pool = self._count_duplicates(before.indices, rows)
             stats["pool_unlabelled_duplicates"] = float(in_pool)
             stats["ce_removed_unlabelled_duplicates"] = float(in_pool - self._count_duplicates(self.pool.indices, rows))
@@ -247,7 +247,7 @@ class Miner:
         t0 = time.perf_counter()
         figures = [self._gate_figures(index) for index in range(len(self.ces))]
         worst = min(range(len(figures)), key=lambda k: np.nan_to_num(figures[k].precision, nan=-1.0))
-        min_precision = self.spec.ce.gate_min_precision
+        min_precision = self.spec.ce.mining.gate_min_precision
         self.ce_filter_on = all(gate_open(f, min_precision) for f in figures)
         if not self.ce_filter_on:
             f = figures[worst]
@@ -273,7 +273,7 @@ class Miner:
                                            np.concatenate([candidates.doc, split.positives[pos_query, pos_column]])
                                            .tolist(), strict=True)))
             scorer = PairScorer(self.ces[index:index + 1], None, texts, self.doc_texts, self.spec.eval.batch_size,
-                                self.spec.ce.max_length)
+                                self.spec.ce.source.max_length)
             scorer.score(pairs)
             logit = scorer.cache
             positive_ce = np.full(len(split), -np.inf)
@@ -282,7 +282,7 @@ class Miner:
             positive_ce[~np.isfinite(positive_ce)] = np.nan
             pair_ce = [logit[(int(q), int(d))] for q, d in zip(candidates.query, candidates.doc, strict=True)]
             self._dev_gate[index] = gate_figures(candidates.query, pair_ce, candidates.label, positive_ce,
-                                                 self.spec.ce.filter_spec())
+                                                 self.spec.ce.mining.rules)
         return self._dev_gate[index]
 
     def guide(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -291,7 +291,7 @@ class Miner:
         if not self.ce_filter_on:
             return np.ones((len(rows), len(columns)), bool)
         scores = self.cached_ce(rows, np.broadcast_to(columns, (len(rows), len(columns))))
-        return guide_mask(scores, self.ce_positive[rows], self.spec.ce.filter_spec())
+        return guide_mask(scores, self.ce_positive[rows], self.spec.ce.mining.rules)
 
     def restore(self, arrays: dict[str, np.ndarray], pool_step: int, ce_filter_on: bool = True) -> None:
         """Reinstates a checkpointed pool and the corpus embeddings its index was built from (no re-mining), and
@@ -317,7 +317,7 @@ class Miner:
     @property
     def guided(self) -> bool:
         """Whether this run's mining uses a cross-encoder (filter and/or guide-model masking)."""
-        return self.enabled and (self.spec.ce.filter or self.spec.ce.guide_in_batch)
+        return self.enabled and (self.spec.ce.mining.filter or self.spec.ce.mining.guide_in_batch)
 
     def template(self, hidden_size: int) -> dict[str, np.ndarray] | None:
         """Shapes of checkpoint_arrays(), for restoring."""
@@ -388,4 +388,4 @@ def make_miner(spec: ExperimentSpec, workdir: Path, encoder: Encoder, corpus: Te
 
 def cross_fitted(spec: ExperimentSpec, miner: Miner) -> bool:
     """Whether the run trains two cross-fitted CEs (`ce.cross_fit`, no given `ce.model`, a CE-guided pool)."""
-    return spec.ce.cross_fit and not spec.ce.model and miner.guided
+    return spec.ce.train.cross_fit and not spec.ce.source.model and miner.guided
