@@ -127,7 +127,8 @@ MINES = {"mining__pool": "online", "mining__strategy": "band"}  # a run that tra
 
 
 def export_ce(workdir: Path, folder: Path) -> Path:
-    build_cross_encoder(spec_from_config(json.loads((workdir / "config.json").read_text()))).export(folder)
+    spec = spec_from_config(json.loads((workdir / "config.json").read_text()))
+    build_cross_encoder(spec.model, spec.ce.source, spec.seed).export(folder)
     return folder
 
 
@@ -238,7 +239,7 @@ def test_load_run_wants_a_workdir_or_a_config(tiny_run, tiny_beir):
 def test_export_of_a_cross_fitted_run_takes_the_fold0_checkpoints(run_copy):
     workdir = run_copy()
     spec = spec_from_config(json.loads((workdir / "config.json").read_text()))
-    model = build_cross_encoder(spec)
+    model = build_cross_encoder(spec.model, spec.ce.source, spec.seed)
     state = create_train_state(model.graphdef, model.state, make_optimizer(spec.train, 1), spec.seed)
     for fold, shift in ((CE_FOLD0, 1.0), ("fold1", 2.0)):
         params = jax.tree.map(lambda x, s=shift: x + s if jnp.issubdtype(x.dtype, jnp.floating) else x, model.state)
