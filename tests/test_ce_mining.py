@@ -25,8 +25,9 @@ from hnm_jax.data.synthetic import (
 from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.training import batches as training_batches
-from hnm_jax.training import train
-from hnm_jax.training.miner import cross_fitted, load_dev_set, make_miner
+from hnm_jax.training import miner, train
+from hnm_jax.training.checkpointing import miner_arrays, miner_template
+from hnm_jax.training.miner import MinerState, cross_fitted, load_dev_set, make_context, with_judges
 from hnm_jax.training.runs import CE_DIR
 from hnm_jax.training.train import _cross_encoder_phase, train_and_evaluate
 
@@ -56,28 +57,30 @@ def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     split = read_split(root, "train", corpus, queries)
     positives_before = split.positives.copy()
     encoder = build_encoder(spec.model, spec.seed)
-    miner = make_miner(spec, tmp_path / "run", encoder, corpus, queries, split, batch_sharding=None)[0]
-    miner.refresh(encoder.state, 0)
+    context = make_context(spec, tmp_path / "run", encoder, corpus, queries, split, batch_sharding=None)[0]
+    mined = miner.refresh(context, MinerState(), encoder.state, 0)[0]
     row_of = {doc_id: row for row, doc_id in enumerate(corpus.ids)}
     dup_of_query = np.array([row_of[f"dup-{corpus.ids[p[0]]}"] for p in split.positives])  # [Q]
-    in_pool = np.any(miner.pool.indices == dup_of_query[:, None], axis=1)
+    in_pool = np.any(mined.pool.indices == dup_of_query[:, None], axis=1)
     assert in_pool.sum() >= len(planted) // 2  # the retriever does surface them
 
     # untrained: identical tokens still give identical scores
-    miner.use_cross_encoders([build_cross_encoder(spec.model, spec.ce.source, spec.seed)])
-    stats = miner.apply_cross_encoder()  # no dev split: no gate, the CE filters
+    context = with_judges(context, [build_cross_encoder(spec.model, spec.ce.source, spec.seed)])
+    judged, stats = miner.judge(context, mined)  # no dev split: no gate, the CE filters
     assert stats["ce_filter_on"] == 1.0 and "ce_gate_precision" not in stats
-    assert not np.any(miner.pool.indices == dup_of_query[:, None])  # every planted duplicate is gone
+    assert not np.any(judged.pool.indices == dup_of_query[:, None])  # every planted duplicate is gone
+    assert np.any(mined.pool.indices == dup_of_query[:, None])  # a new state: the refreshed one is unchanged
+    assert not mined.ce_scores and judged.ce_scores
     assert stats["ce_removed_margin"] >= in_pool.sum()
     np.testing.assert_array_equal(split.positives, positives_before)  # the labelled positives are untouched
-    assert not np.any(miner.pool.indices[:, :, None] == split.positives[:, None, :])  # never in a pool
-    kept = int((miner.pool.indices >= 0).sum())
+    assert not np.any(judged.pool.indices[:, :, None] == split.positives[:, None, :])  # never in a pool
+    kept = int((judged.pool.indices >= 0).sum())
     assert stats["ce_kept"] == kept
 
     # Guide-model masking: query 0's batch column holding its planted duplicate is masked, its positive is not.
     rows = np.array([0, 1])
     columns = np.array([split.positives[0, 0], split.positives[1, 0], dup_of_query[0], dup_of_query[1]])
-    mask = miner.guide(rows, columns)
+    mask = miner.guide(context, judged, rows, columns)
     assert mask[0, 0] and mask[1, 1] and not mask[0, 2] and not mask[1, 3]
 
 
@@ -113,7 +116,8 @@ def positives_by_query(corpus, queries, *splits) -> dict[str, set[str]]:
 
 
 def mined_miner(root, workdir, **overrides):
-    """A tiny full.py miner over `root` (pool mined once with the initial encoder, its dev split loaded)."""
+    """A tiny full.py mining context over `root` (its dev split loaded) and the state of a pool mined once with the
+    initial encoder."""
     config = tiny_config(root, "configs/full.py", **{"ce__threshold": 1.0, "ce__margin": 1e-6,
                                                      "mining__pool_size": 20, **overrides})
     spec = spec_from_config(config)
@@ -121,10 +125,10 @@ def mined_miner(root, workdir, **overrides):
     _, corpus, queries = load_texts(dataset_root(spec.data), skip_empty=spec.data.skip_empty)
     split = read_split(root, "train", corpus, queries)
     encoder = build_encoder(spec.model, spec.seed)
-    miner = make_miner(spec, workdir, encoder, corpus, queries, split, batch_sharding=None)[0]
-    miner.dev = load_dev_set(spec, root, corpus, queries)
-    miner.refresh(encoder.state, 0)
-    return spec, corpus, queries, split, encoder, miner
+    dev = load_dev_set(spec, root, corpus, queries)
+    context = make_context(spec, workdir, encoder, corpus, queries, split, batch_sharding=None, dev=dev)[0]
+    state = miner.refresh(context, MinerState(), encoder.state, 0)[0]
+    return spec, corpus, queries, split, encoder, context, state
 
 
 class Writes:
@@ -140,20 +144,22 @@ def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, mon
     root = write_tiny_beir(tmp_path / "data")
     plant_case_variants(root)
     workdir = tmp_path / "run"
-    spec, corpus, queries, split, encoder, miner = mined_miner(root, workdir)
-    assert spec.ce.train.cross_fit and miner.dev is None and cross_fitted(spec, miner)
-    pool_before = miner.pool
+    spec, corpus, queries, split, encoder, context, state = mined_miner(root, workdir)
+    assert spec.ce.train.cross_fit and context.dev is None and cross_fitted(spec)
+    pool_before = state.pool
     oracle = positives_by_query(corpus, queries, split)
     trained, fakes = {}, {}
 
-    def fake_train(spec_, ce_dir, miner_, mesh, rows=None):
+    def fake_train(spec_, ce_dir, context_, pool, mesh, rows=None):
+        assert pool is state.pool
         trained[ce_dir.name] = (ce_dir, rows)
         fakes[ce_dir.name] = FakeCE(oracle)
         return fakes[ce_dir.name]
 
     monkeypatch.setattr(train, "train_cross_encoder", fake_train)
     writes = Writes()
-    returned = _cross_encoder_phase(spec, workdir, miner, encoder.state, mesh=None, writer=writes)
+    context, state, returned = _cross_encoder_phase(spec, workdir, context, state, encoder.state, mesh=None,
+                                                    writer=writes)
 
     # Two halves, deterministic in the seed, each CE trained on one in its own folder.
     folds = cross_fit_folds(len(split), spec.seed)
@@ -164,31 +170,32 @@ def test_cross_fitting_never_lets_a_ce_judge_queries_it_trained_on(tmp_path, mon
         np.testing.assert_array_equal(rows, np.flatnonzero(folds == k))
     assert len(trained["fold0"][1]) == len(trained["fold1"][1]) == len(split) // 2
     assert not set(trained["fold0"][1]) & set(trained["fold1"][1])
-    np.testing.assert_array_equal(miner.scorer, 1 - folds)
+    np.testing.assert_array_equal(context.judges.scorer, 1 - folds)
 
     # Which CE scored which pair: CE k only ever saw queries of the other fold, and scored all of them.
-    row_of_text = {miner.query_texts[r]: r for r in range(len(split))}
+    row_of_text = {context.query_texts[r]: r for r in range(len(split))}
     for k in (0, 1):
         scored_rows = {row_of_text[q] for q, _ in fakes[f"fold{k}"].pairs}
         assert scored_rows == set(np.flatnonzero(folds == 1 - k).tolist())
         assert not scored_rows & set(trained[f"fold{k}"][1].tolist())
-    assert miner.ce_scores  # every cached score came from the CE of the query's other fold
-    for q, d in miner.ce_scores:
-        pair = (miner.query_texts[q], miner.doc_texts[d])
+    assert state.ce_scores  # every cached score came from the CE of the query's other fold
+    for q, d in state.ce_scores:
+        pair = (context.query_texts[q], context.doc_texts[d])
         assert pair in fakes[f"fold{1 - folds[q]}"].pairs and pair not in fakes[f"fold{folds[q]}"].pairs
 
     # The pools were filtered (the planted copies score like the positive) by those CEs; the refresh figures
     # went to the writer.
     assert writes.lines and writes.lines[0][1]["refresh/ce_filter_on"] == 1.0
     assert writes.lines[0][1]["refresh/ce_removed_margin"] > 0
-    assert (miner.pool.indices >= 0).sum() < (pool_before.indices >= 0).sum()
+    assert (state.pool.indices >= 0).sum() < (pool_before.indices >= 0).sum()
 
     # Guide masks of a batch with a query of each fold use those scores (no new scoring): planted copies masked.
     rows = np.array([np.flatnonzero(folds == 0)[0], np.flatnonzero(folds == 1)[0]])
     row_of = {doc_id: row for row, doc_id in enumerate(corpus.ids)}
     dups = [row_of[f"dup-{corpus.ids[split.positives[r, 0]]}"] for r in rows]
     counts = [len(fake.pairs) for fake in fakes.values()]
-    mask = miner.guide(rows, np.array([split.positives[rows[0], 0], split.positives[rows[1], 0], *dups]))
+    mask = miner.guide(context, state, rows,
+                       np.array([split.positives[rows[0], 0], split.positives[rows[1], 0], *dups]))
     np.testing.assert_array_equal(mask, [[True, True, False, True], [True, True, True, False]])
     assert [len(fake.pairs) for fake in fakes.values()] == counts
 
@@ -199,36 +206,35 @@ def test_refreshes_count_the_unlabelled_duplicates_in_the_pool_and_those_the_fil
     of those the filter dropped, and its precision and recall on them. Datasets without the file (or a filter that
     did not run) log nothing new."""
     root = dup_benchmark(tmp_path / "data")
-    spec, corpus, queries, split, encoder, miner = mined_miner(root, tmp_path / "run")
-    miner.dev = None  # no dev check: the CE filters
+    spec, corpus, queries, split, encoder, context, state = mined_miner(root, tmp_path / "run")
     duplicates = load_unlabelled_duplicates(root, corpus, queries, split)
     expected = {(queries.ids[split.query_rows[q]], corpus.ids[d]) for q, row in enumerate(duplicates)
                 for d in row if d >= 0}
     train_ids = {queries.ids[r] for r in split.query_rows}
     assert expected == {pair for pair in read_unlabelled_duplicates(root) if pair[0] in train_ids}
     assert expected and duplicates.shape == (len(split), 1)
-    miner.duplicates = duplicates
-    is_duplicate = (miner.pool.indices == duplicates) & (duplicates >= 0)  # [Q, M] (one duplicate per query)
+    context = dataclasses.replace(context, dev=None, duplicates=duplicates)  # no dev check: the CE filters
+    is_duplicate = (state.pool.indices == duplicates) & (duplicates >= 0)  # [Q, M] (one duplicate per query)
     assert is_duplicate.sum() >= 2  # BM25 + dense surface them
     # A CE that knows the duplicates of even split rows only: it scores them like the positive (the margin rule
     # drops them), the others like any negative.
     # The CE also scores like the positive the first pool entry of every query divisible by 3 that is not its
     # duplicate (a true negative it wrongly drops).
     even = np.arange(len(split)) % 2 == 0
-    known = {miner.query_texts[q]: {miner.doc_texts[d].lower() for d in duplicates[q] if d >= 0}
+    known = {context.query_texts[q]: {context.doc_texts[d].lower() for d in duplicates[q] if d >= 0}
              for q in range(0, len(split), 2)}
-    wrong = {q: next(d for d in miner.pool.indices[q] if d >= 0 and d not in duplicates[q])
+    wrong = {q: next(d for d in state.pool.indices[q] if d >= 0 and d not in duplicates[q])
              for q in range(0, len(split), 3)}
     for q, d in wrong.items():
-        known.setdefault(miner.query_texts[q], set()).add(miner.doc_texts[d].lower())
+        known.setdefault(context.query_texts[q], set()).add(context.doc_texts[d].lower())
     oracle = positives_by_query(corpus, queries, split)
-    miner.use_cross_encoders([FakeCE({q: oracle[q] | known.get(q, set()) for q in oracle})])
-    stats = miner.apply_cross_encoder()
+    context = with_judges(context, [FakeCE({q: oracle[q] | known.get(q, set()) for q in oracle})])
+    judged, stats = miner.judge(context, state)
     assert stats["ce_filter_on"] == 1.0
     assert stats["pool_unlabelled_duplicates"] == is_duplicate.sum()
     removed_duplicates = is_duplicate[even].sum()
     assert stats["ce_removed_unlabelled_duplicates"] == removed_duplicates < is_duplicate.sum()
-    assert not np.any((miner.pool.indices == duplicates) & (duplicates >= 0) & even[:, None])
+    assert not np.any((judged.pool.indices == duplicates) & (duplicates >= 0) & even[:, None])
     # Every entry the filter dropped is a planted one: the even queries' duplicates and the wrong ones (the same
     # text may sit in a pool twice only as one row, so each counts once); precision = duplicates / dropped,
     # recall = dropped duplicates / duplicates in the pools.
@@ -237,15 +243,13 @@ def test_refreshes_count_the_unlabelled_duplicates_in_the_pool_and_those_the_fil
     assert stats["ce_dup_precision"] == pytest.approx(removed_duplicates / dropped)
     assert stats["ce_dup_recall"] == pytest.approx(removed_duplicates / is_duplicate.sum())
 
-    ce = spec.ce.replace(filter=False)  # guide masks only: no filter ran
-    miner.spec = dataclasses.replace(spec, ce=ce)
-    assert not {"pool_unlabelled_duplicates", "ce_dup_precision", "ce_dup_recall"} & set(miner.apply_cross_encoder())
-    miner.spec = spec
+    guides_only = dataclasses.replace(context, spec=dataclasses.replace(spec, ce=spec.ce.replace(filter=False)))
+    stats = miner.judge(guides_only, state)[1]  # guide masks only: no filter ran
+    assert not {"pool_unlabelled_duplicates", "ce_dup_precision", "ce_dup_recall"} & set(stats)
     (root / "unlabelled_duplicates.tsv").unlink()  # a dataset without the file
     assert load_unlabelled_duplicates(root, corpus, queries, split) is None
-    miner.duplicates = None
-    assert not {"pool_unlabelled_duplicates", "ce_removed_unlabelled_duplicates", "ce_dup_precision"} & set(
-        miner.apply_cross_encoder())
+    stats = miner.judge(dataclasses.replace(context, duplicates=None), state)[1]
+    assert not {"pool_unlabelled_duplicates", "ce_removed_unlabelled_duplicates", "ce_dup_precision"} & set(stats)
 
 
 @pytest.mark.slow
@@ -254,71 +258,67 @@ def test_gate_filters_only_when_enough_of_what_the_rules_drop_on_dev_is_a_true_m
     `<brand> <item> <model> pro`. Rules: margin 0.1 around the query's positive (threshold off)."""
     root = add_dev_split(write_tiny_beir(tmp_path / "data"))
     plant_case_variants(root)
-    spec, corpus, queries, split, encoder, miner = mined_miner(root, tmp_path / "run", ce__margin=0.1)
-    dev = miner.dev
+    spec, corpus, queries, split, encoder, context, state = mined_miner(root, tmp_path / "run", ce__margin=0.1)
+    dev = context.dev
     assert dev is not None and len(dev.split) == 12 and len(dev.split.candidates) == 36
     assert spec.ce.mining.gate_min_precision == 0.5 and spec.ce.mining.threshold == 1.0
-    pool_before = miner.pool
+    pool_before = state.pool
     oracle = positives_by_query(corpus, queries, split, dev.split)
+
+    def with_spec(context, **ce):  # the context of a spec with these ce.* keys
+        return dataclasses.replace(context, spec=dataclasses.replace(spec, ce=spec.ce.replace(**ce)))
 
     # A CE that scores positives -10 and everything else 0: every negative is above the reference (its positive,
     # -10), and each positive is its own reference: 12 positives and 24 negatives dropped, precision 12 / 36.
     worse = FakeCE(oracle, sign=-1.0)
-    miner.use_cross_encoders([worse])
+    judged_by_worse = with_judges(context, [worse])
     with caplog.at_level(logging.WARNING, logger="hnm_jax.training.miner"):
-        stats = miner.apply_cross_encoder()
+        closed, stats = miner.judge(judged_by_worse, state)
     assert stats["ce_gate_precision"] == pytest.approx(1 / 3) and stats["ce_gate_recall"] == 1.0
     assert stats["ce_gate_negatives_removed"] == 1.0
-    assert stats["ce_filter_on"] == 0.0 and not miner.ce_filter_on and "ce_kept" not in stats
+    assert stats["ce_filter_on"] == 0.0 and not closed.ce_filter_on and "ce_kept" not in stats
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "12 of 12 true matches and 24 of 24 labelled negatives" in warnings[0]
     assert "precision 0.3333 < ce.gate_min_precision 0.5000" in warnings[0]
-    np.testing.assert_array_equal(miner.pool.indices, pool_before.indices)
-    assert np.isnan(miner.pool.ce[miner.pool.indices >= 0]).all()  # the training pools were not even scored
+    np.testing.assert_array_equal(closed.pool.indices, pool_before.indices)
+    assert np.isnan(closed.pool.ce[closed.pool.indices >= 0]).all()  # the training pools were not even scored
     assert {q for q, _ in worse.pairs} == set(dev.query_texts) and len(worse.pairs) == 36  # each dev pair once
-    assert miner.guide(np.arange(4), split.positives[:4, 0]).all()
-    arrays = miner.checkpoint_arrays()
-    assert set(arrays) == set(miner.template(encoder.config.hidden_size))  # a closed gate checkpoints too
-    miner.apply_cross_encoder()
+    assert miner.guide(judged_by_worse, closed, np.arange(4), split.positives[:4, 0]).all()
+    arrays = miner_arrays(closed)
+    assert set(arrays) == set(miner_template(context, encoder.config.hidden_size))  # a closed gate checkpoints too
+    miner.judge(judged_by_worse, closed)
     assert len(worse.pairs) == 36  # the figures are fixed per CE: dev is scored once
 
     # ce.gate_min_precision = 0: no gate; the same CE filters, its figures still logged.
-    miner.spec = dataclasses.replace(spec, ce=spec.ce.replace(gate_min_precision=0.0))
-    stats = miner.apply_cross_encoder()
+    stats = miner.judge(with_spec(judged_by_worse, gate_min_precision=0.0), state)[1]
     assert stats["ce_filter_on"] == 1.0 and stats["ce_gate_precision"] == pytest.approx(1 / 3) and "ce_kept" in stats
-    miner.spec, miner.pool, miner.ce_scores = spec, pool_before, {}
+    assert len(worse.pairs) > 36 and not state.ce_scores  # the pool scored, into a new state
 
     # A CE that scores the `... pro` negatives within the margin (9.95 >= 10 - 0.1): 12 positives and 12 negatives
     # dropped, precision 0.5 >= 0.5: it filters (each query's planted copy of its positive scores 10: dropped).
     caplog.clear()
     better = FakeCE(oracle, also=lambda doc: doc.endswith(" pro"))
-    miner.use_cross_encoders([better])
+    judged_by_better = with_judges(context, [better])
     with caplog.at_level(logging.WARNING, logger="hnm_jax.training.miner"):
-        stats = miner.apply_cross_encoder()
+        opened, stats = miner.judge(judged_by_better, state)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert stats["ce_gate_precision"] == 0.5 and stats["ce_gate_recall"] == 1.0
     assert stats["ce_gate_negatives_removed"] == 0.5
-    assert stats["ce_filter_on"] == 1.0 and miner.ce_filter_on
+    assert stats["ce_filter_on"] == 1.0 and opened.ce_filter_on
     row_of = {doc_id: row for row, doc_id in enumerate(corpus.ids)}
     dup_of_query = np.array([row_of[f"dup-{corpus.ids[p[0]]}"] for p in split.positives])  # [Q]
     assert np.any(pool_before.indices == dup_of_query[:, None])
-    assert not np.any(miner.pool.indices == dup_of_query[:, None])  # each query's own planted copy is gone
-    miner.spec = dataclasses.replace(spec, ce=spec.ce.replace(gate_min_precision=0.6))
-    miner.pool = pool_before
-    assert miner.apply_cross_encoder()["ce_filter_on"] == 0.0  # 0.5 < 0.6
-    miner.spec = spec
+    assert not np.any(opened.pool.indices == dup_of_query[:, None])  # each query's own planted copy is gone
+    assert miner.judge(with_spec(judged_by_better, gate_min_precision=0.6), state)[1]["ce_filter_on"] == 0.0  # < 0.6
 
     # A precise CE (the positives 10, everything else 0): precision 1, no labelled negative lost.
-    miner.pool = pool_before
-    miner.use_cross_encoders([FakeCE(oracle)])
-    stats = miner.apply_cross_encoder()
+    stats = miner.judge(with_judges(context, [FakeCE(oracle)]), state)[1]
     assert stats["ce_gate_precision"] == 1.0 and stats["ce_gate_negatives_removed"] == 0.0
     assert stats["ce_filter_on"] == 1.0
 
     # Cross-fitted: EACH CE must pass; the figures are the lower-precision CE's, both per fold.
-    miner.pool = pool_before
-    miner.use_cross_encoders([better, FakeCE(oracle, sign=-1.0)], 1 - cross_fit_folds(len(split), spec.seed))
-    stats = miner.apply_cross_encoder()
+    cross_fit = with_judges(context, [better, FakeCE(oracle, sign=-1.0)], 1 - cross_fit_folds(len(split), spec.seed))
+    stats = miner.judge(cross_fit, state)[1]
     assert stats["ce_gate_precision_fold0"] == 0.5 and stats["ce_gate_precision_fold1"] == pytest.approx(1 / 3)
     assert stats["ce_gate_negatives_removed_fold0"] == 0.5 and stats["ce_gate_negatives_removed_fold1"] == 1.0
     assert stats["ce_gate_precision"] == pytest.approx(1 / 3) and stats["ce_gate_negatives_removed"] == 1.0
@@ -330,30 +330,30 @@ def test_pools_requeried_between_refreshes_keep_only_ce_scored_entries(tmp_path)
     its first 5 of 20, ce.rescore_top) and kept; with the filter off it is the raw re-query."""
     root = write_tiny_beir(tmp_path / "data")
     plant_case_variants(root)
-    spec, corpus, queries, split, encoder, miner = mined_miner(root, tmp_path / "run", ce__rescore_top=5,
-                                                               ce__margin=0.1)
-    assert spec.mining.pool == "online" and miner.dev is None  # no dev split: no gate, the CE filters
-    miner.use_cross_encoders([FakeCE(positives_by_query(corpus, queries, split))])
-    miner.apply_cross_encoder()
+    spec, corpus, queries, split, encoder, context, state = mined_miner(root, tmp_path / "run", ce__rescore_top=5,
+                                                                        ce__margin=0.1)
+    assert spec.mining.pool == "online" and context.dev is None  # no dev split: no gate, the CE filters
     rows = np.arange(8)
     # The same parameters as the refresh: the raw re-query is the refresh's pool before the filter.
-    raw = miner._mine(miner._encode(miner.query_tokens.subset(rows), encoder.state), rows).pool.indices
-    scored = miner.ce_scores
+    raw = miner.candidates(context, state, rows, encoder.state, step=1).pool.indices
+    np.testing.assert_array_equal(raw, state.pool.indices[rows])
+    context = with_judges(context, [FakeCE(positives_by_query(corpus, queries, split))])
+    state = miner.judge(context, state)[0]
+    scored = state.ce_scores
     assert any((int(r), int(d)) not in scored for r, row in zip(rows, raw, strict=True) for d in row if d >= 0)
-    requeried = miner.candidates(rows, encoder.state, step=1).pool  # pool_step 0 < 1: re-queried
+    requeried = miner.candidates(context, state, rows, encoder.state, step=1).pool  # pool_step 0 < 1: re-queried
     for r, row in zip(rows, raw, strict=True):
         expected = [d for d in row if d >= 0 and (int(r), int(d)) in scored
-                    and scored[(int(r), int(d))] < miner.ce_positive[r] - 0.1]
+                    and scored[(int(r), int(d))] < state.ce_positive[r] - 0.1]
         got = requeried.indices[r]
         np.testing.assert_array_equal(got[:len(expected)], expected)
         assert np.all(got[len(expected):] == -1)
     assert np.isfinite(requeried.ce[requeried.indices >= 0]).all()
 
-    miner.ce_filter_on = False  # a closed gate: no filter, nothing restricted
-    np.testing.assert_array_equal(miner.candidates(rows, encoder.state, step=1).pool.indices, raw)
-    miner.ce_filter_on = True
-    miner.spec = dataclasses.replace(spec, ce=spec.ce.replace(filter=False))  # guide masks only
-    np.testing.assert_array_equal(miner.candidates(rows, encoder.state, step=1).pool.indices, raw)
+    closed = dataclasses.replace(state, ce_filter_on=False)  # a closed gate: no filter, nothing restricted
+    np.testing.assert_array_equal(miner.candidates(context, closed, rows, encoder.state, step=1).pool.indices, raw)
+    guides_only = dataclasses.replace(context, spec=dataclasses.replace(spec, ce=spec.ce.replace(filter=False)))
+    np.testing.assert_array_equal(miner.candidates(guides_only, state, rows, encoder.state, step=1).pool.indices, raw)
 
 
 def dup_benchmark(root):
@@ -374,14 +374,15 @@ def test_oracle_filter_keeps_exactly_the_known_duplicates_out_of_the_pools(tmp_p
         _, corpus, queries = load_texts(dataset_root(spec.data), skip_empty=spec.data.skip_empty)
         split = read_split(root, "train", corpus, queries)
         encoder = build_encoder(spec.model, spec.seed)
-        miner = make_miner(spec, tmp_path / f"run{oracle}", encoder, corpus, queries, split, batch_sharding=None)[0]
-        miner.duplicates = duplicates = load_unlabelled_duplicates(root, corpus, queries, split)
-        stats = miner.refresh(encoder.state, 0)
-        is_duplicate = ((miner.pool.indices[:, :, None] == duplicates[:, None, :])
+        duplicates = load_unlabelled_duplicates(root, corpus, queries, split)
+        context = make_context(spec, tmp_path / f"run{oracle}", encoder, corpus, queries, split, batch_sharding=None,
+                               duplicates=duplicates)[0]
+        state, stats = miner.refresh(context, MinerState(), encoder.state, 0)
+        is_duplicate = ((state.pool.indices[:, :, None] == duplicates[:, None, :])
                         & (duplicates[:, None, :] >= 0)).any(axis=2)
         assert stats["pool_unlabelled_duplicates"] == is_duplicate.sum()
-        requeried = miner.candidates(np.arange(len(split)), encoder.state, step=1).pool.indices  # re-queried
-        pools[oracle] = miner.pool.indices, requeried, is_duplicate
+        requeried = miner.candidates(context, state, np.arange(len(split)), encoder.state, step=1).pool.indices
+        pools[oracle] = state.pool.indices, requeried, is_duplicate  # the pool and its re-query
     plain, plain_requeried, plain_duplicate = pools[False]
     oracle, oracle_requeried, oracle_duplicate = pools[True]
     assert plain_duplicate.sum() >= 2 and oracle_duplicate.sum() == 0  # the dense retriever surfaces them
@@ -410,9 +411,9 @@ def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monk
     fold_of_training, trained_rows = [], {}  # spies: the rows each fold's CE trains on
     real_train, real_batch = train.train_cross_encoder, training_batches.make_ce_batch
 
-    def spy_train(spec, ce_dir, miner, mesh, rows=None):
+    def spy_train(spec, ce_dir, context, pool, mesh, rows=None):
         fold_of_training.append(ce_dir.name)
-        return real_train(spec, ce_dir, miner, mesh, rows)
+        return real_train(spec, ce_dir, context, pool, mesh, rows)
 
     def spy_batch(ce, query_texts, doc_texts, rows, *args):
         trained_rows.setdefault(fold_of_training[-1], set()).update(rows.tolist())

@@ -20,17 +20,17 @@ from hnm_jax.mining.lexical import LexicalIndex
 from hnm_jax.mining.retriever import Retriever, hybrid_beta
 from hnm_jax.mining.schedules import band_at, band_mask
 from hnm_jax.models.loading import build_encoder
-from hnm_jax.training import train
+from hnm_jax.training import miner, train
 from hnm_jax.training.batches import BatchBuilder
 from hnm_jax.training.checkpointing import Checkpointer
-from hnm_jax.training.miner import Miner
+from hnm_jax.training.miner import MinerState
 from hnm_jax.training.optimizer import make_optimizer
 from hnm_jax.training.step import contrastive_loss, create_train_state, jit_train_step
 
 ONLINE = "configs/ablations/online_band_margin_curriculum_hybrid.py"
 
 
-def make_miner(tiny_beir, config_file=ONLINE, **overrides):
+def make_context(tiny_beir, config_file=ONLINE, **overrides):
     spec = spec_from_config(tiny_config(tiny_beir, config_file, **overrides))
     data = load_beir(tiny_beir, "train")
     total = spec.train.max_steps or spec.train.num_epochs * batches.steps_per_epoch(len(data.split),
@@ -41,57 +41,62 @@ def make_miner(tiny_beir, config_file=ONLINE, **overrides):
     query_tokens = tokenize_texts(encoder.tokenizer, [data.queries.texts[r] for r in data.split.query_rows],
                                   spec.data.query_max_length)
     mesh = sharding.make_mesh()
-    miner = Miner(spec, encoder, data.corpus, [data.queries.texts[r] for r in data.split.query_rows],
-                  data.split, query_tokens, doc_tokens, batches.canonical_rows(data.corpus.texts),
-                  sharding.batch_sharding(mesh))
-    return miner, encoder, data
+    texts = [data.queries.texts[r] for r in data.split.query_rows]
+    context = miner.new_context(spec, encoder, data.corpus.texts, texts, data.split, query_tokens, doc_tokens,
+                                sharding.batch_sharding(mesh))
+    return context, encoder, data
+
+
+def refreshed(context, params, step=0):
+    """The state of a first refresh at `step` and its statistics."""
+    return miner.refresh(context, MinerState(), params, step)
 
 
 def test_refresh_is_deterministic_and_excludes_positives(tiny_beir):
-    first, encoder, data = make_miner(tiny_beir)
-    stats = first.refresh(encoder.state, step=0)
-    second, _, _ = make_miner(tiny_beir)
-    second.refresh(encoder.state, step=0)
+    context, encoder, data = make_context(tiny_beir)
+    first, stats = refreshed(context, encoder.state)
+    second = refreshed(make_context(tiny_beir)[0], encoder.state)[0]
     for name, value in first.pool.arrays().items():
         np.testing.assert_array_equal(value, second.pool.arrays()[name], err_msg=name)
     for q, positives in enumerate(data.split.positives):
         assert not set(first.pool.indices[q]) & set(positives[positives >= 0])
+    assert first.pool_step == 0 and MinerState().pool is None  # a new state; the empty one is unchanged
     assert {"encode_s", "build_s", "search_s", "band_kept_fraction", "false_negative_suspects"} <= set(stats)
 
 
 def test_mining_retriever_is_set_apart_from_the_deployed_one(tiny_beir):
     """mining.retriever picks what mines the pool, with BM25 built when it needs it; retriever.mode is only deployed."""
     online_band = "configs/ablations/online_band.py"  # deploys dense, no hybrid logits
-    lexical, encoder, data = make_miner(tiny_beir, online_band, mining__retriever="lexical")
-    assert lexical.lexical is not None  # BM25 for mining, although the deployed retriever is dense
-    lexical.refresh(encoder.state, step=0)
+    context, encoder, data = make_context(tiny_beir, online_band, mining__retriever="lexical")
+    assert context.lexical is not None  # BM25 for mining, although the deployed retriever is dense
+    lexical = refreshed(context, encoder.state)[0]
     assert lexical.retriever.spec.mode == "lexical"
     valid = lexical.pool.indices >= 0
     assert valid.any() and np.isfinite(lexical.pool.lexical[valid]).all()
     np.testing.assert_array_equal(lexical.pool.fused, lexical.pool.lexical)  # ranked by BM25 alone
     # with the dense scores the band selects on: each kept pair's query . doc embedding
-    query_emb = lexical._encode(lexical.query_tokens, encoder.state).astype(np.float64)
+    query_emb = miner.encode_queries(context, encoder.state).astype(np.float64)
     rows, cols = np.nonzero(valid)
     by_hand = np.einsum("nd,nd->n", query_emb[rows], lexical.doc_emb[lexical.pool.indices[rows, cols]])
     np.testing.assert_allclose(lexical.pool.dense[rows, cols], by_hand, rtol=1e-4, atol=1e-5)
-    dense, _, _ = make_miner(tiny_beir, online_band, retriever__mode="hybrid", mining__retriever="dense")
-    assert dense.lexical is None  # hybrid is only deployed: mining needs no BM25
-    dense.refresh(encoder.state, step=0)
+    context = make_context(tiny_beir, online_band, retriever__mode="hybrid", mining__retriever="dense")[0]
+    assert context.lexical is None  # hybrid is only deployed: mining needs no BM25
+    dense = refreshed(context, encoder.state)[0]
     assert dense.retriever.spec.mode == "dense" and np.isnan(dense.pool.lexical[dense.pool.indices >= 0]).all()
-    default, _, _ = make_miner(tiny_beir, online_band, retriever__mode="hybrid")  # "": the deployed retriever
-    default.refresh(encoder.state, step=0)
-    assert default.retriever.spec.mode == "hybrid" and default.lexical is not None
+    context = make_context(tiny_beir, online_band, retriever__mode="hybrid")[0]  # "": the deployed retriever
+    default = refreshed(context, encoder.state)[0]
+    assert default.retriever.spec.mode == "hybrid" and context.lexical is not None
 
 
 def test_online_candidates_requery_with_current_params(tiny_beir):
-    miner, encoder, _ = make_miner(tiny_beir)
-    miner.refresh(encoder.state, step=0)
+    context, encoder, _ = make_context(tiny_beir)
+    state = refreshed(context, encoder.state)[0]
     rows = np.arange(4)
-    same = miner.candidates(rows, encoder.state, step=0)  # refreshed at this step: the pool itself
-    np.testing.assert_array_equal(same.pool.indices, miner.pool.indices[rows])
+    same = miner.candidates(context, state, rows, encoder.state, step=0)  # refreshed at this step: the pool itself
+    np.testing.assert_array_equal(same.pool.indices, state.pool.indices[rows])
     moved = jax.tree.map(lambda p: p * 1.5, encoder.state)
-    fresh = miner.candidates(rows, moved, step=1)  # later step: re-encoded queries, re-queried index
-    assert not np.allclose(fresh.pool.dense, miner.pool.dense[rows])
+    fresh = miner.candidates(context, state, rows, moved, step=1)  # later step: re-encoded queries, re-queried index
+    assert not np.allclose(fresh.pool.dense, state.pool.dense[rows])
 
 
 @pytest.mark.slow
@@ -133,29 +138,36 @@ def test_empty_negative_slots_give_finite_loss_and_gradients(tiny_beir):
 
 
 def make_builder(tiny_beir, config_file, **overrides):
-    miner, encoder, data = make_miner(tiny_beir, config_file, **overrides)
-    spec = miner.spec
+    context, encoder, data = make_context(tiny_beir, config_file, **overrides)
+    spec = context.spec
     query_tokens = tokenize_texts(encoder.tokenizer, data.queries.texts, spec.data.query_max_length)
     steps = batches.steps_per_epoch(len(data.split), spec.train.batch_size)
-    return BatchBuilder(spec, miner, query_tokens, miner.doc_tokens, steps), encoder
+    return BatchBuilder(spec, context, query_tokens, context.doc_tokens, steps), encoder
 
 
 @pytest.mark.parametrize("config_file", ["configs/ablations/offline.py", ONLINE])
-def test_next_batch_is_built_ahead_unless_it_needs_the_step_params(tiny_beir, config_file):
+def test_next_batch_is_built_ahead_unless_it_needs_the_step_params(tiny_beir, config_file, monkeypatch):
     builder, encoder = make_builder(tiny_beir, config_file)
-    builder.miner.refresh(encoder.state, step=0)
+    context = builder.context
+    assert miner.reads_params(context, MinerState())  # no pool yet: the first step's batch waits for the refresh
+    state = refreshed(context, encoder.state)[0]
     online = config_file == ONLINE
-    assert builder.miner.reads_params() == online
+    assert miner.reads_params(context, state) == online
     with ThreadPoolExecutor(max_workers=1) as worker:  # as the train loop prefetches: in a background thread
-        ahead = worker.submit(builder.start, 1).result()
+        ahead = worker.submit(builder.start, 1, state).result()
     assert (ahead.batch is None) == online  # online: negatives wait for the params of the step they feed
-    seen, candidates = [], builder.miner.candidates
-    builder.miner.candidates = lambda rows, params, step: seen.append(params) or candidates(rows, params, step)
+    seen, candidates = [], miner.candidates
+
+    def spy(context, state, rows, params, step):
+        seen.append(params)
+        return candidates(context, state, rows, params, step)
+
+    monkeypatch.setattr(miner, "candidates", spy)
     moved = jax.tree.map(lambda p: p * 1.5, encoder.state)
-    batch = builder.finish(ahead, moved)
+    batch = builder.finish(ahead, moved, state)
     assert [p is moved for p in seen] == ([True] if online else [])  # online: re-queried with finish()'s params
-    again = builder.start(1)  # the same step built in the main thread: the same batch
-    for key, value in builder.finish(again, moved).items():
+    again = builder.start(1, state)  # the same step built in the main thread: the same batch
+    for key, value in builder.finish(again, moved, state).items():
         np.testing.assert_array_equal(value, batch[key], err_msg=key)
 
 
@@ -163,25 +175,25 @@ def test_batch_carries_n_negatives_and_the_deployed_fusion_of_its_queries(tiny_b
     """A band arm's batch has N negatives per query (refilled), and with hybrid logits each query's fusion
     coefficients are those the deployed hybrid retriever computes for it (built here independently)."""
     builder, encoder = make_builder(tiny_beir, ONLINE)
-    miner, spec = builder.miner, builder.miner.spec
+    context, spec = builder.context, builder.context.spec
     assert spec.mining.band_refill and not spec.mining.band_in_step and spec.loss.hybrid_logits
-    miner.refresh(encoder.state, step=0)
-    inputs = builder.start(0)
-    batch = builder.finish(inputs, encoder.state)
+    state = refreshed(context, encoder.state)[0]
+    inputs = builder.start(0, state)
+    batch = builder.finish(inputs, encoder.state, state)
     assert (batch["neg_doc"] >= 0).all() and batch["neg_doc"].shape[1] == spec.mining.num_negatives
-    pool = miner.pool.take(inputs.rows)
+    pool = state.pool.take(inputs.rows)
     in_band = np.asarray(band_mask(pool.dense, pool.positive, band_at(0, spec.band), spec.band.mode))
     assert (in_band.sum(axis=1) < spec.mining.num_negatives).any()  # the start band alone would leave slots empty
-    query_emb = miner._encode(miner.query_tokens, encoder.state)[inputs.rows]  # the refresh's query embeddings
-    deployed = Retriever(dataclasses.replace(spec.retriever, mode="hybrid"), DenseIndex.build(miner.doc_emb),
-                         LexicalIndex.build(list(miner.doc_texts)))
-    expected = deployed.fusion_coefficients(query_emb, [miner.query_texts[r] for r in inputs.rows],
-                                            min(100, miner.num_docs))
+    query_emb = miner.encode_queries(context, encoder.state)[inputs.rows]  # the refresh's query embeddings
+    deployed = Retriever(dataclasses.replace(spec.retriever, mode="hybrid"), DenseIndex.build(state.doc_emb),
+                         LexicalIndex.build(list(context.doc_texts)))
+    expected = deployed.fusion_coefficients(query_emb, [context.query_texts[r] for r in inputs.rows],
+                                            min(100, context.num_docs))
     np.testing.assert_allclose(batch["lexical_lo"], expected.lexical_lo, rtol=1e-5)
     np.testing.assert_allclose(batch["lexical_span"], expected.lexical_span, rtol=1e-5)
     np.testing.assert_allclose(batch["hybrid_beta"], hybrid_beta(expected, spec.retriever), rtol=1e-4)
     columns = np.concatenate([inputs.pos_doc, batch["neg_doc"].reshape(-1)])
-    texts = [miner.query_texts[r] for r in inputs.rows]
+    texts = [context.query_texts[r] for r in inputs.rows]
     np.testing.assert_array_equal(batch["lexical"], deployed.lexical.score_pairs(
         texts, np.broadcast_to(columns, (len(texts), len(columns)))))
 
@@ -194,7 +206,7 @@ class Crash(RuntimeError):
 def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypatch):
     overrides = dict(train__max_steps=4, train__checkpoint_every=2)
     config = tiny_config(tiny_beir, "configs/ablations/offline.py", **overrides)
-    real_save, real_refresh = Checkpointer.save, Miner.refresh
+    real_save, real_refresh = Checkpointer.save, miner.refresh
     refreshes = []
 
     def save_then_crash(self, state, position, pool=None):
@@ -202,11 +214,11 @@ def test_resumed_run_reuses_the_checkpointed_pool(tiny_beir, tmp_path, monkeypat
         if position["step"] == 2:
             raise Crash("killed after the checkpoint at step 2")
 
-    def counting_refresh(self, params, step):
+    def counting_refresh(context, state, params, step):
         refreshes.append(step)
-        return real_refresh(self, params, step)
+        return real_refresh(context, state, params, step)
 
-    monkeypatch.setattr(Miner, "refresh", counting_refresh)
+    monkeypatch.setattr(miner, "refresh", counting_refresh)
     monkeypatch.setattr(Checkpointer, "save", save_then_crash)
     with pytest.raises(Crash):
         train.train_and_evaluate(config, tmp_path / "crashed")

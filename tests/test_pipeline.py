@@ -1,5 +1,5 @@
-"""mining/pipeline.py: ONE mining pipeline. `hnm mine` and the Miner's refresh run the same `mine_pool` and get the
-same pool (with and without the cross-encoder stage); the Miner, `hnm mine` and evaluation build their retrievers
+"""mining/pipeline.py: ONE mining pipeline. `hnm mine` and the miner's refresh run the same `mine_pool` and get the
+same pool (with and without the cross-encoder stage); the miner, `hnm mine` and evaluation build their retrievers
 with the same `build_retriever`; the CE pair scoring and the @10 padding exist once."""
 
 import dataclasses
@@ -16,7 +16,7 @@ from hnm_jax.mine import mine_to_rows, mining_spec
 from hnm_jax.mining import pipeline
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.training import miner as miner_module
-from hnm_jax.training.miner import make_miner
+from hnm_jax.training.miner import MinerState, make_context, with_judges
 
 POOL = 6
 
@@ -48,25 +48,25 @@ def setup(root, tmp_path):
                        strategy="hardest", num_negatives=POOL, pool_size=POOL, retriever="hybrid")
     beir = load_beir(root, "train")
     encoder = build_encoder(spec.model, spec.seed)
-    miner = make_miner(spec, tmp_path / "run", encoder, beir.corpus, beir.queries, beir.split,
-                       batch_sharding=None)[0]
-    return spec, beir, encoder, miner
+    context = make_context(spec, tmp_path / "run", encoder, beir.corpus, beir.queries, beir.split,
+                           batch_sharding=None)[0]
+    return spec, beir, encoder, context
 
 
 @pytest.mark.parametrize("with_ce", [False, True])
 def test_hnm_mine_and_the_refresh_mine_the_same_pool(tiny_beir, tmp_path, monkeypatch, with_ce):
     spy = spy_on(monkeypatch, "mine_pool", export, miner_module)
     scorer = spy_on(monkeypatch, "PairScorer", export, miner_module)
-    spec, beir, encoder, miner = setup(tiny_beir, tmp_path)
+    spec, beir, encoder, context = setup(tiny_beir, tmp_path)
     ce = build_cross_encoder(spec.model, spec.ce.source, spec.seed) if with_ce else None
     if ce is not None:
-        miner.use_cross_encoders([ce])  # tiny_beir has no labelled dev pairs: no gate, the CE filters
-    miner.refresh(encoder.state, 0)
+        context = with_judges(context, [ce])  # tiny_beir has no labelled dev pairs: no gate, the CE filters
+    state = miner_module.refresh(context, MinerState(), encoder.state, 0)[0]
     rows = mine_to_rows(spec, encoder, beir.corpus, beir.queries, beir.split, cross_encoder=ce, scores="columns",
                         keep_incomplete=True, show_progress=False)
 
     assert len(spy.results) == 2  # the refresh's mine_pool, then hnm mine's
-    refreshed, exported = miner.pool, spy.results[1].pool
+    refreshed, exported = state.pool, spy.results[1].pool
     np.testing.assert_array_equal(exported.indices, refreshed.indices)
     for column in ("dense", "lexical", "fused", "positive"):
         np.testing.assert_allclose(getattr(exported, column), getattr(refreshed, column), atol=1e-5, rtol=0)
@@ -76,7 +76,7 @@ def test_hnm_mine_and_the_refresh_mine_the_same_pool(tiny_beir, tmp_path, monkey
         assert len(scorer.results) >= 2  # the refresh's and hnm mine's pair scoring: one class
         assert (exported.indices < 0).any()  # the filter dropped some, the same in both
         np.testing.assert_allclose(exported.ce, refreshed.ce, atol=1e-5, rtol=0)
-        assert scorer.results[-1].cache == miner.ce_scores  # the same pairs scored, the same logits
+        assert scorer.results[-1].cache == state.ce_scores  # the same pairs scored, the same logits
 
     # the rows are that pool: hardest with N = pool size takes it in order, one row per (query, positive)
     pair_query, _ = np.nonzero(beir.split.positives >= 0)
@@ -98,16 +98,16 @@ def test_hnm_mine_and_the_refresh_mine_the_same_pool(tiny_beir, tmp_path, monkey
 
 def test_evaluate_and_the_miner_build_their_retriever_with_the_pipeline(tiny_beir, tmp_path, monkeypatch):
     spy = spy_on(monkeypatch, "build_retriever", evaluate_module, miner_module, export)
-    spec, beir, encoder, miner = setup(tiny_beir, tmp_path)
-    miner.refresh(encoder.state, 0)
-    assert spy.results[0] is miner.retriever
-    assert spec.loss.hybrid_logits and len(spy.results) == 2 and spy.results[1] is miner.fusion  # full.py's
+    spec, beir, encoder, context = setup(tiny_beir, tmp_path)
+    state = miner_module.refresh(context, MinerState(), encoder.state, 0)[0]
+    assert spy.results[0] is state.retriever
+    assert spec.loss.hybrid_logits and len(spy.results) == 2 and spy.results[1] is state.fusion  # full.py's
     spec = dataclasses.replace(spec, retriever=dataclasses.replace(spec.retriever, mode="hybrid"))
     metrics = evaluate_module.evaluate(spec, encoder, (tiny_beir, beir.corpus, beir.queries), "train",
                                        show_progress=False)
     assert len(spy.results) == 3
     # the same corpus and encoder: evaluation's retriever holds the Miner's corpus embeddings
-    evaluated, mined = spy.results[2], miner.retriever
+    evaluated, mined = spy.results[2], state.retriever
     assert evaluated.dense.is_exact and mined.dense.is_exact and len(evaluated.dense) == len(mined.dense)
     np.testing.assert_allclose(evaluated.dense.embeddings, mined.dense.embeddings, atol=1e-5)
     assert metrics["retriever"] == "hybrid" and set(metrics["retrievers"]) == {"dense", "hybrid"}

@@ -1,7 +1,7 @@
-"""The one mining pipeline: what the Miner's refresh, `hnm mine` and evaluation share.
+"""The one mining pipeline: what a training run's refresh (training/miner.py), `hnm mine` and evaluation share.
 
     build_retriever   corpus embeddings (+ texts) -> dense index (exact | ScaNN) + BM25 -> Retriever
-                      (the Miner's mining and fusion retrievers, `hnm mine`'s, evaluation's)
+                      (the training run's mining and fusion retrievers, `hnm mine`'s, evaluation's)
     mine_pool         retrieve -> score (dense, each query's best positive) -> cross-encoder stage (`judge_pool`:
                       score the pool's first `rescore_top` and the positives, `ce_filter`) -> Pool
     PairScorer        the cross-encoder scoring of (query row, corpus row) pairs, each query by its own CE,
@@ -58,7 +58,7 @@ def build_retriever(spec: RetrieverSpec, doc_emb: np.ndarray, doc_texts: Sequenc
     candidates, so that the pool carries the dense scores the band and the strategies read), or when the corpus is
     below index.exact_threshold (or ScaNN's minimum); else ScaNN with the `index.*` settings. `dense`: an index
     over the same embeddings to reuse when it fits (exact, or `exact` not asked), so one refresh builds one.
-    BM25: `lexical` when given (the Miner builds it once a run: the texts do not change), else built from
+    BM25: `lexical` when given (training/miner.py builds it once a run: the texts do not change), else built from
     `doc_texts` when the mode needs it; the retriever of a dense mode gets `lexical` when given (its rows then
     carry BM25 scores too).
     """
@@ -209,7 +209,7 @@ def mine_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str
     query_emb [R, D] and query_texts [R] of the query rows `rows` (default: 0..R-1, the rows the CE cache is keyed
     by); positives [R, P] their labelled positives (-1 padded); doc_emb [N, D] the corpus embeddings the
     retriever's index holds; canonical [N] each corpus row's exact-text class. excluded [R, E]: rows never in
-    the pool (default: the positives; the Miner's oracle filter adds the known unlabelled duplicates). The
+    the pool (default: the positives; training's oracle filter adds the known unlabelled duplicates). The
     positives and their exact-text twins are removed (`negatives.retrieve_pool`); each query's best positive
     dense score is the band's reference; fusion: see `negatives.retrieve_pool`. ce: the CE stage (`CEStage`).
     """
@@ -224,8 +224,8 @@ def mine_pool(retriever: Retriever, query_emb: np.ndarray, query_texts: list[str
 def judge_pool(pool: Pool, positives: np.ndarray, rows: np.ndarray, ce: CEStage) -> Mined:
     """The cross-encoder stage of `mine_pool` on pool [R, M] of the query rows `rows` (positives [R, P]): scores
     (`ce.judge` and `ce.score`) each query's first `ce.rescore_top` entries and its positives, then `ce_filter`
-    on the cached logits (`ce.judge`). The result's pool carries the `ce` column either way. The Miner runs it on
-    its refreshed pool after the dev gate (and again when `hnm train-ce` hands it new CEs)."""
+    on the cached logits (`ce.judge`). The result's pool carries the `ce` column either way. Training runs it
+    (`training/miner.judge`) on a refreshed pool after the dev gate, and on a pool mined before the CEs existed."""
     if ce.judge and ce.score:
         ce.scorer.score(pool_pairs(pool.indices, positives, rows, ce.rescore_top), ce.show_progress)
     positive_ce = ce.scorer.positive(rows, positives) if ce.positive_ce is None else ce.positive_ce

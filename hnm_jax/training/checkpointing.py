@@ -1,5 +1,9 @@
 """orbax checkpoints of the train state, the data position and (when mining) the negative pool.
 
+The mining state's checkpoint form is here too: `miner_template` (the shapes to restore), `miner_arrays` /
+`miner_position` (what a save stores of a MinerState) and `restore_miner` (the MinerState they give back, its
+retrievers rebuilt from the saved corpus embeddings, no re-mining).
+
 Rerunning the same command restores the newest checkpoint that reads back. A checkpoint that fails to read
 (truncated, corrupted, wrong shapes) is reported with its step and the previous one is used. orbax itself does
 not notice flipped bytes inside an uncompressed array file, so each save also stores a CRC32 of every array in
@@ -7,11 +11,13 @@ the position item, and a restore recomputes and compares them. A save that fails
 CheckpointError naming the directory and the step, removes its partial folder and leaves older ones intact.
 """
 
+import dataclasses
 import errno
 import logging
 import os
 import shutil
 import time
+import types
 import zlib
 from pathlib import Path
 from typing import Any
@@ -20,12 +26,62 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hnm_jax.mining.negatives import Pool
+from hnm_jax.training.miner import MinerContext, MinerState, with_embeddings
 from hnm_jax.training.step import TrainState
 
 log = logging.getLogger(__name__)
 
 CHECKSUMS = "checksums"  # key of the per-array CRC32s inside the saved position item
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax writes `<step><TMP_SUFFIX>...`, then renames it to `<step>`
+
+
+def miner_template(context: MinerContext, hidden_size: int) -> dict[str, np.ndarray] | None:
+    """Shapes of `miner_arrays` for restoring (None: the run mines no pool)."""
+    spec = context.spec
+    if not context.enabled:
+        return None
+    q, m = len(context.split), spec.mining.pool_size
+    f32 = np.zeros((q, m), np.float32)
+    arrays = {"indices": np.zeros((q, m), np.int32), "dense": f32, "lexical": f32, "fused": f32,
+              "positive": np.zeros((q,), np.float32), "doc_emb": np.zeros((context.num_docs, hidden_size), np.float32)}
+    if context.guided:
+        arrays.update(ce=f32, ce_positive=np.zeros((q,), np.float32))
+    if spec.loss.hybrid_logits:
+        arrays.update({name: np.zeros((q,), np.float32) for name in ("lexical_lo", "lexical_span", "hybrid_beta")})
+    return arrays
+
+
+def miner_arrays(state: MinerState) -> dict[str, np.ndarray] | None:
+    """The arrays a checkpoint stores of a mining state: the pool, the corpus embeddings its index was built from
+    and the positives' CE logits (None: no pool yet)."""
+    if state.pool is None:
+        return None
+    arrays = {**state.pool.arrays(), "doc_emb": state.doc_emb}
+    if state.ce_positive is not None:
+        arrays["ce_positive"] = state.ce_positive
+    return arrays
+
+
+def miner_position(state: MinerState) -> dict[str, Any]:
+    """What the checkpoint's position records of a mining state: the step its pool was mined at and whether the
+    gate of that refresh let the CEs filter."""
+    return {"pool_step": state.pool_step, "ce_filter_on": state.ce_filter_on}
+
+
+def restore_miner(context: MinerContext, arrays: dict[str, np.ndarray], position: dict[str, Any]) -> MinerState:
+    """The mining state of a checkpoint (`miner_arrays`, `miner_position`): its pool, the retrievers rebuilt over
+    its corpus embeddings (no re-mining) and, when CE-guided, the CE logits of the pool's scored entries (so
+    per-step filtering needs no re-scoring)."""
+    pool = Pool(**{k: np.asarray(v) for k, v in arrays.items() if k not in ("doc_emb", "ce_positive")})
+    state = MinerState(pool=pool, pool_step=position["pool_step"],
+                       ce_filter_on=bool(position.get("ce_filter_on", True)))
+    if "ce_positive" in arrays:
+        scored = np.argwhere((pool.indices >= 0) & np.isfinite(pool.ce))
+        scores = {(int(q), int(pool.indices[q, m])): float(pool.ce[q, m]) for q, m in scored}
+        state = dataclasses.replace(state, ce_positive=np.asarray(arrays["ce_positive"]),
+                                    ce_scores=types.MappingProxyType(scores))
+    return with_embeddings(context, state, np.asarray(arrays["doc_emb"]))
 
 
 class CheckpointError(RuntimeError):

@@ -1,11 +1,13 @@
 """train_and_evaluate(config, workdir): the orchestrator of a run, with `loop.py` the only place in training
 with side effects.
 
-Loads data and the pretrained encoder (models/loading.py), builds the Miner (training/miner.py), runs the cross-encoder
-phase when the config has one, then the bi-encoder phase, and evaluates on the eval split at the end. Both phases
-run `loop.run_loop` (logs on process 0, checkpoints every K steps so rerunning the same command resumes, stops
-on a non-finite loss with the step range); they differ by step function and batch source (batches.py:
-the bi-encoder's next batch is built on the host while a step runs) and the bi-encoder's refresh hook.
+Loads data and the pretrained encoder (models/loading.py), builds the mining context (training/miner.py), runs the
+cross-encoder phase when the config has one, then the bi-encoder phase, and evaluates on the eval split at the end.
+Both phases run `loop.run_loop` (logs on process 0, checkpoints every K steps so rerunning the same command resumes,
+stops on a non-finite loss with the step range); they differ by step function and batch source (batches.py:
+the bi-encoder's next batch is built on the host while a step runs) and the bi-encoder's refresh hook. The
+bi-encoder phase holds the current mining state (a MinerState, replaced by each refresh) and hands it to its
+batch source and its checkpoints.
 """
 
 import contextlib
@@ -36,14 +38,15 @@ from hnm_jax.data.lengths import lengths_summary, resolve_lengths
 from hnm_jax.data.synthetic import load_unlabelled_duplicates
 from hnm_jax.evaluate import evaluate, format_table, write_metrics
 from hnm_jax.metric_logging import MetricWriter
-from hnm_jax.mining.negatives import cross_fit_folds
+from hnm_jax.mining.negatives import Pool, cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, check_model_folder, load_cross_encoder
+from hnm_jax.training import miner
 from hnm_jax.training.batches import BatchBuilder, CrossEncoderBatches, Prefetcher
 from hnm_jax.training.ce_step import jit_ce_train_step
-from hnm_jax.training.checkpointing import Checkpointer
+from hnm_jax.training.checkpointing import Checkpointer, miner_arrays, miner_position, miner_template, restore_miner
 from hnm_jax.training.loop import init_state, run_loop
-from hnm_jax.training.miner import Miner, cross_fitted, load_dev_set, make_miner
+from hnm_jax.training.miner import MinerContext, MinerState, cross_fitted, load_dev_set, make_context
 from hnm_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from hnm_jax.training.runs import CE_DIR, CE_FOLD_DIR
 from hnm_jax.training.step import jit_train_step
@@ -68,14 +71,14 @@ def check_models(spec: ExperimentSpec) -> None:
             check_model_folder(name, key)
 
 
-def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: jax.sharding.Mesh,
-                        rows: np.ndarray | None = None) -> CrossEncoderModel:
-    """Trains a cross-encoder on the positives of the split rows `rows` (None: every query) and negatives drawn
-    from those rows' `miner.pool` entries (see CrossEncoderBatches), checkpointing in `ce_dir` (<workdir>/ce, or
-    <workdir>/ce/fold<k> when cross-fitted; rerunning resumes); exports the HF folder <ce_dir>/model at the end.
-    Loads that folder instead when it exists.
+def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, context: MinerContext, pool: Pool | None,
+                        mesh: jax.sharding.Mesh, rows: np.ndarray | None = None) -> CrossEncoderModel:
+    """Trains a cross-encoder on the positives of the split rows `rows` (None: every query of `context.split`) and
+    negatives drawn from those rows' entries of the mined `pool` (see CrossEncoderBatches), checkpointing in `ce_dir`
+    (<workdir>/ce, or <workdir>/ce/fold<k> when cross-fitted; rerunning resumes); exports the HF folder
+    <ce_dir>/model at the end. Loads that folder instead when it exists (the pool is then not read).
     """
-    rows = np.arange(len(miner.split)) if rows is None else np.asarray(rows)
+    rows = np.arange(len(context.split)) if rows is None else np.asarray(rows)
     export_dir = ce_dir / "model"
     if (export_dir / "config.json").is_file():  # the export is renamed into place last: it is complete
         return load_cross_encoder(str(export_dir), max_length=spec.ce.source.max_length,
@@ -85,7 +88,7 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: 
         per_epoch = batches.steps_per_epoch(len(rows), spec.ce.train.batch_size)
     except ValueError as error:
         raise ConfigError(str(error).replace("train.batch_size", "ce.batch_size")
-                          + (" (cross-fitting: each CE trains on half of them)" if len(rows) < len(miner.split)
+                          + (" (cross-fitting: each CE trains on half of them)" if len(rows) < len(context.split)
                              else "")) from None
     model = build_cross_encoder(spec.model, spec.ce.source, spec.seed)
     tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.train.learning_rate),
@@ -96,7 +99,7 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: 
                                 sharding.batch_sharding(mesh), rng_impl=spec.model.rng_impl)
     writer = MetricWriter(ce_dir)
     try:
-        state = run_loop(step_fn, state, CrossEncoderBatches(spec, miner, model, rows, per_epoch),
+        state = run_loop(step_fn, state, CrossEncoderBatches(spec, context, pool, model, rows, per_epoch),
                          total=spec.ce.train.train_steps, batch_size=spec.ce.train.batch_size, mesh=mesh, writer=writer,
                          checkpointer=checkpointer, log_every=spec.train.log_every,
                          checkpoint_every=spec.train.checkpoint_every, prefix="ce_train/", desc="train-ce")
@@ -110,11 +113,13 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, miner: Miner, mesh: 
     return model
 
 
-def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, params, mesh: jax.sharding.Mesh,
-                         writer: MetricWriter) -> CrossEncoderModel | None:
-    """The run's cross-encoders (`ce.model`, or trained in <workdir>/ce), handed to the miner when it guides
-    mining; returns the one evaluation re-ranks with, None when the config uses none. A missing pool is mined
-    first with the current parameters.
+def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, context: MinerContext, state: MinerState, params,
+                         mesh: jax.sharding.Mesh, writer: MetricWriter
+                         ) -> tuple[MinerContext, MinerState, CrossEncoderModel | None]:
+    """The run's cross-encoders (`ce.model`, or trained in <workdir>/ce), the context's judges when they guide
+    mining (`miner.with_judges`). Returns the context and mining state after it and the CE evaluation re-ranks
+    with (None when the config uses none). A missing pool is mined first with the current parameters, and a pool
+    not judged yet is judged.
 
     Cross-fitting (`ce.cross_fit`, when the CE is trained here and guides mining): the training queries split in
     two halves (`cross_fit_folds`), a CE trained on each (<workdir>/ce/fold0, fold1), and each scores only the
@@ -122,25 +127,27 @@ def _cross_encoder_phase(spec: ExperimentSpec, workdir: Path, miner: Miner, para
     fold-0 CE. Otherwise one CE, trained on every query (<workdir>/ce), scores every query.
     """
     if not spec.ce.needed:
-        return None
+        return context, state, None
     scorer = None
     if spec.ce.source.model:
         ces = [build_cross_encoder(spec.model, spec.ce.source, spec.seed)]
     else:
-        if miner.pool is None:
-            writer.write(0, miner.refresh(params, 0), prefix="refresh/")
-        if cross_fitted(spec, miner):
-            folds = cross_fit_folds(len(miner.split), spec.seed)
-            ces = [train_cross_encoder(spec, workdir / CE_DIR / CE_FOLD_DIR.format(k), miner, mesh,
+        if state.pool is None:
+            state, stats = miner.refresh(context, state, params, 0)
+            writer.write(0, stats, prefix="refresh/")
+        if cross_fitted(spec):
+            folds = cross_fit_folds(len(context.split), spec.seed)
+            ces = [train_cross_encoder(spec, workdir / CE_DIR / CE_FOLD_DIR.format(k), context, state.pool, mesh,
                                        rows=np.flatnonzero(folds == k)) for k in (0, 1)]
             scorer = 1 - folds  # the CE of the other fold
         else:
-            ces = [train_cross_encoder(spec, workdir / CE_DIR, miner, mesh)]
-    if miner.guided:
-        miner.use_cross_encoders(ces, scorer)
-        if miner.pool is not None and miner.pool.ce is None:
-            writer.write(miner.pool_step, miner.apply_cross_encoder(), prefix="refresh/")
-    return ces[0]
+            ces = [train_cross_encoder(spec, workdir / CE_DIR, context, state.pool, mesh)]
+    if context.guided:
+        context = miner.with_judges(context, ces, scorer)
+        if state.pool is not None and state.pool.ce is None:
+            state, stats = miner.judge(context, state)
+            writer.write(state.pool_step, stats, prefix="refresh/")
+    return context, state, ces[0]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
@@ -176,19 +183,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     spec = dataclasses.replace(spec, band=spec.band.for_run(total_steps))  # the curriculum spans a share of the run
     encoder = build_encoder(spec.model, spec.seed)
     spec, length_stats = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
-    miner, query_tokens, doc_tokens = make_miner(spec, workdir, encoder, corpus, queries, train_split,
-                                                 batch_sharding)
-    if miner.guided:  # the split whose labelled pairs gate the CE filter
-        miner.dev = load_dev_set(spec, root, corpus, queries)
-    miner.duplicates = duplicates if miner.enabled else None
+    dev = load_dev_set(spec, root, corpus, queries) if miner.guided(spec) else None  # the split of the CE gate
+    context, query_tokens, doc_tokens = make_context(spec, workdir, encoder, corpus, queries, train_split,
+                                                     batch_sharding, dev=dev,
+                                                     duplicates=duplicates if miner.mines(spec) else None)
     tx = make_optimizer(spec.train, total_steps, freeze_layers=spec.model.freeze_layers)
     lr_at = learning_rate_schedule(spec.train, total_steps)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=spec.train.keep_checkpoints)
     state, state_sharding, restored = init_state(encoder.graphdef, encoder.state, tx, spec.seed, mesh, checkpointer,
-                                                  miner.template(encoder.config.hidden_size))
+                                                  miner_template(context, encoder.config.hidden_size))
+    mined = MinerState()  # the current mining state: replaced by each refresh
     if restored is not None:
         if restored[2] is not None:
-            miner.restore(restored[2], restored[1]["pool_step"], restored[1].get("ce_filter_on", True))
+            mined = restore_miner(context, restored[2], restored[1])
         log.info("resumed from step %d", int(state.step))
     band = spec.band if spec.mining.strategy == "band" else None  # logged; masks in the step if band_in_step
     step_fn = jit_train_step(tx, spec.loss, band, encoder.pooling, spec.model.dropout > 0, state_sharding,
@@ -198,29 +205,34 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     writer = MetricWriter(workdir)
     writer.write(0, {**lengths_summary(length_stats), "band/curriculum_steps": float(spec.band.curriculum_steps)},
                  prefix="setup/")
-    ce = _cross_encoder_phase(spec, workdir, miner, state.params, mesh, writer)
+    context, mined, ce = _cross_encoder_phase(spec, workdir, context, mined, state.params, mesh, writer)
 
     def refresh_when_due(step: int, state) -> None:
-        if miner.due(step, steps_per_epoch):
-            writer.write(step, miner.refresh(state.params, step), prefix="refresh/")
-            writer.write_histogram(step, "refresh/pool_dense_scores", miner.pool.dense)
+        nonlocal mined
+        if miner.refresh_due(context, mined, step, steps_per_epoch):
+            mined, stats = miner.refresh(context, mined, state.params, step)
+            writer.write(step, stats, prefix="refresh/")
+            writer.write_histogram(step, "refresh/pool_dense_scores", mined.pool.dense)
 
     def log_extras(step: int, step_s: float) -> dict[str, float]:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         extras = {"learning_rate": float(lr_at(step)), "epoch": epoch + in_epoch / steps_per_epoch, "step_s": step_s}
-        if miner.enabled:
-            extras["index_staleness_steps"] = step - miner.pool_step
+        if context.enabled:
+            extras["index_staleness_steps"] = step - mined.pool_step
         return extras
 
     def checkpoint_extras(step: int) -> dict[str, Any]:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        position = {"step": step + 1, "epoch": epoch, "step_in_epoch": in_epoch + 1,
-                    "pool_step": miner.pool_step, "ce_filter_on": miner.ce_filter_on}
-        return {"position": position, "pool": miner.checkpoint_arrays()}
+        position = {"step": step + 1, "epoch": epoch, "step_in_epoch": in_epoch + 1, **miner_position(mined)}
+        return {"position": position, "pool": miner_arrays(mined)}
 
-    source = Prefetcher(BatchBuilder(spec, miner, query_tokens, doc_tokens, steps_per_epoch), total_steps)
+    source = Prefetcher(BatchBuilder(spec, context, query_tokens, doc_tokens, steps_per_epoch), total_steps)
+
+    def next_batch(step: int, params) -> dict[str, np.ndarray]:  # the batch source of the current mining state
+        return source(step, params, mined)
+
     try:
-        state = run_loop(step_fn, state, source, total=total_steps, batch_size=spec.train.batch_size, mesh=mesh,
+        state = run_loop(step_fn, state, next_batch, total=total_steps, batch_size=spec.train.batch_size, mesh=mesh,
                          writer=writer, checkpointer=checkpointer, log_every=spec.train.log_every,
                          checkpoint_every=spec.train.checkpoint_every, prefix="train/", desc="train",
                          before_step=refresh_when_due, log_extras=log_extras, checkpoint_extras=checkpoint_extras)
@@ -232,7 +244,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                        sharding=batch_sharding, cache_dir=workdir / "cache",
                        reranker=ce if spec.ce.rerank.rerank_depth else None)
     metrics["train_steps"] = total_steps
-    metrics["mining_retriever"] = spec.mining_retriever.mode if miner.enabled else None  # None: no mined pool
+    metrics["mining_retriever"] = spec.mining_retriever.mode if context.enabled else None  # None: no mined pool
     if jax.process_index() == 0:
         write_metrics(metrics, workdir / f"eval_{spec.data.eval_split}.json")
         writer.write(total_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},
@@ -276,10 +288,11 @@ def _train_cross_encoder_run(config: ml_collections.ConfigDict, workdir: str | P
     spec = dataclasses.replace(spec, band=spec.band.for_run(1))  # no bi-encoder steps: the final band throughout
     encoder = build_encoder(spec.model, spec.seed)
     spec = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)[0]
-    miner = make_miner(spec, workdir, encoder, corpus, queries, train_split, batch_sharding)[0]
+    context = make_context(spec, workdir, encoder, corpus, queries, train_split, batch_sharding)[0]
+    mined = MinerState()
     if not (workdir / CE_DIR / "model" / "config.json").is_file():
-        miner.refresh(encoder.state, 0)
-    ce = train_cross_encoder(spec, workdir / CE_DIR, miner, mesh)
+        mined = miner.refresh(context, mined, encoder.state, 0)[0]
+    ce = train_cross_encoder(spec, workdir / CE_DIR, context, mined.pool, mesh)
     eval_spec = dataclasses.replace(spec, ce=spec.ce.replace(rerank_depth=spec.ce.rerank.rerank_depth or 10))
     metrics = evaluate(eval_spec, encoder, (root, corpus, queries), spec.data.eval_split, sharding=batch_sharding,
                        cache_dir=workdir / "cache", reranker=ce)
