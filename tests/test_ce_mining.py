@@ -26,7 +26,7 @@ from hnm_jax.mining.negatives import cross_fit_folds
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.training import batches as training_batches
 from hnm_jax.training import miner, train
-from hnm_jax.training.checkpointing import miner_arrays, miner_template
+from hnm_jax.training.checkpointing import miner_arrays, miner_position, miner_template, restore_miner
 from hnm_jax.training.miner import MinerState, cross_fitted, load_dev_set, make_context, with_judges
 from hnm_jax.training.runs import CE_DIR
 from hnm_jax.training.train import _cross_encoder_phase, train_and_evaluate
@@ -349,6 +349,14 @@ def test_pools_requeried_between_refreshes_keep_only_ce_scored_entries(tmp_path)
         np.testing.assert_array_equal(got[:len(expected)], expected)
         assert np.all(got[len(expected):] == -1)
     assert np.isfinite(requeried.ce[requeried.indices >= 0]).all()
+    # A checkpointed state restores to one whose re-query keeps the same entries (its scores: the pool's `ce`).
+    arrays = miner_arrays(state)
+    template = miner_template(context, encoder.config.hidden_size)
+    assert {k: (v.shape, v.dtype) for k, v in arrays.items()} == {k: (v.shape, v.dtype) for k, v in template.items()}
+    restored = restore_miner(context, arrays, miner_position(state))
+    assert restored.pool_step == state.pool_step and restored.ce_filter_on and set(restored.ce_scores) <= set(scored)
+    np.testing.assert_array_equal(miner.candidates(context, restored, rows, encoder.state, step=1).pool.indices,
+                                  requeried.indices)
 
     closed = dataclasses.replace(state, ce_filter_on=False)  # a closed gate: no filter, nothing restricted
     np.testing.assert_array_equal(miner.candidates(context, closed, rows, encoder.state, step=1).pool.indices, raw)
