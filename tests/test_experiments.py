@@ -11,7 +11,8 @@ import pytest
 from experiments import lengths
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVERS = {"suite", "report", "demo", "lengths", "peers_mine_check", "st_anchor"}  # research drivers; PROTOCOL.md beside them
+# research drivers; PROTOCOL.md beside them
+DRIVERS = {"suite", "report", "demo", "lengths", "peers_mine_check", "st_anchor"}
 PROBES = {"bench_train", "bench_vs_peers", "bench_gpu", "bench_index", "bench_freeze", "hlo_report", "profile_step"}
 # `python -m experiments.x` / `python -m benchmarks.x`, or `python experiments/x.py` (the old form)
 COMMAND = re.compile(r"python3?\s+(?:-m\s+(experiments|benchmarks)\.(\w+)|(experiments|benchmarks)/(\w+)\.py)")
