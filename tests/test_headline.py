@@ -1,0 +1,69 @@
+"""experiments.headline: the recipe's configs on the official splits, pairing recipe and anchor by (set, seed,
+query), the deployed retriever against the anchor's dense search, and the headline table."""
+
+import numpy as np
+import pytest
+
+from experiments import headline
+
+
+def fake(correct_dense: dict[str, bool], correct_hybrid: dict[str, bool] | None = None, **fields) -> dict:
+    """A run JSON: dense (and hybrid) rank 1 where correct, else rank 2; MRR@10 is then 1 or 0.5 per query."""
+    ids = list(correct_dense)
+    hybrid = correct_hybrid if correct_hybrid is not None else correct_dense
+    return {"wall_s": 60.0, "epochs": 2, **fields,
+            "metrics": {"per_query": {"query_ids": ids, "rank_dense": [1 if correct_dense[q] else 2 for q in ids],
+                                      "rank_hybrid": [1 if hybrid[q] else 2 for q in ids]},
+                        "per_pair": {"query_ids": ids, "doc_ids": ids, "correct": [1] * len(ids)}}}  # fmt: skip
+
+
+def test_recipe_config_uses_the_official_splits_seed_and_split():
+    module, overrides = headline.CANDIDATES["hardest_n5_e4"]
+    config = headline.recipe_config(module, "amazon_google", 2, "dev", overrides)
+    assert (config.data.name, config.data.folds, config.data.eval_split, config.seed) == ("amazon_google", 0, "dev", 2)
+    assert (config.mining.num_negatives, config.train.num_epochs, config.model.freeze_layers) == (5, 4, 0)
+    with pytest.raises(KeyError):
+        headline.recipe_config(module, "abt_buy", 0, "dev", {"mining.no_such_key": 1})
+
+
+def test_compare_pairs_by_set_seed_and_query_and_uses_the_deployed_retriever():
+    ids = [f"q{i}" for i in range(40)]
+    # recipe: dense right on the first half, its deployed hybrid right on all; anchor: dense right on a quarter
+    recipe = {("abt_buy", 0): fake({q: i < 20 for i, q in enumerate(ids)}, {q: True for q in ids},
+                                   retriever="hybrid"),
+              ("abt_buy", 1): fake({q: True for q in ids}, retriever="hybrid")}  # fmt: skip
+    anchor = {("abt_buy", 0): fake({q: i < 10 for i, q in enumerate(ids)}, {q: True for q in ids})}  # no seed 1
+    deployed = headline.compare(recipe, anchor, ("abt_buy",))
+    assert deployed.n == 40 and deployed.effect == pytest.approx(0.75)  # 1 - 10/40: hybrid vs the anchor's dense
+    dense = headline.compare(recipe, anchor, ("abt_buy",), dense_only=True)
+    assert dense.effect == pytest.approx(0.25)  # 20/40 - 10/40
+    assert headline.compare(recipe, anchor, ("amazon_google",)) is None
+
+
+def test_headline_table_states_the_goal_and_the_pooled_difference():
+    rng = np.random.default_rng(0)
+    recipe, anchor = {}, {}
+    for dataset in headline.SETS:
+        ids = [f"{dataset}-q{i}" for i in range(200)]
+        for seed in (0, 1, 2):
+            u = rng.random(200)
+            anchor[(dataset, seed)] = fake({q: bool(x < 0.85) for q, x in zip(ids, u, strict=True)}, wall_s=600.0)
+            recipe[(dataset, seed)] = fake({q: bool(x < 0.95) for q, x in zip(ids, u, strict=True)},
+                                           retriever="dense", wall_s=300.0)  # fmt: skip
+    table = headline.headline_markdown(recipe, anchor)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    for dataset in headline.SETS:
+        cells = rows[dataset].split(" | ")
+        ours, base = float(cells[3]), float(cells[4])
+        assert ours - base == pytest.approx(0.10, abs=0.03)  # the same u: recipe right wherever the anchor is
+        goal = max(headline.GOAL[dataset], base + headline.GOAL_OVER_ANCHOR)
+        assert ("met" in cells[9]) == (ours >= goal)
+        assert cells[10] == "5.0 / 10.0 min |"
+    assert "n = 1800 paired" in table
+
+
+def test_the_table_leaves_a_set_without_paired_seeds_empty():
+    recipe = {("abt_buy", 0): fake({"q1": True}, retriever="dense")}
+    anchor = {("abt_buy", 1): fake({"q1": False})}
+    table = headline.headline_markdown(recipe, anchor)
+    assert "| abt_buy | – | 0 |" in table and "Pooled" not in table
