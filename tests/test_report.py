@@ -1,5 +1,7 @@
 """experiments.report: per-item metrics, pairing by query, the stopping rule, Holm over the claims, the table."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,25 @@ def test_markdown_has_nine_claims_the_confirmation_and_the_protocol_commit():
     assert len(claim_rows) == 9
     assert "experiments/PROTOCOL.md` at " in text and "uncommitted" not in text
     assert "| online_band − in_batch (dense_accuracy@1) | +0.00 [" in text  # the confirmation's equal arms
+
+
+def test_splice_replaces_only_the_marked_block():
+    text = "intro\n<!-- claims -->\nold table\n<!-- /claims -->\nafter\n"
+    assert report.splice(text, "new\n") == "intro\n<!-- claims -->\nnew\n<!-- /claims -->\nafter\n"
+    assert report.splice("no markers\n", "new\n") == "no markers\n"
+
+
+def test_main_writes_the_claims_table_into_the_readme_block(tmp_path):
+    runs = runs_of({"in_batch": 0.0, "online_band": 0.05})
+    runs_dir = tmp_path / "cv"
+    runs_dir.mkdir()
+    for (arm, _, dataset, fold), run in runs.items():
+        (runs_dir / f"{arm}-{dataset}-f{fold}.json").write_text(json.dumps(run))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- claims -->\nstale\n<!-- /claims -->\nend\n")
+    assert report.main(["--runs-dir", str(runs_dir), "--out", str(tmp_path / "R.md"), "--readme", str(readme)]) == 0
+    block = readme.read_text().split("<!-- claims -->\n")[1].split("<!-- /claims -->")[0]
+    assert "stale" not in block and readme.read_text().endswith("<!-- /claims -->\nend\n")
+    rows = [line for line in block.splitlines() if line[2:3].isdigit()]
+    assert len(rows) == 9 and rows[0].startswith("| 1. ") and "| 15+ / 0− " in rows[0]  # claim 1: +5 points, 15 folds
+    assert "| holds |" in rows[0] and all("no verdict" in row for row in rows[1:])
