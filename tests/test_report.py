@@ -100,3 +100,17 @@ def test_main_writes_the_claims_table_into_the_readme_block(tmp_path):
     rows = [line for line in block.splitlines() if line[2:3].isdigit()]
     assert len(rows) == 9 and rows[0].startswith("| 1. ") and "| 15+ / 0− " in rows[0]  # claim 1: +5 points, 15 folds
     assert "| holds |" in rows[0] and all("no verdict" in row for row in rows[1:])
+
+
+def test_claim4_lines_read_the_gate_and_the_duplicates_from_the_curves():
+    dup = suite.SYNTHETIC_DUP
+    runs = {("online_band_ce", "", dup, 0): {"curves": {"refresh/ce_gate_precision": [[0, 0.9], [22, 0.25]],
+                                                        "refresh/ce_gate_recall": [[22, 1.0]],
+                                                        "refresh/ce_gate_negatives_removed": [[22, 0.5]],
+                                                        "refresh/ce_filter_on": [[22, 0.0]]}},
+            ("online_band", "", dup, 0): {"curves": {"refresh/pool_unlabelled_duplicates": [[0, 10.0], [22, 12.0]]}},
+            ("online_hardest_oracle", "", dup, 0): {"curves": {"refresh/pool_unlabelled_duplicates": [[22, 0.0]]}}}
+    rows = report.claim4_lines(runs)[2:]
+    assert len(rows) == suite.NUM_FOLDS
+    assert rows[0] == "| 0 | 0.25 | 1.00 | 0.50 | 0 | 10 / 12 | 0 | – |"  # the last refresh's gate; no filter ran
+    assert rows[1] == "| 1 | – | – | – | – | – | – | – |"
