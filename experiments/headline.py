@@ -18,12 +18,13 @@ stratified by set and resampling query clusters (queries sharing a positive) wit
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,25 +74,9 @@ def execute(name: str, config, workdirs: Path) -> dict[str, Any]:
             "commit": suite.commit(), "metrics": metrics, "curves": suite.read_curves(workdir / "metrics.jsonl")}
 
 
-def run_all(jobs: Sequence[tuple[Path, Any]], workdirs: Path) -> list[str]:
-    """Runs each (json path, config) whose JSON is missing, in order; returns the names of the runs that failed."""
-    from hnm_jax.atomic_write import write_text
-    from hnm_jax.compile_stats import enable_compilation_cache
-
-    enable_compilation_cache()
-    failed = []
-    for path, config in jobs:
-        if path.exists():
-            continue
-        try:
-            result = execute(path.stem, config, workdirs)
-        except Exception as error:  # one broken run must not stop the others
-            print(f"== {path.stem} failed: {type(error).__name__}: {error}", file=sys.stderr)
-            failed.append(path.stem)
-            continue
-        write_text(path, suite.dumps_run(result))
-        print(f"== {path.stem}: accuracy@1 {result['metrics']['accuracy@1']:.4f}, {result['wall_s'] / 60:.1f} min")
-    return failed
+def job(path: Path, config, workdirs: Path) -> tuple[Path, Callable[[], dict[str, Any]]]:
+    """(JSON path, job) for `suite.run_jobs`: the run is named after its JSON and trains in <workdirs>/<name>."""
+    return path, functools.partial(execute, path.stem, config, workdirs)
 
 
 def deployed_metric(run: Mapping[str, Any]) -> str:
@@ -191,15 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed = []
     if args.dev:
-        jobs = [(args.results / "recipe_dev" / f"{name}-{d}.json", recipe_config(module, d, 0, "dev", overrides))
-                for name, (module, overrides) in CANDIDATES.items() for d in args.sets]  # fmt: skip
-        failed += run_all(jobs, args.workdirs)
+        failed += suite.run_jobs([job(args.results / "recipe_dev" / f"{name}-{d}.json",
+                                      recipe_config(module, d, 0, "dev", overrides), args.workdirs)
+                                  for name, (module, overrides) in CANDIDATES.items() for d in args.sets])  # fmt: skip
         dev = load(args.results / "recipe_dev", lambda r: tuple(r["name"].rsplit("-", 1)))
         print(dev_markdown(dev))
     if args.test:
-        jobs = [(args.results / "recipe" / f"{d}-s{s}.json", recipe_config(RECIPE, d, s, "test"))
-                for d in args.sets for s in args.seeds]  # fmt: skip
-        failed += run_all(jobs, args.workdirs)
+        failed += suite.run_jobs([job(args.results / "recipe" / f"{d}-s{s}.json", recipe_config(RECIPE, d, s, "test"),
+                                      args.workdirs) for d in args.sets for s in args.seeds])  # fmt: skip
     if args.table:
         from hnm_jax.atomic_write import write_text
 

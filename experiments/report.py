@@ -205,9 +205,14 @@ def splice(text: str, block: str, name: str = "claims") -> str:
     return head + start + block + end + rest.split(end, 1)[1]
 
 
+def curve(run: Mapping[str, Any] | None, key: str) -> list[list[float]]:
+    """[[step, value], ...] of curve `key` (refresh/..., train/...) of a run; empty when absent."""
+    return (run or {}).get("curves", {}).get(key) or []
+
+
 def last(run: Mapping[str, Any] | None, key: str) -> float | None:
-    """The last logged value of curve `key` (refresh/..., train/...) of a run, None when absent."""
-    points = (run or {}).get("curves", {}).get(key)
+    """The last logged value of curve `key` of a run, None when absent."""
+    points = curve(run, key)
     return points[-1][1] if points else None
 
 
@@ -224,7 +229,7 @@ def claim4_lines(runs: Mapping) -> list[str]:
     for fold in range(NUM_FOLDS):
         ce, band, oracle = (runs.get((arm, "", suite.SYNTHETIC_DUP, fold))
                             for arm in ("online_band_ce", "online_band", "online_hardest_oracle"))  # fmt: skip
-        in_band = (band or {}).get("curves", {}).get("refresh/pool_unlabelled_duplicates")
+        in_band = curve(band, "refresh/pool_unlabelled_duplicates")
         lines.append(f"| {fold} | {cell(last(ce, 'refresh/ce_gate_precision'))} | "
                      f"{cell(last(ce, 'refresh/ce_gate_recall'))} | {cell(last(ce, 'refresh/ce_gate_negatives_removed'))} "
                      f"| {cell(last(ce, 'refresh/ce_filter_on'), '.0f')} "
@@ -234,9 +239,10 @@ def claim4_lines(runs: Mapping) -> list[str]:
     return lines
 
 
-def markdown(runs: Mapping, clusters: Mapping | None = None) -> str:
-    """REPRODUCTION.md: the claims' verdicts, their reported contrasts, the confirmation, zero-shot."""
-    rows = decide_all(runs, clusters)
+def markdown(runs: Mapping, clusters: Mapping | None = None, rows: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """REPRODUCTION.md: the claims' verdicts (`rows` from decide_all, computed when not given), their reported
+    contrasts, claim 4's gate, the confirmation, the means per arm."""
+    rows = decide_all(runs, clusters) if rows is None else rows
     commits = sorted({r.get("commit", "?") for r in runs.values()})
     lines = [
         "# Reproduction: what hard-negative mining buys (PROTOCOL.md)", "",
@@ -293,10 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     clusters = {d: query_clusters(d) for d in sorted(datasets)}
     from hnm_jax.atomic_write import write_text
 
-    write_text(args.out, markdown(runs, clusters))
+    rows = decide_all(runs, clusters)
+    write_text(args.out, markdown(runs, clusters, rows))
     if args.readme.exists():
-        table = "\n".join(claims_table(decide_all(runs, clusters))) + "\n"
-        write_text(args.readme, splice(args.readme.read_text(), table))
+        write_text(args.readme, splice(args.readme.read_text(), "\n".join(claims_table(rows)) + "\n"))
     print(f"{args.out}: {len(runs)} runs")
     return 0
 

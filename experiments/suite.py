@@ -15,13 +15,14 @@ loaded once (the persistent compilation cache serves the later arms' compiles).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -195,27 +196,34 @@ def zero_shot_metrics(config) -> dict[str, Any]:
                     sharding=sharding.batch_sharding(sharding.make_mesh()))
 
 
-def run_plan(runs: Sequence[Run], runs_dir: Path, workdirs: Path, max_runs: int | None = None) -> list[str]:
-    """Runs what has no JSON in `runs_dir` yet, in order; returns the names of the runs that failed."""
+def run_jobs(jobs: Sequence[tuple[Path, Callable[[], dict[str, Any]]]]) -> list[str]:
+    """Runs each (JSON path, job) whose JSON does not exist yet, in order: `job()` trains and evaluates, and its run
+    record is written to the path once finished. Returns the names of the jobs that failed."""
     from tqdm.auto import tqdm
 
     from hnm_jax.atomic_write import write_text
     from hnm_jax.compile_stats import enable_compilation_cache
 
     enable_compilation_cache()
-    todo = [r for r in runs if not (Path(runs_dir) / f"{r.name}.json").exists()][:max_runs]
     failed = []
-    for run in tqdm(todo, desc="suite", unit="run", dynamic_ncols=True):
+    for path, job in tqdm([(p, j) for p, j in jobs if not Path(p).exists()], desc="runs", unit="run",
+                          dynamic_ncols=True):  # fmt: skip
         try:
-            result = execute(run, workdirs)
-        except Exception as error:  # one broken arm must not stop the night's other runs
-            tqdm.write(f"== {run.name} failed: {type(error).__name__}: {error}")
-            failed.append(run.name)
+            result = job()
+        except Exception as error:  # one broken run must not stop the night's other runs
+            tqdm.write(f"== {Path(path).stem} failed: {type(error).__name__}: {error}")
+            failed.append(Path(path).stem)
             continue
-        write_text(Path(runs_dir) / f"{run.name}.json", dumps_run(result))
-        tqdm.write(f"== {run.name}: dense accuracy@1 {result['metrics']['retrievers']['dense']['accuracy@1']:.4f}, "
-                   f"{result['wall_s'] / 60:.1f} min")
+        write_text(Path(path), dumps_run(result))
+        tqdm.write(f"== {Path(path).stem}: dense accuracy@1 "
+                   f"{result['metrics']['retrievers']['dense']['accuracy@1']:.4f}, {result['wall_s'] / 60:.1f} min")
     return failed
+
+
+def run_plan(runs: Sequence[Run], runs_dir: Path, workdirs: Path, max_runs: int | None = None) -> list[str]:
+    """Runs what has no JSON in `runs_dir` yet, in order; returns the names of the runs that failed."""
+    todo = [r for r in runs if not (Path(runs_dir) / f"{r.name}.json").exists()][:max_runs]
+    return run_jobs([(Path(runs_dir) / f"{r.name}.json", functools.partial(execute, r, workdirs)) for r in todo])
 
 
 def estimate_s(runs: Sequence[Run], runs_dir: Path) -> tuple[float, int]:

@@ -65,3 +65,22 @@ def test_every_planned_run_has_a_valid_config(tmp_path):
         if run.arm != suite.ZERO_SHOT:
             spec = spec_from_config(suite.run_config(run, tmp_path))
             assert spec.data.folds == suite.NUM_FOLDS and spec.retriever.mode == "hybrid", run.name
+
+
+def test_run_jobs_writes_finished_runs_skips_existing_ones_and_survives_a_failure(tmp_path):
+    record = {"wall_s": 60.0, "metrics": {"retrievers": {"dense": {"accuracy@1": 0.5}}}}
+    (tmp_path / "old.json").write_text("{}")
+    calls = []
+
+    def broken():
+        raise RuntimeError("boom")
+
+    def never():
+        calls.append("old")
+        return record
+
+    failed = suite.run_jobs([(tmp_path / "old.json", never), (tmp_path / "bad.json", broken),
+                             (tmp_path / "good.json", lambda: record)])  # fmt: skip
+    assert failed == ["bad"] and calls == []
+    assert json.loads((tmp_path / "good.json").read_text()) == record
+    assert not (tmp_path / "bad.json").exists() and (tmp_path / "old.json").read_text() == "{}"
