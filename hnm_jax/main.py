@@ -1,7 +1,7 @@
 """The `hnm` command line: train | train-ce | eval | mine | export. Flags only; the work happens in the library.
 
     hnm train --config configs/quickstart.py [--config.train.batch_size=16 ...] --workdir DIR
-    hnm train-ce --config configs/full.py --workdir DIR                    # the cross-encoder only (DIR/ce/model)
+    hnm train-ce --config configs/ablations/full_stack.py --workdir DIR    # the cross-encoder only (DIR/ce/model)
     hnm eval --workdir DIR [--data NAME_OR_PATH] [--split test] [--output FILE]    # the workdir's config keys
     hnm eval ... [--max-length N] [--batch-size B] [--search exact|ann] [--retriever dense|lexical|hybrid]
     hnm eval --model all-MiniLM-L6-v2 --data abt_buy --split test          # zero-shot, no training

@@ -49,7 +49,7 @@ def plant_case_variants(root):
 def test_ce_filter_drops_planted_duplicates_and_never_a_positive(tmp_path):
     root = write_tiny_beir(tmp_path / "data")
     planted = plant_case_variants(root)
-    config = tiny_config(root, "configs/full.py", ce__threshold=1.0, ce__margin=1e-6, ce__rescore_top=0,
+    config = tiny_config(root, "configs/ablations/full_stack.py", ce__threshold=1.0, ce__margin=1e-6, ce__rescore_top=0,
                          mining__pool_size=20)
     spec = spec_from_config(config)
     spec = dataclasses.replace(spec, band=spec.band.for_run(2))  # as train_and_evaluate does for a 2-step run
@@ -116,10 +116,10 @@ def positives_by_query(corpus, queries, *splits) -> dict[str, set[str]]:
 
 
 def mined_miner(root, workdir, **overrides):
-    """A tiny full.py mining context over `root` (its dev split loaded) and the state of a pool mined once with the
+    """A tiny full-stack mining context over `root` (its dev split loaded) and the state of a pool mined once with the
     initial encoder."""
-    config = tiny_config(root, "configs/full.py", **{"ce__threshold": 1.0, "ce__margin": 1e-6,
-                                                     "mining__pool_size": 20, **overrides})
+    config = tiny_config(root, "configs/ablations/full_stack.py",
+                         **{"ce__threshold": 1.0, "ce__margin": 1e-6, "mining__pool_size": 20, **overrides})
     spec = spec_from_config(config)
     spec = dataclasses.replace(spec, band=spec.band.for_run(2))  # as train_and_evaluate does for a 2-step run
     _, corpus, queries = load_texts(dataset_root(spec.data), skip_empty=spec.data.skip_empty)
@@ -414,7 +414,8 @@ def test_oracle_filter_keeps_exactly_the_known_duplicates_out_of_the_pools(tmp_p
 def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monkeypatch):
     root = add_dev_split(write_tiny_beir(tmp_path / "data"))
     workdir = tmp_path / "run"
-    config = tiny_config(root, "configs/full.py", train__max_steps=2, ce__rerank_depth=5, ce__gate_min_precision=0.0)
+    config = tiny_config(root, "configs/ablations/full_stack.py", train__max_steps=2, ce__rerank_depth=5,
+                         ce__gate_min_precision=0.0)
     assert config.ce.cross_fit and config.ce.rescore_top == 0
     fold_of_training, trained_rows = [], {}  # spies: the rows each fold's CE trains on
     real_train, real_batch = train.train_cross_encoder, training_batches.make_ce_batch

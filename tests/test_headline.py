@@ -26,6 +26,16 @@ def test_recipe_config_uses_the_official_splits_seed_and_split():
         headline.recipe_config(module, "abt_buy", 0, "dev", {"mining.no_such_key": 1})
 
 
+def test_the_recipe_is_the_candidate_chosen_on_dev():
+    module, overrides = headline.CANDIDATES[headline.CHOSEN]
+    chosen = headline.recipe_config(module, "walmart_amazon", 1, "test", overrides).to_dict()
+    recipe = headline.recipe_config(headline.RECIPE, "walmart_amazon", 1, "test").to_dict()
+    assert recipe == chosen
+    module, overrides = headline.CANDIDATES["hardest_n5_e2"]
+    other = headline.recipe_config(module, "walmart_amazon", 1, "test", overrides).to_dict()
+    assert recipe != other  # the comparison sees a one-key difference (train.num_epochs)
+
+
 def test_compare_pairs_by_set_seed_and_query_and_uses_the_deployed_retriever():
     ids = [f"q{i}" for i in range(40)]
     # recipe: dense right on the first half, its deployed hybrid right on all; anchor: dense right on a quarter

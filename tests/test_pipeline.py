@@ -19,6 +19,7 @@ from hnm_jax.training import miner as miner_module
 from hnm_jax.training.miner import MinerState, make_context, with_judges
 
 POOL = 6
+STACK = "configs/ablations/full_stack.py"  # every mechanism at once, the cross-encoder included
 
 
 class Spy:
@@ -42,8 +43,8 @@ def spy_on(monkeypatch, name: str, *modules) -> Spy:
 
 
 def setup(root, tmp_path):
-    """One spec (full.py's tiny variant, mined once: hardest, N = the whole pool), one encoder, the train split."""
-    spec = mining_spec(spec_from_config(tiny_config(root, "configs/full.py", ce__threshold=0.9, ce__margin=0.05,
+    """One spec (the full stack, tiny, mined once: hardest, N = the whole pool), one encoder, the train split."""
+    spec = mining_spec(spec_from_config(tiny_config(root, STACK, ce__threshold=0.9, ce__margin=0.05,
                                                     ce__rescore_top=4, ce__cross_fit=False)),
                        strategy="hardest", num_negatives=POOL, pool_size=POOL, retriever="hybrid")
     beir = load_beir(root, "train")
@@ -101,7 +102,7 @@ def test_evaluate_and_the_miner_build_their_retriever_with_the_pipeline(tiny_bei
     spec, beir, encoder, context = setup(tiny_beir, tmp_path)
     state = miner_module.refresh(context, MinerState(), encoder.state, 0)[0]
     assert spy.results[0] is state.retriever
-    assert spec.loss.hybrid_logits and len(spy.results) == 2 and spy.results[1] is state.fusion  # full.py's
+    assert spec.loss.hybrid_logits and len(spy.results) == 2 and spy.results[1] is state.fusion  # full_stack.py's
     spec = dataclasses.replace(spec, retriever=dataclasses.replace(spec.retriever, mode="hybrid"))
     metrics = evaluate_module.evaluate(spec, encoder, (tiny_beir, beir.corpus, beir.queries), "train",
                                        show_progress=False)

@@ -319,7 +319,8 @@ def test_curriculum_needs_start_edges_below_end_edges():
     BandSpec(lo=-2.0, hi=2.0, curriculum="none", start_lo=-0.8, start_hi=-0.4)  # no curriculum: start unused
 
 
-@pytest.mark.parametrize("config_file", ["configs/ablations/online_band_curriculum.py", "configs/full.py"])
+@pytest.mark.parametrize("config_file", ["configs/ablations/online_band_curriculum.py",
+                                         "configs/ablations/full_stack.py"])
 def test_recipe_curriculum_moves_both_edges_from_easy_to_hard_over_the_run(config_file):
     total = 200
     spec = spec_from_config(load_config_file(config_file)).band.for_run(total)
