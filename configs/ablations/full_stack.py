@@ -12,18 +12,12 @@ Kept to reproduce the stacked recipe and exercise every mechanism together; resu
 and 9 say the stack does not beat online_hardest, so `configs/full.py` is no longer this.
 """
 
-from configs.ablations import ablation_base, easy_to_hard_curriculum, hardness_margin, hybrid, semi_hard_band
+from configs.ablations import full_bi
 
 
 def get_config(arg: str | None = None):
-    c = ablation_base(arg)
-    c.mining.pool = "online"
-    c.mining.strategy = "band"
+    c = full_bi.get_config(arg)
     c.index.exact_threshold = 0  # ScaNN at every corpus size (exact search only below its minimum of docs)
-    semi_hard_band(c)
-    hardness_margin(c)
-    easy_to_hard_curriculum(c)
-    hybrid(c)
     c.ce.filter = True
     c.ce.guide_in_batch = True
     c.ce.loss = "listwise"  # measured on abt_buy: 60 listwise steps lift re-ranking 0.816 -> 0.850 accuracy@1,
