@@ -72,8 +72,19 @@ def test_headline_table_states_the_goal_and_the_pooled_difference():
     assert "n = 1800 paired" in table
 
 
-def test_the_table_leaves_a_set_without_paired_seeds_empty():
-    recipe = {("abt_buy", 0): fake({"q1": True}, retriever="dense")}
-    anchor = {("abt_buy", 1): fake({"q1": False})}
+def test_the_table_reads_no_verdict_before_all_of_a_sets_runs_exist():
+    ids = [f"q{i}" for i in range(20)]
+    recipe = {(d, s): fake({q: True for q in ids}, retriever="dense") for d in headline.SETS for s in (0, 1, 2)}
+    anchor = {(d, s): fake({q: False for q in ids}) for d in headline.SETS for s in (0, 1, 2)}
+    del anchor[("abt_buy", 2)]  # abt_buy's anchor has 2 of its 3 seeds; walmart_amazon's recipe lacks seed 1
+    del recipe[("walmart_amazon", 1)]
     table = headline.headline_markdown(recipe, anchor)
-    assert "| abt_buy | – | 0 |" in table and "Pooled" not in table
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "met" in rows["amazon_google"] and "runs under way" not in rows["amazon_google"]
+    assert "2 of 3 paired" in rows["abt_buy"] and "anchor seeds [0, 1]" in rows["abt_buy"]
+    assert "recipe seeds [0, 2]" in rows["walmart_amazon"]
+    for dataset in ("abt_buy", "walmart_amazon"):
+        assert "met" not in rows[dataset] and "missed" not in rows[dataset]
+    assert "Pooled" not in table and "1 of 3 sets complete" in table
+    anchor[("abt_buy", 2)], recipe[("walmart_amazon", 1)] = anchor[("abt_buy", 0)], recipe[("walmart_amazon", 0)]
+    assert "n = 180 paired" in headline.headline_markdown(recipe, anchor)  # complete: 3 sets x 3 seeds x 20
