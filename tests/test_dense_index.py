@@ -104,7 +104,11 @@ def test_scann_pads_unfilled_slots():
     assert idx.shape == (5, 3500)
     for row_i, row_v in zip(idx, val, strict=True):
         valid = row_i >= 0
-        assert valid[:100].all() and not valid[-500:].any()  # sorted: valid first, then padding
+        num_valid = int(valid.sum())
+        # the probed leaves hold some but not all of the corpus; how many depends on ScaNN's k-means, which is
+        # not deterministic across machines, so the test asks for the layout only: valid first, then padding
+        assert 0 < num_valid < len(corpus)
+        assert valid[:num_valid].all()
         assert len(set(row_i[valid])) == valid.sum()
         assert np.all(row_v[~valid] == -np.inf) and np.all(np.diff(row_v[valid]) <= 0)
 
