@@ -82,26 +82,13 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
         split = read_split(root, split, corpus, queries)
     relevant, num_duplicates = relevant_rows(spec, root, corpus, queries, split)
     show_progress = jax.process_index() == 0 if show_progress is None else show_progress
-    if spec.eval.max_length == 0 or (reranker is not None and spec.ce.source.max_length == 0):
-        from hnm_jax.data.lengths import resolve_lengths
-
-        resolved = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
-        spec = resolved[0] if isinstance(resolved, tuple) else resolved
-    sharding = encoding_sharding(spec.eval.batch_size, sharding)
     if reranker is not None and spec.ce.rerank.rerank_depth < 1:
         raise ConfigError("ce.rerank_depth: must be >= 1 to re-rank with a cross-encoder")
+    spec, doc_emb, query_emb = embed_split(spec, encoder, corpus, queries, split, state=state, sharding=sharding,
+                                           cache_dir=cache_dir, resolve_ce=reranker is not None,
+                                           show_progress=show_progress)
     max_length, batch_size = spec.eval.max_length, spec.eval.batch_size
-
     query_texts = [queries.texts[i] for i in split.query_rows]
-    corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir,
-                                   memory_budget_bytes=spec.data.memory_budget_bytes)
-    query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
-    encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
-    # with a frozen trunk, its hidden states (computed once per text, cached): only the blocks above it run here
-    corpus_tokens, query_tokens = (encoder.cache_trunk(tokens, cache_dir=cache_dir, **encode)
-                                   for tokens in (corpus_tokens, query_tokens))
-    doc_emb = encoder.encode_tokens(corpus_tokens, **encode)
-    query_emb = encoder.encode_tokens(query_tokens, **encode)
 
     k = min(RETRIEVE_K, len(corpus))
     deployed = spec.retriever.mode
@@ -159,6 +146,30 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     if split.candidates is not None:  # per query, for paired statistics (null: no labelled near-duplicate)
         metrics["per_query"]["near_duplicate_cosine"] = [None if np.isnan(c) else round(float(c), 6) for c in cosines]
     return metrics
+
+
+def embed_split(spec: ExperimentSpec, encoder: Encoder, corpus: Texts, queries: Texts, split: Split, *,
+                state=None, sharding: jax.sharding.NamedSharding | None = None, cache_dir: Path | None = None,
+                resolve_ce: bool = False, show_progress: bool = False) -> tuple[ExperimentSpec, np.ndarray, np.ndarray]:
+    """`evaluate`'s encoding: (spec with eval.max_length resolved, doc_emb [N, D], query_emb [Q, D] of the split's
+    queries), at eval.max_length (0: measured on the data) and eval.batch_size; `resolve_ce` also resolves
+    ce.max_length (a re-ranker needs it)."""
+    if spec.eval.max_length == 0 or (resolve_ce and spec.ce.source.max_length == 0):
+        from hnm_jax.data.lengths import resolve_lengths
+
+        resolved = resolve_lengths(spec, encoder.tokenizer, corpus.texts, queries.texts)
+        spec = resolved[0] if isinstance(resolved, tuple) else resolved
+    sharding = encoding_sharding(spec.eval.batch_size, sharding)
+    max_length, batch_size = spec.eval.max_length, spec.eval.batch_size
+    query_texts = [queries.texts[i] for i in split.query_rows]
+    corpus_tokens = tokenize_texts(encoder.tokenizer, corpus.texts, max_length, cache_dir=cache_dir,
+                                   memory_budget_bytes=spec.data.memory_budget_bytes)
+    query_tokens = tokenize_texts(encoder.tokenizer, query_texts, max_length, cache_dir=cache_dir)
+    encode = dict(batch_size=batch_size, state=state, sharding=sharding, show_progress=show_progress)
+    # with a frozen trunk, its hidden states (computed once per text, cached): only the blocks above it run here
+    corpus_tokens, query_tokens = (encoder.cache_trunk(tokens, cache_dir=cache_dir, **encode)
+                                   for tokens in (corpus_tokens, query_tokens))
+    return spec, encoder.encode_tokens(corpus_tokens, **encode), encoder.encode_tokens(query_tokens, **encode)
 
 
 def relevant_rows(spec: ExperimentSpec, root: Path | None, corpus: Texts, queries: Texts,

@@ -348,3 +348,24 @@ def test_eval_search_key_is_validated(tiny_beir):
     spec = tiny_spec(tiny_beir)
     with pytest.raises(ConfigError, match="eval.search"):
         dataclasses.replace(spec.eval, search="scann")
+
+
+@pytest.mark.slow
+def test_fusion_sweep_reproduces_the_evaluation_of_the_run(trained_workdir, tmp_path):
+    """experiments.fusion encodes once and re-ranks: its dense and weighted w = 0.3 ranks are `hnm eval`'s dense and
+    hybrid ranks of the same run, and every fusion ranks every query."""
+    from experiments import fusion
+
+    workdir, _ = trained_workdir
+    code, metrics = eval_workdir(workdir, tmp_path / "eval.json", "--split", "test")
+    assert code == 0
+    assert fusion.main([str(workdir), "--split", "test", "--out", str(tmp_path / "fusion")]) == 0
+    record = json.loads((tmp_path / "fusion" / f"{workdir.name}.json").read_text())
+    assert record["query_ids"] == metrics["per_query"]["query_ids"]
+    assert record["fusions"]["dense"]["rank"] == metrics["per_query"]["rank_dense"]
+    assert record["fusions"]["weighted_0.3"]["rank"] == metrics["per_query"]["rank_hybrid"]
+    assert set(record["fusions"]) == set(fusion.FUSIONS)
+    for result in record["fusions"].values():
+        assert len(result["rank"]) == len(record["query_ids"])
+        assert result["accuracy@1"] == pytest.approx(np.mean(np.asarray(result["rank"]) == 1))
+    assert record["fusions"]["lexical"]["rank"] != record["fusions"]["dense"]["rank"]  # BM25 ranks on its own

@@ -12,7 +12,7 @@ from experiments import lengths
 
 REPO = Path(__file__).resolve().parents[1]
 # research drivers; PROTOCOL.md beside them
-DRIVERS = {"suite", "report", "demo", "lengths", "peers_mine_check", "st_anchor", "headline"}
+DRIVERS = {"suite", "report", "demo", "lengths", "peers_mine_check", "st_anchor", "headline", "fusion"}
 PROBES = {"bench_train", "bench_vs_peers", "bench_gpu", "bench_index", "bench_freeze", "hlo_report", "profile_step"}
 # `python -m experiments.x` / `python -m benchmarks.x`, or `python experiments/x.py` (the old form)
 COMMAND = re.compile(r"python3?\s+(?:-m\s+(experiments|benchmarks)\.(\w+)|(experiments|benchmarks)/(\w+)\.py)")

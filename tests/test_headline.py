@@ -88,3 +88,14 @@ def test_the_table_reads_no_verdict_before_all_of_a_sets_runs_exist():
     assert "Pooled" not in table and "1 of 3 sets complete" in table
     anchor[("abt_buy", 2)], recipe[("walmart_amazon", 1)] = anchor[("abt_buy", 0)], recipe[("walmart_amazon", 0)]
     assert "n = 180 paired" in headline.headline_markdown(recipe, anchor)  # complete: 3 sets x 3 seeds x 20
+
+
+def test_dev_runs_only_the_named_candidates(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(headline.suite, "run_jobs", lambda jobs: ran.extend(path.name for path, _ in jobs) or [])
+    assert headline.main(["--dev", "--candidates", "hardest_n5_e4_lr1e-4", "--sets", "abt_buy", "amazon_google",
+                          "--results", str(tmp_path)]) == 0  # fmt: skip
+    assert ran == ["hardest_n5_e4_lr1e-4-abt_buy.json", "hardest_n5_e4_lr1e-4-amazon_google.json"]
+    module, overrides = headline.CANDIDATES["hardest_n5_e4_lr1e-4"]
+    config = headline.recipe_config(module, "abt_buy", 0, "dev", overrides)
+    assert (config.train.learning_rate, config.train.num_epochs, config.mining.num_negatives) == (1e-4, 4, 5)

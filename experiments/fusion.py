@@ -1,0 +1,93 @@
+"""Issue 25, round 2: which deployed fusion of dense and BM25 scores a trained run should use, read on dev.
+
+    python -m experiments.fusion WORKDIR [WORKDIR ...] --split dev --out results/recipe_dev_r2/fusion
+
+Each workdir (a finished training run) is encoded once on `--split` over the whole corpus (exact search, the run's
+eval.* settings, as `hnm eval` does), and every retriever of FUSIONS ranks the same embeddings: dense alone, BM25
+alone, dense + w x min-max BM25 for each w of LEXICAL_WEIGHTS, and reciprocal-rank fusion. One JSON per workdir
+(<out>/<workdir name>.json: accuracy@1 and the per-query rank of the first relevant document under each fusion),
+then a table. The run's own setting (weighted, w = 0.3) must reproduce the hybrid accuracy@1 of its training JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LEXICAL_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+# name -> the RetrieverSpec fields it sets over the run's own retriever.*
+FUSIONS: dict[str, dict[str, Any]] = {
+    "dense": {"mode": "dense"},
+    "lexical": {"mode": "lexical"},
+    **{f"weighted_{w}": {"mode": "hybrid", "fusion": "weighted", "dense_weight": 1.0, "lexical_weight": w}
+       for w in LEXICAL_WEIGHTS},  # fmt: skip
+    "rrf": {"mode": "hybrid", "fusion": "rrf"},
+}
+
+
+def sweep(workdir: Path, split: str) -> dict[str, Any]:
+    """{"workdir", "dataset", "split", "query_ids", "fusions": {name: {"accuracy@1", "rank": [Q]}}} of one run."""
+    from hnm_jax.evaluate import embed_split, relevant_rows
+    from hnm_jax.metrics import first_relevant_rank
+    from hnm_jax.mining.pipeline import at_least_10, build_lexical_index, build_retriever
+    from hnm_jax.mining.retriever import Retriever
+    from hnm_jax.mining.scoring import RETRIEVE_K
+    from hnm_jax.training.runs import EvalFlags, load_run
+
+    run = load_run(workdir=workdir, split=split, evaluation=EvalFlags(search="exact"))
+    data, spec = run.data, run.spec
+    relevant = relevant_rows(spec, data.root, data.corpus, data.queries, data.split)[0]
+    spec, doc_emb, query_emb = embed_split(spec, run.encoder, data.corpus, data.queries, data.split,
+                                           cache_dir=run.cache_dir, show_progress=True)  # fmt: skip
+    query_texts = [data.queries.texts[i] for i in data.split.query_rows]
+    lexical = build_lexical_index(data.corpus.texts)
+    base = build_retriever(dataclasses.replace(spec.retriever, mode="dense"), doc_emb, index=spec.index, exact=True,
+                           lexical=lexical)  # fmt: skip
+    k = min(RETRIEVE_K, len(data.corpus))
+    fusions = {}
+    for name, fields in FUSIONS.items():
+        retriever = Retriever(dataclasses.replace(base.spec, **fields), base.dense, base.lexical)
+        rank = first_relevant_rank(at_least_10(retriever.retrieve(query_emb, query_texts, k=k).indices), relevant)
+        fusions[name] = {"accuracy@1": float(np.mean(rank == 1)), "rank": rank.tolist()}
+    return {"workdir": str(workdir), "dataset": spec.data.name, "split": split, "retriever": spec.retriever.mode,
+            "lexical_weight": spec.retriever.lexical_weight, "fusion": spec.retriever.fusion,
+            "query_ids": [data.queries.ids[r] for r in data.split.query_rows], "fusions": fusions}
+
+
+def table(records: Sequence[dict[str, Any]]) -> str:
+    """Fusions x runs: accuracy@1, and the mean over runs."""
+    names = [Path(r["workdir"]).name for r in records]
+    lines = ["| fusion | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
+    for fusion in FUSIONS:
+        values = [r["fusions"][fusion]["accuracy@1"] for r in records]
+        lines.append(f"| {fusion} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {np.mean(values):.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.fusion", description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdirs", nargs="+", type=Path)
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the per-run JSONs")
+    args = parser.parse_args(argv)
+    from hnm_jax.atomic_write import write_text
+
+    records = []
+    for workdir in args.workdirs:
+        path = args.out / f"{workdir.name}.json"
+        if not path.exists():
+            write_text(path, json.dumps(sweep(workdir, args.split)))
+        records.append(json.loads(path.read_text()))
+    print(table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
