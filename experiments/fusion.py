@@ -61,13 +61,23 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
             "query_ids": [data.queries.ids[r] for r in data.split.query_rows], "fusions": fusions}
 
 
+def picked(record: dict[str, Any]) -> tuple[str, float]:
+    """The fusion a run's split picks: the highest accuracy@1, ties to the earlier in FUSIONS (PROTOCOL.md
+    section 9)."""
+    name = max(FUSIONS, key=lambda f: (record["fusions"][f]["accuracy@1"], -list(FUSIONS).index(f)))
+    return name, record["fusions"][name]["accuracy@1"]
+
+
 def table(records: Sequence[dict[str, Any]]) -> str:
-    """Fusions x runs: accuracy@1, and the mean over runs."""
+    """Fusions x runs: accuracy@1, the mean over runs, and the fusion each run's split picks."""
     names = [Path(r["workdir"]).name for r in records]
     lines = ["| fusion | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
     for fusion in FUSIONS:
         values = [r["fusions"][fusion]["accuracy@1"] for r in records]
         lines.append(f"| {fusion} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {np.mean(values):.4f} |")
+    best = [picked(r) for r in records]
+    lines.append("| picked on this split | " + " | ".join(f"{name}: {value:.4f}" for name, value in best)
+                 + f" | {np.mean([value for _, value in best]):.4f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

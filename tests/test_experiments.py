@@ -113,3 +113,14 @@ def test_lengths_markdown_row_by_hand():
     text = lengths.markdown({"datasets": {"d": {"queries": side, "documents": side}}})
     assert "| d | queries | 10 | 12 | 30 | 41 | 25.0% | 32 | 5.0% |" in text.splitlines()
     assert len(text.splitlines()) == 4
+
+
+def test_fusion_pick_is_the_highest_accuracy_ties_to_the_earlier_fusion():
+    from experiments import fusion
+
+    accuracy = dict.fromkeys(fusion.FUSIONS, 0.5) | {"weighted_0.5": 0.75, "rrf": 0.75}
+    record = {"workdir": "runs/a", "fusions": {name: {"accuracy@1": value} for name, value in accuracy.items()}}
+    assert fusion.picked(record) == ("weighted_0.5", 0.75)
+    record["fusions"]["rrf"]["accuracy@1"] = 0.8
+    assert fusion.picked(record) == ("rrf", 0.8)
+    assert "| picked on this split | rrf: 0.8000 | 0.8000 |" in fusion.table([record])
