@@ -94,6 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.retriever.fusion = "weighted"  # hybrid fusion: weighted (min-max per query) | rrf
     c.retriever.dense_weight = 1.0  # weight of the dense score (or dense rank in rrf)
     c.retriever.lexical_weight = 0.3  # weight of the BM25 score (or BM25 rank in rrf)
+    c.retriever.lexical_tokens = "words"  # BM25 tokens: words | codes (adjacent tokens with a digit also joined)
     c.retriever.rrf_k = 60  # rrf constant k in w / (k + rank)
     c.retriever.depth = 100  # candidates taken from each source before fusion
 

@@ -4,7 +4,8 @@
 
 Each workdir (a finished training run) is encoded once on `--split` over the whole corpus (exact search, the run's
 eval.* settings, as `hnm eval` does), and every retriever of FUSIONS ranks the same embeddings: dense alone, BM25
-alone, dense + w x min-max BM25 for each w of LEXICAL_WEIGHTS, and reciprocal-rank fusion. One JSON per workdir
+alone, dense + w x min-max BM25 for each w of LEXICAL_WEIGHTS, and reciprocal-rank fusion, with BM25 over word
+tokens and over "codes" tokens (retriever.lexical_tokens). One JSON per workdir
 (<out>/<workdir name>.json: accuracy@1 and the per-query rank of the first relevant document under each fusion),
 then a table. The run's own setting (weighted, w = 0.3) must reproduce the hybrid accuracy@1 of its training JSON.
 """
@@ -25,10 +26,15 @@ LEXICAL_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 # name -> the RetrieverSpec fields it sets over the run's own retriever.*
 FUSIONS: dict[str, dict[str, Any]] = {
     "dense": {"mode": "dense"},
-    "lexical": {"mode": "lexical"},
-    **{f"weighted_{w}": {"mode": "hybrid", "fusion": "weighted", "dense_weight": 1.0, "lexical_weight": w}
-       for w in LEXICAL_WEIGHTS},  # fmt: skip
-    "rrf": {"mode": "hybrid", "fusion": "rrf"},
+    "lexical": {"mode": "lexical", "lexical_tokens": "words"},
+    **{f"weighted_{w}": {"mode": "hybrid", "fusion": "weighted", "dense_weight": 1.0, "lexical_weight": w,
+                         "lexical_tokens": "words"} for w in LEXICAL_WEIGHTS},  # fmt: skip
+    "rrf": {"mode": "hybrid", "fusion": "rrf", "lexical_tokens": "words"},
+    # BM25 over "codes" tokens (PROTOCOL.md section 9's addendum): product codes written apart also match joined
+    "lexical_codes": {"mode": "lexical", "lexical_tokens": "codes"},
+    **{f"weighted_codes_{w}": {"mode": "hybrid", "fusion": "weighted", "dense_weight": 1.0, "lexical_weight": w,
+                               "lexical_tokens": "codes"} for w in LEXICAL_WEIGHTS},  # fmt: skip
+    "rrf_codes": {"mode": "hybrid", "fusion": "rrf", "lexical_tokens": "codes"},
 }
 
 
@@ -36,6 +42,7 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
     """{"workdir", "dataset", "split", "query_ids", "fusions": {name: {"accuracy@1", "rank": [Q]}}} of one run."""
     from hnm_jax.evaluate import embed_split, relevant_rows
     from hnm_jax.metrics import first_relevant_rank
+    from hnm_jax.mining.lexical import TOKENIZERS
     from hnm_jax.mining.pipeline import at_least_10, build_lexical_index, build_retriever
     from hnm_jax.mining.retriever import Retriever
     from hnm_jax.mining.scoring import RETRIEVE_K
@@ -47,13 +54,14 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
     spec, doc_emb, query_emb = embed_split(spec, run.encoder, data.corpus, data.queries, data.split,
                                            cache_dir=run.cache_dir, show_progress=True)  # fmt: skip
     query_texts = [data.queries.texts[i] for i in data.split.query_rows]
-    lexical = build_lexical_index(data.corpus.texts)
-    base = build_retriever(dataclasses.replace(spec.retriever, mode="dense"), doc_emb, index=spec.index, exact=True,
-                           lexical=lexical)  # fmt: skip
+    lexical = {tokens: build_lexical_index(data.corpus.texts, tokens=tokens) for tokens in TOKENIZERS}
+    dense = build_retriever(dataclasses.replace(spec.retriever, mode="dense"), doc_emb, index=spec.index,
+                            exact=True).dense  # fmt: skip
     k = min(RETRIEVE_K, len(data.corpus))
     fusions = {}
     for name, fields in FUSIONS.items():
-        retriever = Retriever(dataclasses.replace(base.spec, **fields), base.dense, base.lexical)
+        retriever_spec = dataclasses.replace(spec.retriever, **fields)
+        retriever = Retriever(retriever_spec, dense, lexical[retriever_spec.lexical_tokens])
         rank = first_relevant_rank(at_least_10(retriever.retrieve(query_emb, query_texts, k=k).indices), relevant)
         fusions[name] = {"accuracy@1": float(np.mean(rank == 1)), "rank": rank.tolist()}
     return {"workdir": str(workdir), "dataset": spec.data.name, "split": split, "retriever": spec.retriever.mode,

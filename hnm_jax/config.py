@@ -412,6 +412,7 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
                       "fold_dev_fraction": 0.1}, "train": {"lr_schedule": "linear"},
              "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact", "duplicates_relevant": False},
              "mining": {"retriever": "", "oracle_filter": False, "band_refill": False},
+             "retriever": {"lexical_tokens": "words"},
              "ce": {"cross_fit": False, "gate_min_precision": 0.0, "negatives_top": ce.get("rescore_top", 10)}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour
         if isinstance(config.get(section), dict):

@@ -94,7 +94,7 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     deployed = spec.retriever.mode
     # the pipeline's retriever (mining's), its dense index exact unless eval.search = "ann" (built for the dense
     # mode, so a lexical deployed mode does not force it exact); BM25 whenever it imports; then every mode reported
-    lexical = build_lexical_index(corpus.texts, required=deployed != "dense")
+    lexical = build_lexical_index(corpus.texts, required=deployed != "dense", tokens=spec.retriever.lexical_tokens)
     retriever = build_retriever(dataclasses.replace(spec.retriever, mode="dense"), doc_emb, corpus.texts,
                                 index=spec.index, exact=spec.eval.search == "exact", lexical=lexical)
     search = search_record(spec, retriever.dense, k)

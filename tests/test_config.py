@@ -61,6 +61,7 @@ def test_wrong_type_names_key():
     ("model", "normalize", "no", r"model\.normalize: expected bool, got str"),
     ("ce", "gate_min_precision", 1.5, r"ce\.gate_min_precision: must be in \[0, 1\] \(0: no gate\), got 1\.5"),
     ("mining", "oracle_filter", True, r"mining\.oracle_filter: strategy 'random' mines no pool"),  # base: no pool
+    ("retriever", "lexical_tokens", "chars", r"retriever\.lexical_tokens=?:? ?'?chars'? is unknown"),
 ])
 def test_impossible_values(section, key, value, message):
     config = base_dict()

@@ -90,3 +90,23 @@ def test_normalize_per_query():
 def test_empty_corpus_rejected():
     with pytest.raises(ValueError, match="empty"):
         LexicalIndex.build([])
+
+
+def test_codes_tokens_join_adjacent_tokens_holding_a_digit():
+    assert tokenize("HT-Z510 black") == ["ht", "z510", "black"]
+    assert tokenize("HT-Z510 black", "codes") == ["ht", "z510", "black", "htz510", "z510black"]
+    assert tokenize("acme camera black", "codes") == ["acme", "camera", "black"]  # no digit, nothing joined
+    with pytest.raises(ValueError, match="unknown lexical tokens 'chars'"):
+        tokenize("x", "chars")
+
+
+def test_codes_index_matches_a_code_written_apart_and_survives_save_load(tmp_path):
+    corpus = ["samsung ht-z510 home theater", "samsung ht-tz515 home theater", "canon powershot sd790 is camera"]
+    words, codes = LexicalIndex.build(corpus), LexicalIndex.build(corpus, tokens="codes")
+    assert words.scores("htz510")[0] == 0 and codes.scores("htz510")[0] > 0  # only codes sees the joined code
+    assert np.argmax(codes.scores("canon sd790is")) == 2 and codes.scores("canon sd790is")[2] > words.scores(
+        "canon sd790is")[2]  # fmt: skip
+    codes.save(tmp_path / "codes")
+    loaded = LexicalIndex.load(tmp_path / "codes")
+    assert loaded.tokens == "codes"
+    np.testing.assert_array_equal(loaded.scores("htz510"), codes.scores("htz510"))

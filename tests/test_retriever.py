@@ -214,3 +214,13 @@ def test_fusion_coefficients_are_the_fusions_min_max():
     with pytest.raises(ValueError, match="fusion_coefficients"):
         Retriever(RetrieverSpec(mode="dense"), DenseIndex.build(np.eye(2, dtype=np.float32)), None
                   ).fusion_coefficients(np.eye(2, dtype=np.float32), ["a", "b"], 2)
+
+
+def test_a_lexical_index_of_other_tokens_is_refused(corpus, indexes):
+    dense, words = indexes
+    with pytest.raises(ValueError, match="lexical index has 'words' tokens but retriever.lexical_tokens is 'codes'"):
+        Retriever(RetrieverSpec(mode="hybrid", lexical_tokens="codes"), dense, words)
+    codes = LexicalIndex.build(corpus[0], tokens="codes")
+    hits = Retriever(RetrieverSpec(mode="lexical", lexical_tokens="codes"), dense, codes).retrieve(
+        corpus[3][:1], ["acme camera model0"], k=1)  # fmt: skip
+    assert hits.indices[0, 0] == 0  # "model-0" written together: only the codes tokens match it

@@ -1,7 +1,9 @@
 """BM25 lexical retrieval (bm25s, Lucene variant) and per-query score normalization.
 
 Tokenizer: lowercase, split on non-word characters (``re.findall(r"\\w+", text.lower())``), no stopwords
-and no stemming, so product codes and model numbers survive as tokens ("XJ-900b" -> ["xj", "900b"]).
+and no stemming, so product codes and model numbers survive as tokens ("XJ-900b" -> ["xj", "900b"]). With
+tokens="codes" each adjacent pair of them that holds a digit is also indexed joined ("xj900b"), so a code written
+apart in one record matches it written together in another ("HT-Z510" and "htz510", "sd790 is" and "sd790is").
 
 BM25 (Lucene):
     score(q, d) = sum_{t in q} idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))
@@ -12,6 +14,7 @@ scores exactly 0. ``search`` returns only docs with a positive score (other slot
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -25,7 +28,9 @@ if TYPE_CHECKING:
     import bm25s
 
 _TOKEN_RE = re.compile(r"\w+")
+_DIGIT_RE = re.compile(r"\d")
 _FORMAT_VERSION = 1
+TOKENIZERS = ("words", "codes")  # retriever.lexical_tokens
 
 
 def _bm25s():
@@ -37,9 +42,15 @@ def _bm25s():
     return bm25s
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens: re.findall(r"\\w+", text.lower())."""
-    return _TOKEN_RE.findall(text.lower())
+def tokenize(text: str, tokens: str = "words") -> list[str]:
+    """Lowercase word tokens, re.findall(r"\\w+", text.lower()); tokens="codes" appends each adjacent pair of them
+    joined where the pair holds a digit ("HT-Z510 black" -> ["ht", "z510", "black", "htz510", "z510black"])."""
+    words = _TOKEN_RE.findall(text.lower())
+    if tokens == "words":
+        return words
+    if tokens != "codes":
+        raise ValueError(f"unknown lexical tokens {tokens!r}; expected one of {list(TOKENIZERS)}")
+    return words + [a + b for a, b in itertools.pairwise(words) if _DIGIT_RE.search(a + b)]
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,18 +78,19 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class LexicalIndex:
     """BM25 over a fixed corpus; rows are corpus positions (same order as the texts given to build)."""
 
-    def __init__(self, bm25: bm25s.BM25, num_docs: int):
+    def __init__(self, bm25: bm25s.BM25, num_docs: int, tokens: str = "words"):
         self._bm25 = bm25
         self._num_docs = num_docs
+        self.tokens = tokens  # `tokenize`'s tokens, for the corpus and every query
 
     @classmethod
-    def build(cls, texts: Sequence[str], k1: float = 1.5, b: float = 0.75) -> LexicalIndex:
-        """Index ``texts`` (one string per corpus row) with BM25 parameters k1, b."""
+    def build(cls, texts: Sequence[str], k1: float = 1.5, b: float = 0.75, tokens: str = "words") -> LexicalIndex:
+        """Index ``texts`` (one string per corpus row) with BM25 parameters k1, b over `tokenize(text, tokens)`."""
         if len(texts) == 0:
             raise ValueError("LexicalIndex.build: the corpus is empty")
         bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
-        bm25.index([tokenize(t) for t in texts], show_progress=False)
-        return cls(bm25, len(texts))
+        bm25.index([tokenize(t, tokens) for t in texts], show_progress=False)
+        return cls(bm25, len(texts), tokens)
 
     def __len__(self) -> int:
         return self._num_docs
@@ -94,7 +106,7 @@ class LexicalIndex:
     def scores(self, query_text: str) -> np.ndarray:
         """BM25 score of every doc for one query: float32 [N] (0 for docs sharing no token)."""
         vocab = self._bm25.vocab_dict
-        ids = [vocab[t] for t in tokenize(query_text) if t in vocab]
+        ids = [vocab[t] for t in tokenize(query_text, self.tokens) if t in vocab]
         if not ids:
             return np.zeros(self._num_docs, np.float32)
         return np.asarray(self._bm25.get_scores_from_ids(ids), np.float32)
@@ -131,7 +143,8 @@ class LexicalIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._bm25.save(str(directory / "bm25s"), show_progress=False)
-        meta = {"format": _FORMAT_VERSION, "num_docs": self._num_docs, "tokenizer": _TOKEN_RE.pattern}
+        meta = {"format": _FORMAT_VERSION, "num_docs": self._num_docs, "tokenizer": _TOKEN_RE.pattern,
+                "tokens": self.tokens}
         (directory / "lexical_index.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -145,7 +158,7 @@ class LexicalIndex:
         if meta.get("format") != _FORMAT_VERSION or meta.get("tokenizer") != _TOKEN_RE.pattern:
             raise ValueError(f"{meta_path}: saved with another format/tokenizer ({meta}); rebuild the index")
         bm25 = _bm25s().BM25.load(str(directory / "bm25s"), show_progress=False, verbosity=0)
-        return cls(bm25, int(meta["num_docs"]))
+        return cls(bm25, int(meta["num_docs"]), meta.get("tokens", "words"))
 
 
 def minmax_range(x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

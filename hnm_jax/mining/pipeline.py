@@ -37,11 +37,12 @@ def at_least_10(ranked: np.ndarray) -> np.ndarray:
     return np.pad(ranked, ((0, 0), (0, max(0, METRIC_DEPTH - ranked.shape[1]))), constant_values=-1)
 
 
-def build_lexical_index(doc_texts: Sequence[str], required: bool = True) -> LexicalIndex | None:
-    """BM25 over the corpus (`mining.lexical.LexicalIndex`), or None when bm25s cannot be imported and the
-    caller can do without it (not `required`: evaluation then reports no hybrid retriever)."""
+def build_lexical_index(doc_texts: Sequence[str], required: bool = True, tokens: str = "words") -> LexicalIndex | None:
+    """BM25 over the corpus's `tokens` (`mining.lexical.LexicalIndex`; retriever.lexical_tokens), or None when bm25s
+    cannot be imported and the caller can do without it (not `required`: evaluation then reports no hybrid
+    retriever)."""
     try:
-        return LexicalIndex.build(list(doc_texts))
+        return LexicalIndex.build(list(doc_texts), tokens=tokens)
     except ImportError:
         if required:
             raise
@@ -70,7 +71,7 @@ def build_retriever(spec: RetrieverSpec, doc_emb: np.ndarray, doc_texts: Sequenc
     if lexical is None and spec.mode != "dense":
         if doc_texts is None:
             raise ValueError(f"build_retriever: mode {spec.mode!r} needs BM25: pass doc_texts or lexical")
-        lexical = build_lexical_index(doc_texts)
+        lexical = build_lexical_index(doc_texts, tokens=spec.lexical_tokens)
     return Retriever(spec, dense, lexical)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hnm_jax.mining.dense_index import DenseIndex
-from hnm_jax.mining.lexical import LexicalIndex, minmax_apply, minmax_range, top_k_rows
+from hnm_jax.mining.lexical import TOKENIZERS, LexicalIndex, minmax_apply, minmax_range, top_k_rows
 
 MODES = ("dense", "lexical", "hybrid")
 QUERY_CHUNK = 1024  # queries processed together (bounds the [chunk, candidates, D] re-scoring memory)
@@ -38,6 +38,8 @@ class RetrieverSpec:
       candidates; "rrf" = sum_s w_s / (rrf_k + rank_s) with rank_s the 1-based rank of the candidate
       among the query's candidates by source s (ties share the best rank).
     depth: candidates taken from each source before fusion (raised to k when smaller).
+    lexical_tokens: BM25's tokens (`lexical.tokenize`): "words", or "codes" (adjacent tokens holding a digit are
+      also indexed joined, so "HT-Z510" matches "htz510").
     """
 
     mode: str = "dense"
@@ -46,6 +48,7 @@ class RetrieverSpec:
     lexical_weight: float = 0.3
     rrf_k: int = 60
     depth: int = 100
+    lexical_tokens: str = "words"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -56,6 +59,9 @@ class RetrieverSpec:
             raise ValueError(f"RetrieverSpec.depth must be >= 1, got {self.depth}")
         if self.rrf_k < 0:
             raise ValueError(f"RetrieverSpec.rrf_k must be >= 0, got {self.rrf_k}")
+        if self.lexical_tokens not in TOKENIZERS:
+            raise ValueError(f"RetrieverSpec.lexical_tokens={self.lexical_tokens!r} is unknown; expected one of "
+                             f"{list(TOKENIZERS)}")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -201,6 +207,9 @@ class Retriever:
                 f"dense index has {len(dense)} docs but lexical index has {len(lexical)}; "
                 "both must index the same corpus rows"
             )
+        if lexical is not None and lexical.tokens != spec.lexical_tokens:
+            raise ValueError(f"the lexical index has {lexical.tokens!r} tokens but retriever.lexical_tokens is "
+                             f"{spec.lexical_tokens!r}: build it with tokens={spec.lexical_tokens!r}")  # fmt: skip
         self.spec = spec
         self.dense = dense
         self.lexical = lexical

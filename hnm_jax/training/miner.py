@@ -173,7 +173,7 @@ def new_context(spec: ExperimentSpec, encoder: Encoder, doc_texts: tuple[str, ..
     mining or hybrid logits use it, and the canonical rows."""
     mines_lexically = mines(spec) and spec.mining_retriever.mode in ("lexical", "hybrid")
     needs_lexical = mines_lexically or spec.loss.hybrid_logits  # BM25 for mining and/or hybrid logits
-    lexical = build_lexical_index(doc_texts) if needs_lexical else None
+    lexical = build_lexical_index(doc_texts, tokens=spec.mining_retriever.lexical_tokens) if needs_lexical else None
     return MinerContext(spec, encoder, split, query_texts, query_tokens, tuple(doc_texts), doc_tokens,
                         batches.canonical_rows(doc_texts), batch_sharding, lexical, dev, duplicates)
 
