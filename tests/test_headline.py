@@ -99,3 +99,6 @@ def test_dev_runs_only_the_named_candidates(tmp_path, monkeypatch):
     module, overrides = headline.CANDIDATES["hardest_n5_e4_lr1e-4"]
     config = headline.recipe_config(module, "abt_buy", 0, "dev", overrides)
     assert (config.train.learning_rate, config.train.num_epochs, config.mining.num_negatives) == (1e-4, 4, 5)
+    module, overrides = headline.CANDIDATES["hardest_n5_e4_t0.03"]
+    config = headline.recipe_config(module, "abt_buy", 0, "dev", overrides)
+    assert (config.loss.temperature, config.train.learning_rate, config.train.num_epochs) == (0.03, 5e-5, 4)
