@@ -8,6 +8,10 @@ alone, dense + w x min-max BM25 for each w of LEXICAL_WEIGHTS, and reciprocal-ra
 tokens and over "codes" tokens (retriever.lexical_tokens). One JSON per workdir
 (<out>/<workdir name>.json: accuracy@1 and the per-query rank of the first relevant document under each fusion),
 then a table. The run's own setting (weighted, w = 0.3) must reproduce the hybrid accuracy@1 of its training JSON.
+
+A run with a re-ranking stage (ce.rerank_depth > 0 and a cross-encoder, as `hnm eval` resolves it) also ranks its
+deployed retriever's top ce.rerank_depth by CE logit alone ("ce", `hnm eval`'s re-ranking) and by the retriever's
+score + v x the query's min-max-scaled CE logits for each v of CE_WEIGHTS ("ce_<v>"; PROTOCOL.md section 10).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 LEXICAL_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+CE_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 # name -> the RetrieverSpec fields it sets over the run's own retriever.*
 FUSIONS: dict[str, dict[str, Any]] = {
     "dense": {"mode": "dense"},
@@ -38,6 +43,17 @@ FUSIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def with_cross_encoder(fused: np.ndarray, logits: np.ndarray, weight: float) -> np.ndarray:
+    """[Q, k] retrieval scores + weight x each query's CE logits [Q, k] min-max scaled to [0, 1] over its finite
+    entries; -inf where the logit is (no candidate)."""
+    finite = np.isfinite(logits)
+    lo = np.min(np.where(finite, logits, np.inf), axis=1, keepdims=True)
+    hi = np.max(np.where(finite, logits, -np.inf), axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # rows without a finite logit: every entry is -inf anyway
+        scaled = np.where(hi > lo, (logits - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    return np.where(finite, fused + weight * scaled, -np.inf)
+
+
 def sweep(workdir: Path, split: str) -> dict[str, Any]:
     """{"workdir", "dataset", "split", "query_ids", "fusions": {name: {"accuracy@1", "rank": [Q]}}} of one run."""
     from hnm_jax.evaluate import embed_split, relevant_rows
@@ -45,14 +61,15 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
     from hnm_jax.mining.lexical import TOKENIZERS
     from hnm_jax.mining.pipeline import at_least_10, build_lexical_index, build_retriever
     from hnm_jax.mining.retriever import Retriever
-    from hnm_jax.mining.scoring import RETRIEVE_K
+    from hnm_jax.mining.scoring import RETRIEVE_K, reorder_top, rerank_logits
     from hnm_jax.training.runs import EvalFlags, load_run
 
     run = load_run(workdir=workdir, split=split, evaluation=EvalFlags(search="exact"))
     data, spec = run.data, run.spec
     relevant = relevant_rows(spec, data.root, data.corpus, data.queries, data.split)[0]
     spec, doc_emb, query_emb = embed_split(spec, run.encoder, data.corpus, data.queries, data.split,
-                                           cache_dir=run.cache_dir, show_progress=True)  # fmt: skip
+                                           cache_dir=run.cache_dir, resolve_ce=run.cross_encoder is not None,
+                                           show_progress=True)  # fmt: skip
     query_texts = [data.queries.texts[i] for i in data.split.query_rows]
     lexical = {tokens: build_lexical_index(data.corpus.texts, tokens=tokens) for tokens in TOKENIZERS}
     dense = build_retriever(dataclasses.replace(spec.retriever, mode="dense"), doc_emb, index=spec.index,
@@ -64,6 +81,18 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
         retriever = Retriever(retriever_spec, dense, lexical[retriever_spec.lexical_tokens])
         rank = first_relevant_rank(at_least_10(retriever.retrieve(query_emb, query_texts, k=k).indices), relevant)
         fusions[name] = {"accuracy@1": float(np.mean(rank == 1)), "rank": rank.tolist()}
+    if run.cross_encoder is not None:  # the run's re-ranking stage over its deployed retriever
+        deployed = Retriever(spec.retriever, dense, lexical[spec.retriever.lexical_tokens])
+        retrieved = deployed.retrieve(query_emb, query_texts, k=k)
+        ranked = at_least_10(retrieved.indices)
+        logits = rerank_logits(ranked, query_texts, data.corpus.texts, run.cross_encoder,
+                               spec.ce.rerank.rerank_depth, spec.eval.batch_size, show_progress=True,
+                               max_length=spec.ce.source.max_length)  # fmt: skip
+        fused = retrieved.fused[:, :logits.shape[1]]
+        scores = {"ce": logits, **{f"ce_{v}": with_cross_encoder(fused, logits, v) for v in CE_WEIGHTS}}
+        for name, score in scores.items():
+            rank = first_relevant_rank(reorder_top(ranked, score), relevant)
+            fusions[name] = {"accuracy@1": float(np.mean(rank == 1)), "rank": rank.tolist()}
     return {"workdir": str(workdir), "dataset": spec.data.name, "split": split, "retriever": spec.retriever.mode,
             "lexical_weight": spec.retriever.lexical_weight, "fusion": spec.retriever.fusion,
             "query_ids": [data.queries.ids[r] for r in data.split.query_rows], "fusions": fusions}
@@ -80,7 +109,9 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     """Fusions x runs: accuracy@1, the mean over runs, and the fusion each run's split picks."""
     names = [Path(r["workdir"]).name for r in records]
     lines = ["| fusion | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
-    for fusion in FUSIONS:
+    rerankings = [name for name in records[0]["fusions"] if name not in FUSIONS
+                  and all(name in r["fusions"] for r in records)]  # fmt: skip
+    for fusion in [*FUSIONS, *rerankings]:
         values = [r["fusions"][fusion]["accuracy@1"] for r in records]
         lines.append(f"| {fusion} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {np.mean(values):.4f} |")
     best = [picked(r) for r in records]

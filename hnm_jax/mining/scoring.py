@@ -33,19 +33,36 @@ def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: 
     return np.max(np.where(positives >= 0, scores, -np.inf), axis=1)
 
 
-def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel, depth: int,
-           batch_size: int, show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
-    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first.
-
-    Pairs are tokenized at `max_length` (default: the cross-encoder's own max_length)."""
+def rerank_logits(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel,
+                  depth: int, batch_size: int, show_progress: bool = False, max_length: int | None = None
+                  ) -> np.ndarray:
+    """[Q, K] ranked corpus rows (-1 = none) -> [Q, min(K, depth)] CE logits of each query's first `depth` rows
+    (-inf where none). Pairs are tokenized at `max_length` (default: the cross-encoder's own max_length)."""
     top = ranked[:, :depth]
     query, column = np.nonzero(top >= 0)
     logits = np.full(top.shape, -np.inf, np.float32)
     logits[query, column] = cross_encoder.score([query_texts[q] for q in query],
                                                 [doc_texts[d] for d in top[query, column]], batch_size=batch_size,
                                                 max_length=max_length, show_progress=show_progress)
-    order = np.argsort(-logits, axis=1, kind="stable")
-    return np.concatenate([np.take_along_axis(top, order, axis=1), ranked[:, depth:]], axis=1)
+    return logits
+
+
+def reorder_top(ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[Q, K] ranked rows with the first scores.shape[1] of each row re-ordered by `scores` [Q, k], best first
+    (stable: ties keep the retriever's order)."""
+    depth = scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.concatenate([np.take_along_axis(ranked[:, :depth], order, axis=1), ranked[:, depth:]], axis=1)
+
+
+def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel, depth: int,
+           batch_size: int, show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
+    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first.
+
+    Pairs are tokenized at `max_length` (default: the cross-encoder's own max_length)."""
+    logits = rerank_logits(ranked, query_texts, doc_texts, cross_encoder, depth, batch_size, show_progress,
+                           max_length)
+    return reorder_top(ranked, logits)
 
 
 def encoding_sharding(batch_size: int, sharding: jax.sharding.NamedSharding | None = None, *,
