@@ -117,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ce.filter = False  # drop pool candidates the cross-encoder calls likely positives (false negatives)
     c.ce.guide_in_batch = False  # also mask in-batch/explicit candidates the CE calls likely positives, in the loss
     c.ce.rerank_depth = 0  # evaluation re-ranks the retriever's top-k with the CE (0 = off; metrics per stage)
+    c.ce.rerank_weight = 0.0  # ... by CE logit (0), or by retriever score + this x the min-max-scaled CE logit
     c.ce.threshold = 0.9  # likely positive when sigmoid(CE logit) > threshold (1 = rule off)
     c.ce.margin = 0.1  # ... or when its logit is within this margin of the query's positive (-inf = rule off)
     c.ce.prefer_top = 0  # move the k highest-CE kept candidates to the front of the pool (0 = pool order)
@@ -125,6 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ce.gate_min_precision = 0.5  # filter only if >= this share of what the rules drop on dev pairs is a match
     c.ce.max_length = 0  # tokens of a `[CLS] query [SEP] doc [SEP]` pair (0: auto, query + document lengths)
     c.ce.train_steps = 60  # optimizer steps of cross-encoder training (on positives + mined negatives)
+    c.ce.train_epochs = 0  # > 0: train the CE this many epochs over its queries instead (replaces train_steps)
     c.ce.batch_size = 16  # queries per CE step, each with its positive and num_negatives negatives
     c.ce.num_negatives = 3  # mined negatives per query in CE training, drawn from the first negatives_top of the pool
     c.ce.negatives_top = 10  # CE training draws its negatives from the first k pool candidates (0 = the whole pool)

@@ -11,7 +11,8 @@ then a table. The run's own setting (weighted, w = 0.3) must reproduce the hybri
 
 A run with a re-ranking stage (ce.rerank_depth > 0 and a cross-encoder, as `hnm eval` resolves it) also ranks its
 deployed retriever's top ce.rerank_depth by CE logit alone ("ce", `hnm eval`'s re-ranking) and by the retriever's
-score + v x the query's min-max-scaled CE logits for each v of CE_WEIGHTS ("ce_<v>"; PROTOCOL.md section 10).
+score + v x the query's min-max-scaled CE logits for each v of CE_WEIGHTS ("ce_<v>", `scoring.interpolate_ce`;
+PROTOCOL.md section 10).
 """
 
 from __future__ import annotations
@@ -43,17 +44,6 @@ FUSIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def with_cross_encoder(fused: np.ndarray, logits: np.ndarray, weight: float) -> np.ndarray:
-    """[Q, k] retrieval scores + weight x each query's CE logits [Q, k] min-max scaled to [0, 1] over its finite
-    entries; -inf where the logit is (no candidate)."""
-    finite = np.isfinite(logits)
-    lo = np.min(np.where(finite, logits, np.inf), axis=1, keepdims=True)
-    hi = np.max(np.where(finite, logits, -np.inf), axis=1, keepdims=True)
-    with np.errstate(invalid="ignore"):  # rows without a finite logit: every entry is -inf anyway
-        scaled = np.where(hi > lo, (logits - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
-    return np.where(finite, fused + weight * scaled, -np.inf)
-
-
 def sweep(workdir: Path, split: str) -> dict[str, Any]:
     """{"workdir", "dataset", "split", "query_ids", "fusions": {name: {"accuracy@1", "rank": [Q]}}} of one run."""
     from hnm_jax.evaluate import embed_split, relevant_rows
@@ -61,7 +51,7 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
     from hnm_jax.mining.lexical import TOKENIZERS
     from hnm_jax.mining.pipeline import at_least_10, build_lexical_index, build_retriever
     from hnm_jax.mining.retriever import Retriever
-    from hnm_jax.mining.scoring import RETRIEVE_K, reorder_top, rerank_logits
+    from hnm_jax.mining.scoring import RETRIEVE_K, interpolate_ce, reorder_top, rerank_logits
     from hnm_jax.training.runs import EvalFlags, load_run
 
     run = load_run(workdir=workdir, split=split, evaluation=EvalFlags(search="exact"))
@@ -89,7 +79,7 @@ def sweep(workdir: Path, split: str) -> dict[str, Any]:
                                spec.ce.rerank.rerank_depth, spec.eval.batch_size, show_progress=True,
                                max_length=spec.ce.source.max_length)  # fmt: skip
         fused = retrieved.fused[:, :logits.shape[1]]
-        scores = {"ce": logits, **{f"ce_{v}": with_cross_encoder(fused, logits, v) for v in CE_WEIGHTS}}
+        scores = {"ce": logits, **{f"ce_{v}": interpolate_ce(fused, logits, v) for v in CE_WEIGHTS}}
         for name, score in scores.items():
             rank = first_relevant_rank(reorder_top(ranked, score), relevant)
             fusions[name] = {"accuracy@1": float(np.mean(rank == 1)), "rank": rank.tolist()}

@@ -413,7 +413,8 @@ def _migrate_legacy(config: Mapping[str, Any]) -> dict[str, Any]:
              "band": {"curriculum_fraction": 0.7}, "eval": {"search": "exact", "duplicates_relevant": False},
              "mining": {"retriever": "", "oracle_filter": False, "band_refill": False},
              "retriever": {"lexical_tokens": "words"},
-             "ce": {"cross_fit": False, "gate_min_precision": 0.0, "negatives_top": ce.get("rescore_top", 10)}}
+             "ce": {"cross_fit": False, "gate_min_precision": 0.0, "negatives_top": ce.get("rescore_top", 10),
+                    "rerank_weight": 0.0, "train_epochs": 0}}
     for section, keys in added.items():  # keys added since: the value that reproduces the old behaviour
         if isinstance(config.get(section), dict):
             for key, value in keys.items():

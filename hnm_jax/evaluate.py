@@ -63,7 +63,8 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
       root may be None.
     split: a split name (read from `root`) or a read Split.
     sharding: batch NamedSharding over a 1-D 'data' mesh (default: every device).
-    reranker: a cross-encoder re-ranking the deployed retriever's top `ce.rerank_depth` by logit.
+    reranker: a cross-encoder re-ranking the deployed retriever's top `ce.rerank_depth` by logit (ce.rerank_weight 0)
+      or by retriever score + ce.rerank_weight x min-max-scaled logit (`scoring.interpolate_ce`).
     show_progress: progress bars (default: on process 0).
 
     Returns the JSON-ready metrics: the deployed pipeline's final-stage ranking metrics at the top level
@@ -109,12 +110,15 @@ def evaluate(spec: ExperimentSpec, encoder: Encoder, data: EvalData, split: str 
     stages = {"retrieve": dict(metrics)}
     if reranker is not None:
         depth = spec.ce.rerank.rerank_depth
+        weight = spec.ce.rerank.rerank_weight
         final = rerank(ranked[deployed], query_texts, corpus.texts, reranker, depth, batch_size, show_progress,
-                       max_length=spec.ce.source.max_length)
+                       max_length=spec.ce.source.max_length, retrieval_scores=retrieved[deployed].fused,
+                       weight=weight)
         stages["rerank"] = retrieval_metrics(final, relevant)
         metrics.update(stages["rerank"])
         ranks["rank_rerank"] = first_relevant_rank(final, relevant)
-        metrics["rerank"] = {"depth": depth, "max_length": spec.ce.source.max_length, "model": reranker.source}
+        metrics["rerank"] = {"depth": depth, "weight": weight, "max_length": spec.ce.source.max_length,
+                             "model": reranker.source}
     metrics.update(stages=stages, retriever=deployed, retrievers=retrievers)
 
     dense = retrieved["dense"]  # the bi-encoder's own figures, whatever the deployed pipeline

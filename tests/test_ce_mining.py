@@ -465,3 +465,14 @@ def test_full_config_trains_the_cross_encoder_reranks_and_resumes(tmp_path, monk
     assert [export.stat().st_mtime_ns for export in exports] == mtimes
     assert again["accuracy@1"] == metrics["accuracy@1"]
     assert again["stages"] == metrics["stages"]
+
+
+def test_ce_train_epochs_replace_train_steps(tmp_path):
+    config = tiny_config(tmp_path, "configs/base.py", ce__train_steps=60, ce__batch_size=16)
+    spec = spec_from_config(config).ce.train
+    assert spec.train_epochs == 0 and spec.total_steps(37) == 60  # base: train_steps
+    config.ce.train_epochs = 4
+    assert spec_from_config(config).ce.train.total_steps(37) == 148  # 4 epochs of 37 full batches
+    config.ce.train_epochs = -1
+    with pytest.raises(ConfigError, match="ce.train_epochs"):
+        spec_from_config(config)

@@ -18,7 +18,7 @@ from hnm_jax.main import main
 from hnm_jax.metrics import first_relevant_rank
 from hnm_jax.mining.dense_index import IndexSpec
 from hnm_jax.mining.retriever import Retriever
-from hnm_jax.mining.scoring import RETRIEVE_K, encoding_sharding
+from hnm_jax.mining.scoring import RETRIEVE_K, encoding_sharding, interpolate_ce, rerank
 from hnm_jax.models.loading import build_cross_encoder, build_encoder
 from hnm_jax.models.pretrained import CrossEncoderModel, Encoder
 from hnm_jax.training.train import train_and_evaluate
@@ -319,10 +319,13 @@ def test_cli_eval_workdir_honours_every_eval_key(trained_workdir, tmp_path, monk
     spec = spec_from_config(json.loads((workdir / "config.json").read_text()))
     build_cross_encoder(spec.model, spec.ce.source, spec.seed).export(tmp_path / "ce")
     metrics = run(ce__rerank_depth=3, ce__model=str(tmp_path / "ce"), retriever__mode="hybrid")
-    assert metrics["rerank"] == {"depth": 3, "max_length": spec.ce.source.max_length, "model": str(tmp_path / "ce")}
+    assert metrics["rerank"] == {"depth": 3, "weight": 0.0, "max_length": spec.ce.source.max_length,
+                                 "model": str(tmp_path / "ce")}
     assert spec.ce.source.max_length == 32 and scores and all(length == 32 for length, _ in scores)
     assert set(metrics["stages"]) == {"retrieve", "rerank"} and metrics["retriever"] == "hybrid"
     assert "rank_rerank" in metrics["per_query"]
+    metrics = run(ce__rerank_depth=3, ce__model=str(tmp_path / "ce"), ce__rerank_weight=0.2, retriever__mode="hybrid")
+    assert metrics["rerank"]["weight"] == 0.2 and "rank_rerank" in metrics["per_query"]
     scores.clear()
     shutil.copytree(tmp_path / "ce", workdir / "ce" / "model")  # where `hnm train` leaves the cross-encoder it trains
     try:
@@ -369,3 +372,49 @@ def test_fusion_sweep_reproduces_the_evaluation_of_the_run(trained_workdir, tmp_
         assert len(result["rank"]) == len(record["query_ids"])
         assert result["accuracy@1"] == pytest.approx(np.mean(np.asarray(result["rank"]) == 1))
     assert record["fusions"]["lexical"]["rank"] != record["fusions"]["dense"]["rank"]  # BM25 ranks on its own
+
+    # a run with a re-ranking stage: "ce" is `hnm eval`'s re-ranking, and each ce_<v> ranks every query
+    reranking = tmp_path / "reranking"
+    shutil.copytree(workdir, reranking)
+    config = json.loads((reranking / "config.json").read_text())
+    spec = spec_from_config(config)
+    build_cross_encoder(spec.model, spec.ce.source, spec.seed).export(tmp_path / "ce")
+    config["ce"].update(model=str(tmp_path / "ce"), rerank_depth=5)
+    config["retriever"]["mode"] = "hybrid"
+    (reranking / "config.json").write_text(json.dumps(config))
+    code, metrics = eval_workdir(reranking, tmp_path / "eval_rerank.json", "--split", "test")
+    assert code == 0 and "rank_rerank" in metrics["per_query"]
+    assert fusion.main([str(reranking), "--split", "test", "--out", str(tmp_path / "fusion")]) == 0
+    record = json.loads((tmp_path / "fusion" / "reranking.json").read_text())
+    assert record["fusions"]["ce"]["rank"] == metrics["per_query"]["rank_rerank"]
+    assert set(record["fusions"]) == set(fusion.FUSIONS) | {"ce"} | {f"ce_{v}" for v in fusion.CE_WEIGHTS}
+    assert all(len(record["fusions"][f"ce_{v}"]["rank"]) == len(record["query_ids"]) for v in fusion.CE_WEIGHTS)
+
+
+class _DocLogits:
+    """A stand-in cross-encoder whose logit of (query, doc) is a fixed number per doc text."""
+
+    def __init__(self, logits: dict[str, float]):
+        self.logits = logits
+
+    def score(self, queries, docs, batch_size=64, *, max_length=None, show_progress=False):
+        return np.array([self.logits[d] for d in docs], np.float32)
+
+
+def test_rerank_by_logit_or_by_retrieval_score_plus_scaled_logit():
+    docs = ["a", "b", "c", "d"]
+    ranked = np.array([[0, 1, 2, 3], [1, 2, -1, -1]])  # query 1 has two candidates
+    fused = np.array([[0.90, 0.88, 0.50, 0.1], [0.7, 0.65, -np.inf, -np.inf]])
+    ce = _DocLogits({"a": -2.0, "b": 3.0, "c": 8.0, "d": 0.0})
+    # the CE alone orders query 0's top 3 by logit (c, b, a); d stays below the depth
+    assert rerank(ranked, ["q0", "q1"], docs, ce, 3, 8).tolist() == [[2, 1, 0, 3], [2, 1, -1, -1]]
+    # logits scale to 0, 0.5, 1 over a, b, c: a small weight swaps the two close scores only, a large one follows the CE
+    small = rerank(ranked, ["q0", "q1"], docs, ce, 3, 8, retrieval_scores=fused, weight=0.1)
+    assert small.tolist() == [[1, 0, 2, 3], [2, 1, -1, -1]]
+    large = rerank(ranked, ["q0", "q1"], docs, ce, 3, 8, retrieval_scores=fused, weight=1.0)
+    assert large[0].tolist() == [2, 1, 0, 3]
+    with pytest.raises(ValueError, match="retrieval_scores"):
+        rerank(ranked, ["q0", "q1"], docs, ce, 3, 8, weight=0.1)
+    # equal logits add nothing; a missing candidate stays -inf
+    scores = interpolate_ce(fused[1:, :3], np.array([[1.0, 1.0, -np.inf]], np.float32), 0.5)
+    assert scores.tolist() == [[0.7, 0.65, -np.inf]]

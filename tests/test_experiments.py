@@ -6,7 +6,6 @@ import importlib
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from experiments import lengths
@@ -126,18 +125,3 @@ def test_fusion_pick_is_the_highest_accuracy_ties_to_the_earlier_fusion():
     assert fusion.picked(record) == ("rrf", 0.8)
     assert "| picked on this split | rrf: 0.8000 | 0.8000 |" in fusion.table([record])
 
-
-def test_fusion_with_cross_encoder_breaks_close_retrieval_scores_by_the_scaled_logits():
-    from experiments import fusion
-    from hnm_jax.mining.scoring import reorder_top
-
-    fused = np.array([[0.90, 0.88, 0.50], [0.7, 0.6, -np.inf]])
-    logits = np.array([[-2.0, 3.0, 8.0], [1.0, 1.0, -np.inf]], np.float32)
-    # row 0: logits scale to 0, 0.5, 1; a small weight swaps the close first two only, a large one puts row 2 first
-    assert reorder_top(np.array([[5, 6, 7, 9]]), fusion.with_cross_encoder(fused[:1], logits[:1], 0.1)).tolist() == [
-        [6, 5, 7, 9]]
-    assert reorder_top(np.array([[5, 6, 7, 9]]), fusion.with_cross_encoder(fused[:1], logits[:1], 1.0)).tolist() == [
-        [7, 6, 5, 9]]
-    # row 1: equal logits add nothing (retriever order kept), and the missing candidate stays -inf
-    scores = fusion.with_cross_encoder(fused, logits, 0.5)
-    assert scores[1, 0] == 0.7 and scores[1, 1] == 0.6 and scores[1, 2] == -np.inf

@@ -18,13 +18,18 @@ RETRIEVE_K = 100  # ranked depth kept per query; metrics use the top 10, per-que
 @dataclasses.dataclass(frozen=True)
 class RerankSpec:
     """Whether evaluation re-ranks the retriever's top `rerank_depth` with the cross-encoder (`ce.rerank_depth`;
-    0: no re-ranking), through `rerank`."""
+    0: no re-ranking), through `rerank`, and by what: the CE logit alone (`rerank_weight` 0) or the retriever's
+    score + rerank_weight x the query's min-max-scaled CE logits (`interpolate_ce`)."""
 
     rerank_depth: int
+    rerank_weight: float = 0.0
 
     def __post_init__(self):
         if self.rerank_depth < 0:
             raise ValueError(f"RerankSpec.rerank_depth: must be >= 0 (0: no re-ranking), got {self.rerank_depth}")
+        if not self.rerank_weight >= 0.0:
+            raise ValueError(f"RerankSpec.rerank_weight: must be >= 0 (0: the CE logit alone), got "
+                             f"{self.rerank_weight}")
 
 
 def best_positive_scores(query_emb: np.ndarray, doc_emb: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -55,13 +60,33 @@ def reorder_top(ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.concatenate([np.take_along_axis(ranked[:, :depth], order, axis=1), ranked[:, depth:]], axis=1)
 
 
+def interpolate_ce(scores: np.ndarray, logits: np.ndarray, weight: float) -> np.ndarray:
+    """[Q, k] retrieval scores + weight x each query's CE logits [Q, k] min-max scaled to [0, 1] over its finite
+    entries (all equal: 0); -inf where the logit is (no candidate). The scaling keeps the CE's order within a query
+    and puts its spread on the retriever's scale, whatever the CE's logit range."""
+    finite = np.isfinite(logits)
+    lo = np.min(np.where(finite, logits, np.inf), axis=1, keepdims=True)
+    hi = np.max(np.where(finite, logits, -np.inf), axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # rows without a finite logit: every entry is -inf anyway
+        scaled = np.where(hi > lo, (logits - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    return np.where(finite, scores + weight * scaled, -np.inf)
+
+
 def rerank(ranked: np.ndarray, query_texts: list[str], doc_texts, cross_encoder: CrossEncoderModel, depth: int,
-           batch_size: int, show_progress: bool = False, max_length: int | None = None) -> np.ndarray:
-    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered by CE logit, best first.
+           batch_size: int, show_progress: bool = False, max_length: int | None = None, *,
+           retrieval_scores: np.ndarray | None = None, weight: float = 0.0) -> np.ndarray:
+    """[Q, K] ranked corpus rows (-1 = none) with the first `depth` of each row re-ordered, best first: by CE logit
+    (weight 0), else by `interpolate_ce` of the retriever's [Q, >= depth] `retrieval_scores` and the logits.
 
     Pairs are tokenized at `max_length` (default: the cross-encoder's own max_length)."""
     logits = rerank_logits(ranked, query_texts, doc_texts, cross_encoder, depth, batch_size, show_progress,
                            max_length)
+    if weight > 0:
+        if retrieval_scores is None:
+            raise ValueError("rerank: weight > 0 interpolates the retriever's scores; pass retrieval_scores")
+        scores = retrieval_scores[:, :logits.shape[1]]  # padded with -inf where `ranked` is (-1 rows)
+        scores = np.pad(scores, ((0, 0), (0, logits.shape[1] - scores.shape[1])), constant_values=-np.inf)
+        logits = interpolate_ce(scores, logits, weight)
     return reorder_top(ranked, logits)
 
 

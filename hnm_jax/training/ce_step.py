@@ -30,7 +30,8 @@ CE_BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "valid")
 
 @dataclasses.dataclass(frozen=True)
 class CETrainSpec:
-    """How a cross-encoder is trained here (`ce.*`): `train_steps` optimizer steps of `batch_size` queries, each with
+    """How a cross-encoder is trained here (`ce.*`): `train_steps` optimizer steps (or `train_epochs` > 0 epochs over
+    its queries: `total_steps`) of `batch_size` queries, each with
     its positive and `num_negatives` negatives drawn from the first `negatives_top` pool entries (0: all), AdamW at
     peak `learning_rate`, `CE_LOSSES[loss]`; `cross_fit`: two CEs, each trained on half the queries (when the CE
     guides mining). ValueError 'CETrainSpec.<field>: ...' when a value is impossible."""
@@ -42,8 +43,16 @@ class CETrainSpec:
     learning_rate: float
     loss: str
     cross_fit: bool
+    train_epochs: int = 0
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of one CE's training: train_epochs x steps_per_epoch when train_epochs > 0, else
+        train_steps."""
+        return self.train_epochs * steps_per_epoch if self.train_epochs > 0 else self.train_steps
 
     def __post_init__(self):
+        if self.train_epochs < 0:
+            raise ValueError(f"CETrainSpec.train_epochs: must be >= 0 (0: train_steps), got {self.train_epochs}")
         if self.loss not in CE_LOSSES:
             raise ValueError(f"CETrainSpec.loss: unknown {self.loss!r}; valid: {', '.join(sorted(CE_LOSSES))}")
         if self.negatives_top < 0:

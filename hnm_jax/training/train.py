@@ -91,8 +91,8 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, context: MinerContex
                           + (" (cross-fitting: each CE trains on half of them)" if len(rows) < len(context.split)
                              else "")) from None
     model = build_cross_encoder(spec.model, spec.ce.source, spec.seed)
-    tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.train.learning_rate),
-                        spec.ce.train.train_steps)
+    total = spec.ce.train.total_steps(per_epoch)
+    tx = make_optimizer(dataclasses.replace(spec.train, learning_rate=spec.ce.train.learning_rate), total)
     checkpointer = Checkpointer(ce_dir / "checkpoints", keep=1)
     state, state_sharding, _ = init_state(model.graphdef, model.state, tx, spec.seed, mesh, checkpointer)
     step_fn = jit_ce_train_step(tx, spec.ce.train.loss, spec.model.dropout > 0, state_sharding,
@@ -100,7 +100,7 @@ def train_cross_encoder(spec: ExperimentSpec, ce_dir: Path, context: MinerContex
     writer = MetricWriter(ce_dir)
     try:
         state = run_loop(step_fn, state, CrossEncoderBatches(spec, context, pool, model, rows, per_epoch),
-                         total=spec.ce.train.train_steps, batch_size=spec.ce.train.batch_size, mesh=mesh, writer=writer,
+                         total=total, batch_size=spec.ce.train.batch_size, mesh=mesh, writer=writer,
                          checkpointer=checkpointer, log_every=spec.train.log_every,
                          checkpoint_every=spec.train.checkpoint_every, prefix="ce_train/", desc="train-ce")
     finally:
