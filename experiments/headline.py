@@ -89,7 +89,10 @@ def job(path: Path, config, workdirs: Path) -> tuple[Path, Callable[[], dict[str
 
 
 def deployed_metric(run: Mapping[str, Any]) -> str:
-    """report.per_item's name of accuracy@1 under the retriever the run deploys (anchors: dense)."""
+    """report.per_item's name of accuracy@1 of the pipeline the run deploys: its re-ranking stage when it has one,
+    else its retriever (anchors: dense)."""
+    if "rank_rerank" in run["metrics"]["per_query"]:
+        return "rerank_accuracy@1"
     return f"{run.get('retriever', 'dense')}_accuracy@1"
 
 

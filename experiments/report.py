@@ -73,7 +73,8 @@ CONFIRMATION = (Contrast("online_band", "in_batch"), Contrast("online_band", "on
 
 
 def per_item(metrics: Mapping[str, Any], metric: str) -> dict[Any, float]:
-    """{item: value} of one run: per query (dense/hybrid accuracy@1, MRR@10, near-duplicate cosine) or per labelled
+    """{item: value} of one run: per query (<stage>_accuracy@1 of any per-query rank_<stage>: dense, hybrid, rerank;
+    the dense MRR@10; near-duplicate cosine) or per labelled
     near-duplicate pair (pairwise_accuracy, keyed (query, doc))."""
     if metric == "pairwise_accuracy":
         pairs = metrics.get("per_pair") or {}
@@ -83,8 +84,12 @@ def per_item(metrics: Mapping[str, Any], metric: str) -> dict[Any, float]:
     ids = per_query["query_ids"]
     if metric == "near_duplicate_cosine":
         return {q: float(c) for q, c in zip(ids, per_query.get(metric, [None] * len(ids)), strict=True) if c is not None}
-    retriever, kind = {"dense_accuracy@1": ("dense", "acc"), "hybrid_accuracy@1": ("hybrid", "acc"),
-                       "mrr@10": ("dense", "rr")}[metric]  # fmt: skip
+    if metric == "mrr@10":
+        retriever, kind = "dense", "rr"
+    elif metric.endswith("_accuracy@1"):  # dense, hybrid, lexical, rerank: each stage's rank_<name>
+        retriever, kind = metric.removesuffix("_accuracy@1"), "acc"
+    else:
+        raise KeyError(metric)
     ranks = per_query[f"rank_{retriever}"]
     if kind == "acc":
         return {q: float(r == 1) for q, r in zip(ids, ranks, strict=True)}

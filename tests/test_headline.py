@@ -48,6 +48,10 @@ def test_compare_pairs_by_set_seed_and_query_and_uses_the_deployed_retriever():
     dense = headline.compare(recipe, anchor, ("abt_buy",), dense_only=True)
     assert dense.effect == pytest.approx(0.25)  # 20/40 - 10/40
     assert headline.compare(recipe, anchor, ("amazon_google",)) is None
+    # a run with a re-ranking stage deploys it: its rank_rerank is what the anchor is compared with
+    recipe[("abt_buy", 0)]["metrics"]["per_query"]["rank_rerank"] = [1 if i < 30 else 2 for i in range(40)]
+    assert headline.deployed_metric(recipe[("abt_buy", 0)]) == "rerank_accuracy@1"
+    assert headline.compare(recipe, anchor, ("abt_buy",)).effect == pytest.approx(0.5)  # 30/40 - 10/40
 
 
 def test_headline_table_states_the_goal_and_the_pooled_difference():

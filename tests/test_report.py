@@ -33,10 +33,13 @@ def runs_of(effects: dict[str, float], n: int = 200, datasets=suite.DATASETS, ta
 
 def test_per_item_metrics_by_hand():
     metrics = {"per_query": {"query_ids": ["a", "b", "c"], "rank_dense": [1, 4, 0], "rank_hybrid": [2, 1, 11],
-                             "near_duplicate_cosine": [0.5, None, 0.25]},
+                             "rank_rerank": [1, 1, 3], "near_duplicate_cosine": [0.5, None, 0.25]},
                "per_pair": {"query_ids": ["a", "a"], "doc_ids": ["x", "y"], "correct": [1, 0]}}  # fmt: skip
     assert report.per_item(metrics, "dense_accuracy@1") == {"a": 1.0, "b": 0.0, "c": 0.0}
     assert report.per_item(metrics, "hybrid_accuracy@1") == {"a": 0.0, "b": 1.0, "c": 0.0}
+    assert report.per_item(metrics, "rerank_accuracy@1") == {"a": 1.0, "b": 1.0, "c": 0.0}
+    with pytest.raises(KeyError):
+        report.per_item(metrics, "lexical_accuracy@1")  # no such stage in this run
     assert report.per_item(metrics, "mrr@10") == {"a": 1.0, "b": 0.25, "c": 0.0}
     assert report.per_item(metrics, "near_duplicate_cosine") == {"a": 0.5, "c": 0.25}
     assert report.per_item(metrics, "pairwise_accuracy") == {("a", "x"): 1.0, ("a", "y"): 0.0}
