@@ -476,3 +476,16 @@ def test_ce_train_epochs_replace_train_steps(tmp_path):
     config.ce.train_epochs = -1
     with pytest.raises(ConfigError, match="ce.train_epochs"):
         spec_from_config(config)
+
+
+def test_a_run_trains_its_reranker_for_ce_train_epochs_and_interpolates(tmp_path):
+    root = write_tiny_beir(tmp_path / "data")
+    workdir = tmp_path / "run"
+    config = tiny_config(root, "configs/full.py", train__max_steps=2, ce__rerank_depth=3, ce__rerank_weight=0.2,
+                         ce__train_epochs=1)
+    metrics = train_and_evaluate(config, workdir)
+    queries = len(read_split(root, "train", *load_texts(root)[1:]))
+    lines = (workdir / CE_DIR / "metrics.jsonl").read_text().splitlines()
+    assert config.ce.train_steps != queries // config.ce.batch_size  # the epoch count, not train_steps, decides
+    assert json.loads(lines[-1])["step"] == queries // config.ce.batch_size
+    assert metrics["rerank"]["weight"] == 0.2 and set(metrics["stages"]) == {"retrieve", "rerank"}
