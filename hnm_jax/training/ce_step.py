@@ -31,10 +31,10 @@ CE_BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "valid")
 @dataclasses.dataclass(frozen=True)
 class CETrainSpec:
     """How a cross-encoder is trained here (`ce.*`): `train_steps` optimizer steps (or `train_epochs` > 0 epochs over
-    its queries: `total_steps`) of `batch_size` queries, each with
-    its positive and `num_negatives` negatives drawn from the first `negatives_top` pool entries (0: all), AdamW at
-    peak `learning_rate`, `CE_LOSSES[loss]`; `cross_fit`: two CEs, each trained on half the queries (when the CE
-    guides mining). ValueError 'CETrainSpec.<field>: ...' when a value is impossible."""
+    its queries: `total_steps`) of `batch_size` queries, each with its positive and `num_negatives` negatives drawn
+    from the first `negatives_top` pool entries (0: all), AdamW at peak `learning_rate`, `CE_LOSSES[loss]`;
+    `cross_fit`: two CEs, each trained on half the queries (when the CE guides mining). ValueError
+    'CETrainSpec.<field>: ...' when a value is impossible."""
 
     train_steps: int
     batch_size: int
